@@ -1,1 +1,15 @@
-"""handlers."""
+"""The chat surface: one module per command family, all wired by ``register_all``."""
+
+from __future__ import annotations
+
+from telegram.ext import Application
+
+from bot.services import Services
+from handlers import conversation, gate, info
+
+
+def register_all(application: Application, services: Services) -> None:  # type: ignore[type-arg]
+    """Install the gate first, then every command family, then the free-text handler."""
+    gate.register(application, services)
+    info.register(application, services)
+    conversation.register(application, services)

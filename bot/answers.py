@@ -1,0 +1,71 @@
+"""Questions the bot is waiting to have answered in a private chat.
+
+While a question is open, the user's next plain text message in that chat (or a reply to the
+prompt) is its answer. The engine awaits a future; the chat surface routes messages here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from itertools import count
+
+_ids = count(1)
+
+
+@dataclass(eq=False)
+class Question:
+    """One open question. ``secret`` answers are deleted from the chat at once."""
+
+    user_id: int
+    chat_id: int
+    secret: bool
+    purpose: str
+    prompt_message_id: int | None = None
+    id: int = field(default_factory=lambda: next(_ids))
+    future: asyncio.Future[str] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Answers:
+    """The open questions, at most one per user and chat (a newer one replaces the older)."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[int, int], Question] = {}
+
+    def ask(self, user_id: int, chat_id: int, *, secret: bool, purpose: str) -> Question:
+        key = (user_id, chat_id)
+        previous = self._open.get(key)
+        if previous is not None and not previous.future.done():
+            previous.future.cancel()
+        question = Question(user_id=user_id, chat_id=chat_id, secret=secret, purpose=purpose)
+        self._open[key] = question
+        return question
+
+    def pending(self, user_id: int, chat_id: int) -> Question | None:
+        question = self._open.get((user_id, chat_id))
+        if question is None or question.future.done():
+            return None
+        return question
+
+    def answer(self, user_id: int, chat_id: int, text: str) -> Question | None:
+        """Deliver ``text`` to the open question of this user and chat; None when there is none."""
+        question = self.pending(user_id, chat_id)
+        if question is None:
+            return None
+        del self._open[(user_id, chat_id)]
+        question.future.set_result(text)
+        return question
+
+    def has_secret_pending(self, user_id: int) -> bool:
+        return any(
+            q.secret and not q.future.done() for (uid, _), q in self._open.items() if uid == user_id
+        )
+
+    def close(self, question: Question) -> None:
+        key = (question.user_id, question.chat_id)
+        if self._open.get(key) is question:
+            del self._open[key]
+        if not question.future.done():
+            question.future.cancel()

@@ -1,0 +1,136 @@
+"""The chat port of ``bot.chat`` implemented with python-telegram-bot."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from telegram import Bot, ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
+from telegram.error import BadRequest, Forbidden, TelegramError
+
+from bot.answers import Answers, Question
+from bot.chat import Keyboard, MessageRef
+from bot.secret import Secret
+
+log = logging.getLogger(__name__)
+MAX_TEXT = 4096
+
+
+def _markup(buttons: Keyboard) -> InlineKeyboardMarkup | None:
+    if not buttons:
+        return None
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in buttons]
+    )
+
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    """Telegram refuses texts over 4096 characters; keep the head and say what was cut."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 20] + "\n… (cut)"
+
+
+class TelegramChat:
+    """Delivers the engine's messages; a failure is logged and reported as None/False."""
+
+    def __init__(self, bot: Bot, answers: Answers) -> None:
+        self.bot = bot
+        self.answers = answers
+
+    async def post(
+        self, chat_id: int, text: str, *, buttons: Keyboard = (), force_reply: bool = False
+    ) -> MessageRef | None:
+        markup: InlineKeyboardMarkup | ForceReply | None = _markup(buttons)
+        if force_reply and markup is None:
+            markup = ForceReply(selective=True)
+        try:
+            message = await self.bot.send_message(chat_id, clip(text), reply_markup=markup)
+        except TelegramError as exc:
+            log.warning("could not send a message to chat %s: %s", chat_id, exc)
+            return None
+        return MessageRef(chat_id, message.message_id)
+
+    async def edit(self, ref: MessageRef, text: str, *, buttons: Keyboard = ()) -> bool:
+        try:
+            await self.bot.edit_message_text(
+                clip(text),
+                chat_id=ref.chat_id,
+                message_id=ref.message_id,
+                reply_markup=_markup(buttons),
+            )
+        except BadRequest as exc:
+            if "not modified" in str(exc).lower():
+                return True
+            log.warning(
+                "could not edit message %s in chat %s: %s", ref.message_id, ref.chat_id, exc
+            )
+            return False
+        except TelegramError as exc:
+            log.warning(
+                "could not edit message %s in chat %s: %s", ref.message_id, ref.chat_id, exc
+            )
+            return False
+        return True
+
+    async def delete(self, ref: MessageRef) -> bool:
+        try:
+            return await self.bot.delete_message(ref.chat_id, ref.message_id)
+        except TelegramError as exc:
+            log.warning(
+                "could not delete message %s in chat %s: %s", ref.message_id, ref.chat_id, exc
+            )
+            return False
+
+    async def send_file(
+        self, chat_id: int, filename: str, data: bytes, *, caption: str = ""
+    ) -> bool:
+        try:
+            await self.bot.send_document(
+                chat_id, InputFile(data, filename=filename), caption=clip(caption, 1024) or None
+            )
+        except TelegramError as exc:
+            log.warning("could not send %s to chat %s: %s", filename, chat_id, exc)
+            return False
+        return True
+
+    async def _ask(
+        self, user_id: int, prompt: str, *, secret: bool, purpose: str, timeout: float
+    ) -> str | None:
+        question = self.answers.ask(user_id, user_id, secret=secret, purpose=purpose)
+        try:
+            ref = await self.post(user_id, prompt, force_reply=True)
+            if ref is None:
+                return None
+            question.prompt_message_id = ref.message_id
+            return await asyncio.wait_for(asyncio.shield(question.future), timeout)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and not question.future.cancelled():
+                raise
+            return None
+        finally:
+            self.answers.close(question)
+
+    async def ask_text(
+        self, user_id: int, prompt: str, *, purpose: str, timeout: float
+    ) -> str | None:
+        return await self._ask(user_id, prompt, secret=False, purpose=purpose, timeout=timeout)
+
+    async def ask_secret(
+        self, user_id: int, prompt: str, *, purpose: str, timeout: float
+    ) -> Secret | None:
+        text = await self._ask(user_id, prompt, secret=True, purpose=purpose, timeout=timeout)
+        return None if text is None else Secret(text.encode())
+
+    def question(self, user_id: int, chat_id: int) -> Question | None:
+        return self.answers.pending(user_id, chat_id)
+
+    async def user_unreachable(self, user_id: int) -> bool:
+        """Whether the user has never opened a private chat with the bot (Forbidden)."""
+        try:
+            await self.bot.send_chat_action(user_id, "typing")
+        except Forbidden:
+            return True
+        except TelegramError:
+            return False
+        return False

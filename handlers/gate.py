@@ -1,0 +1,128 @@
+"""The access gate: runs before every handler, decides, audits, and stops what is refused.
+
+It runs in handler group -1 as a ``TypeHandler`` and raises ``ApplicationHandlerStop`` for
+anything refused, so no later handler ever sees an update from someone without the right.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from telegram import Update
+from telegram.ext import Application, ApplicationHandlerStop, ContextTypes, TypeHandler
+
+from bot.commands import CommandError, Right, parse_command
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+REFUSAL_INTERVAL = 3600.0
+
+
+def refusal_text(user_id: int) -> str:
+    return (
+        f"Not authorised. Your Telegram user id is {user_id}; "
+        "an admin can add it to DEPLOYBOT_ADMINS or a machine's operators."
+    )
+
+
+class Gate:
+    """Admins may do everything, operators act on their machines, strangers get one refusal."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._last_refusal: dict[int, float] = {}
+
+    async def __call__(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        user = update.effective_user
+        if user is None or user.is_bot:
+            raise ApplicationHandlerStop
+        if update.edited_message is not None or update.edited_channel_post is not None:
+            raise ApplicationHandlerStop
+        access = self.services.access
+        name = user.username or user.first_name or ""
+        action, machine = self._describe(update, context.bot.username)
+
+        async def audit(decision: str, detail: str = "") -> None:
+            await self.services.store.audit(
+                user_id=user.id,
+                username=name,
+                action=action,
+                machine=machine,
+                decision=decision,
+                detail=detail,
+            )
+
+        if not access.is_known(user.id):
+            await audit("refused", "not an admin or operator")
+            await self._refuse_stranger(update, user.id)
+            raise ApplicationHandlerStop
+        message = update.effective_message
+        text = message.text if message is not None and update.message is not None else None
+        if text is not None and text.startswith("/"):
+            try:
+                parsed = parse_command(text, context.bot.username)
+            except CommandError as exc:
+                await audit("refused", "bad input")
+                await update.message.reply_text(str(exc)) if update.message else None
+                raise ApplicationHandlerStop from None
+            spec = parsed.spec
+            if spec.name not in self.services.commands:
+                await audit("refused", "not available")
+                if update.message is not None:
+                    await update.message.reply_text(
+                        f"/{spec.name} is not available in this version."
+                    )
+                raise ApplicationHandlerStop
+            if not access.may_run(user.id, spec):
+                await audit("refused", f"needs {spec.right.value} right")
+                if update.message is not None:
+                    await update.message.reply_text(f"/{spec.name} is for admins only.")
+                raise ApplicationHandlerStop
+            machine_arg = parsed.machine if spec.right is Right.MACHINE else None
+            if machine_arg is not None and not access.may_act(user.id, machine_arg):
+                known = machine_arg in self.services.inventory.machines
+                await audit("refused", "not an operator" if known else "unknown machine")
+                if update.message is not None:
+                    await update.message.reply_text(self._machine_refusal(user.id, machine_arg))
+                raise ApplicationHandlerStop
+        await audit("allowed")
+
+    def _describe(self, update: Update, bot_username: str | None) -> tuple[str, str]:
+        """A short audit label for the update, and the machine it names (if any)."""
+        if update.callback_query is not None:
+            data = update.callback_query.data or ""
+            return f"button:{data.split(':', 1)[0][:24]}", ""
+        message = update.message
+        if message is None:
+            return "update", ""
+        text = message.text or ""
+        if text.startswith("/"):
+            try:
+                parsed = parse_command(text, bot_username)
+            except CommandError:
+                return "command:invalid", ""
+            return f"/{parsed.spec.name}", parsed.machine or ""
+        return ("message" if message.text is not None else "non-text"), ""
+
+    def _machine_refusal(self, user_id: int, machine: str) -> str:
+        if self.services.access.is_admin(user_id):
+            return f"Unknown machine {machine!r}. /machines lists them."
+        # Operators of other machines learn nothing about whether the name exists.
+        return f"You may not act on {machine!r}: it is unknown or not one of yours."
+
+    async def _refuse_stranger(self, update: Update, user_id: int) -> None:
+        if update.callback_query is not None:
+            await update.callback_query.answer("Not authorised.")
+        now = time.monotonic()
+        last = self._last_refusal.get(user_id)
+        if last is not None and now - last < REFUSAL_INTERVAL:
+            return
+        self._last_refusal[user_id] = now
+        chat = update.effective_chat
+        if chat is not None:
+            await update.get_bot().send_message(chat.id, refusal_text(user_id))
+
+
+def register(application: Application, services: Services) -> None:  # type: ignore[type-arg]
+    application.add_handler(TypeHandler(Update, Gate(services)), group=-1)

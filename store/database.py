@@ -1,0 +1,276 @@
+"""The bot's SQLite database, reached from asyncio through one dedicated thread.
+
+sqlite-utils connections are bound to the thread that opened them, and SQLite itself
+serialises writers; one worker thread gives both for free and keeps the event loop
+unblocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlite_utils import Database
+
+from store.migrations import migrations
+from store.records import (
+    JOB_ACTIVE_STATES,
+    AuditEntry,
+    Job,
+    JobEvent,
+    MachineState,
+    audit_from_row,
+    event_from_row,
+    job_from_row,
+    machine_from_row,
+)
+
+T = TypeVar("T")
+_MACHINE_FIELDS = frozenset(MachineState.__dataclass_fields__) - {"name"}
+_JOB_FIELDS = frozenset(Job.__dataclass_fields__) - {"id", "kind", "machine", "created_at"}
+
+
+def utcnow() -> str:
+    """Timestamps are stored as ISO 8601 UTC text, which sorts as time does."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class JobConflict(Exception):
+    """The machine already has a job in progress."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        super().__init__(f"{job.machine} already has job {job.id} ({job.kind}, {job.state})")
+
+
+class Store:
+    """Async facade over the database; every public method runs on the store's own thread."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._db: Database | None = None
+
+    @classmethod
+    async def open(cls, path: Path | str) -> Store:
+        store = cls(path)
+        await store._call(store._open)
+        return store
+
+    def _open(self) -> None:
+        if self.path.parent != Path():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=10.0)
+        db = Database(conn)
+        db.enable_wal()
+        db.execute("PRAGMA foreign_keys = ON")
+        migrations.apply(db)
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._call(self._db.conn.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            raise RuntimeError("the store is closed")
+        return self._db
+
+    # -- audit ---------------------------------------------------------------------------
+
+    async def audit(
+        self,
+        *,
+        user_id: int | None,
+        username: str,
+        action: str,
+        decision: str,
+        machine: str = "",
+        detail: str = "",
+    ) -> None:
+        """Record one decision; ``detail`` must never hold a secret (callers pass summaries)."""
+        record = {
+            "at": utcnow(),
+            "user_id": user_id,
+            "username": username[:64],
+            "action": action[:64],
+            "machine": machine[:64],
+            "decision": decision[:32],
+            "detail": detail[:500],
+        }
+        await self._call(lambda: self.db.table("audit").insert(record))
+
+    async def recent_audit(self, limit: int = 20) -> list[AuditEntry]:
+        def read() -> list[AuditEntry]:
+            rows = self.db.query("select * from audit order by id desc limit ?", [limit])
+            return [audit_from_row(row) for row in rows]
+
+        return await self._call(read)
+
+    # -- machines ------------------------------------------------------------------------
+
+    async def machine(self, name: str) -> MachineState:
+        def read() -> MachineState:
+            rows = list(self.db.query("select * from machines where name = ?", [name]))
+            return machine_from_row(rows[0]) if rows else MachineState(name=name)
+
+        return await self._call(read)
+
+    async def machines(self) -> dict[str, MachineState]:
+        def read() -> dict[str, MachineState]:
+            return {
+                row["name"]: machine_from_row(row)
+                for row in self.db.query("select * from machines")
+            }
+
+        return await self._call(read)
+
+    async def update_machine(self, name: str, **fields: str) -> MachineState:
+        """Set some columns of a machine's row; a changed ``state`` also moves ``state_since``."""
+        unknown = set(fields) - _MACHINE_FIELDS
+        if unknown:
+            raise ValueError(f"unknown machine fields: {sorted(unknown)}")
+
+        def write() -> MachineState:
+            with self.db.atomic():
+                rows = list(self.db.query("select * from machines where name = ?", [name]))
+                current = rows[0] if rows else {"name": name}
+                if "state" in fields and fields["state"] != current.get("state"):
+                    fields.setdefault("state_since", utcnow())
+                self.db.table("machines").upsert({**current, **fields}, pk="name")
+            return machine_from_row({**current, **fields})
+
+        return await self._call(write)
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    async def create_job(
+        self, *, kind: str, machine: str, user_id: int | None, chat_id: int | None
+    ) -> Job:
+        """Insert a queued job, or raise JobConflict when the machine already has one."""
+
+        def write() -> Job:
+            with self.db.atomic():
+                active = self._active_for(machine)
+                if active is not None:
+                    raise JobConflict(active)
+                table = self.db.table("jobs")
+                table.insert(
+                    {
+                        "kind": kind,
+                        "machine": machine,
+                        "state": "queued",
+                        "phase": "",
+                        "user_id": user_id,
+                        "chat_id": chat_id,
+                        "created_at": utcnow(),
+                    }
+                )
+                job_id = table.last_rowid
+            assert job_id is not None
+            return self._job(job_id)
+
+        return await self._call(write)
+
+    def _active_for(self, machine: str) -> Job | None:
+        marks = ",".join("?" for _ in JOB_ACTIVE_STATES)
+        rows = list(
+            self.db.query(
+                f"select * from jobs where machine = ? and state in ({marks}) order by id limit 1",  # noqa: S608 - placeholders only
+                [machine, *JOB_ACTIVE_STATES],
+            )
+        )
+        return job_from_row(rows[0]) if rows else None
+
+    def _job(self, job_id: int) -> Job:
+        rows = list(self.db.query("select * from jobs where id = ?", [job_id]))
+        if not rows:
+            raise KeyError(job_id)
+        return job_from_row(rows[0])
+
+    async def job(self, job_id: int) -> Job | None:
+        def read() -> Job | None:
+            try:
+                return self._job(job_id)
+            except KeyError:
+                return None
+
+        return await self._call(read)
+
+    async def active_job(self, machine: str) -> Job | None:
+        return await self._call(self._active_for, machine)
+
+    async def update_job(self, job_id: int, **fields: Any) -> Job:
+        unknown = set(fields) - _JOB_FIELDS
+        if unknown:
+            raise ValueError(f"unknown job fields: {sorted(unknown)}")
+
+        def write() -> Job:
+            self.db.table("jobs").update(job_id, fields)
+            return self._job(job_id)
+
+        return await self._call(write)
+
+    async def recent_jobs(self, limit: int = 10, machines: set[str] | None = None) -> list[Job]:
+        def read() -> list[Job]:
+            rows = self.db.query("select * from jobs order by id desc limit ?", [limit * 10])
+            jobs = [job_from_row(row) for row in rows]
+            if machines is not None:
+                jobs = [job for job in jobs if job.machine in machines]
+            return jobs[:limit]
+
+        return await self._call(read)
+
+    async def interrupt_active_jobs(self) -> list[Job]:
+        """At start: jobs left queued or running by a previous process become ``interrupted``."""
+
+        def write() -> list[Job]:
+            marks = ",".join("?" for _ in JOB_ACTIVE_STATES)
+            with self.db.atomic():
+                rows = list(
+                    self.db.query(
+                        f"select * from jobs where state in ({marks})",  # noqa: S608 - placeholders only
+                        list(JOB_ACTIVE_STATES),
+                    )
+                )
+                now = utcnow()
+                for row in rows:
+                    self.db.table("jobs").update(
+                        row["id"],
+                        {"state": "interrupted", "finished_at": now, "result": "bot restarted"},
+                    )
+                    self.db.table("job_events").insert(
+                        {"job_id": row["id"], "at": now, "kind": "state", "text": "interrupted"}
+                    )
+            return [self._job(row["id"]) for row in rows]
+
+        return await self._call(write)
+
+    async def add_event(self, job_id: int, kind: str, text: str) -> None:
+        record = {"job_id": job_id, "at": utcnow(), "kind": kind, "text": text[:2000]}
+        await self._call(lambda: self.db.table("job_events").insert(record))
+
+    async def events(self, job_id: int) -> list[JobEvent]:
+        def read() -> list[JobEvent]:
+            rows = self.db.query("select * from job_events where job_id = ? order by id", [job_id])
+            return [event_from_row(row) for row in rows]
+
+        return await self._call(read)
+
+    async def integrity_check(self) -> str:
+        def read() -> str:
+            return str(next(iter(self.db.query("pragma integrity_check")))["integrity_check"])
+
+        return await self._call(read)

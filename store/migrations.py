@@ -1,0 +1,69 @@
+"""Schema history. Append new migrations; never edit one that has shipped."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("deploybot")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    """Machines' last known state, jobs and their events, and the audit log."""
+    db.table("machines").create(
+        {
+            "name": str,
+            "state": str,
+            "state_since": str,
+            "last_probe_at": str,
+            "detail": str,
+            "boot_id": str,
+            "host_key": str,
+            "initrd_host_key": str,
+            "installer_host_key": str,
+            "installed_at": str,
+        },
+        pk="name",
+    )
+    db.table("jobs").create(
+        {
+            "id": int,
+            "kind": str,
+            "machine": str,
+            "state": str,
+            "phase": str,
+            "user_id": int,
+            "chat_id": int,
+            "progress_message_id": int,
+            "created_at": str,
+            "started_at": str,
+            "finished_at": str,
+            "result": str,
+            "log_path": str,
+        },
+        pk="id",
+        not_null={"kind", "machine", "state", "created_at"},
+    )
+    db.table("jobs").create_index(["machine", "state"])
+    db.table("job_events").create(
+        {"id": int, "job_id": int, "at": str, "kind": str, "text": str},
+        pk="id",
+        foreign_keys=[("job_id", "jobs", "id")],
+        not_null={"job_id", "at", "kind"},
+    )
+    db.table("job_events").create_index(["job_id"])
+    db.table("audit").create(
+        {
+            "id": int,
+            "at": str,
+            "user_id": int,
+            "username": str,
+            "action": str,
+            "machine": str,
+            "decision": str,
+            "detail": str,
+        },
+        pk="id",
+        not_null={"at", "action", "decision"},
+    )
+    db.table("audit").create_index(["at"])

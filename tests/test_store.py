@@ -1,0 +1,101 @@
+"""The store: migrations, WAL, jobs with one active per machine, audit, interrupted jobs."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from store import JobConflict, Store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> Store:
+    opened = await Store.open(tmp_path / "db" / "bot.sqlite3")
+    yield opened  # type: ignore[misc]
+    await opened.close()
+
+
+async def test_schema_is_migrated_with_wal(store: Store) -> None:
+    conn = sqlite3.connect(store.path)
+    try:
+        mode = conn.execute("pragma journal_mode").fetchone()[0]
+        tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
+    finally:
+        conn.close()
+    assert mode == "wal"
+    assert {"machines", "jobs", "job_events", "audit", "_sqlite_migrations"} <= tables
+    assert await store.integrity_check() == "ok"
+
+
+async def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    for _ in range(2):
+        store = await Store.open(path)
+        await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        count = conn.execute("select count(*) from _sqlite_migrations").fetchone()[0]
+    finally:
+        conn.close()
+    assert count == 1
+
+
+async def test_one_active_job_per_machine(store: Store) -> None:
+    job = await store.create_job(kind="deploy", machine="web", user_id=1, chat_id=1)
+    with pytest.raises(JobConflict) as caught:
+        await store.create_job(kind="deploy", machine="web", user_id=2, chat_id=2)
+    assert caught.value.job.id == job.id
+    other = await store.create_job(kind="deploy", machine="db", user_id=1, chat_id=1)
+    assert other.id != job.id
+    await store.update_job(job.id, state="succeeded")
+    again = await store.create_job(kind="reinstall", machine="web", user_id=1, chat_id=1)
+    assert again.state == "queued"
+
+
+async def test_interrupted_jobs_after_restart(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    store = await Store.open(path)
+    running = await store.create_job(kind="deploy", machine="web", user_id=1, chat_id=5)
+    await store.update_job(running.id, state="running")
+    done = await store.create_job(kind="deploy", machine="db", user_id=1, chat_id=5)
+    await store.update_job(done.id, state="failed")
+    await store.close()
+    store = await Store.open(path)
+    try:
+        interrupted = await store.interrupt_active_jobs()
+        assert [j.id for j in interrupted] == [running.id]
+        assert interrupted[0].state == "interrupted"
+        assert (await store.job(done.id)).state == "failed"  # type: ignore[union-attr]
+        assert [e.text for e in await store.events(running.id)] == ["interrupted"]
+    finally:
+        await store.close()
+
+
+async def test_machine_state_tracks_since(store: Store) -> None:
+    assert (await store.machine("web")).state == "unknown"
+    first = await store.update_machine("web", state="up", boot_id="b1")
+    same = await store.update_machine("web", state="up", detail="ok")
+    assert same.state_since == first.state_since
+    changed = await store.update_machine("web", state="down")
+    assert changed.state_since >= first.state_since
+    assert (await store.machine("web")).boot_id == "b1"
+    with pytest.raises(ValueError, match="unknown machine fields"):
+        await store.update_machine("web", passphrase="x")
+
+
+async def test_audit_newest_first_and_bounded(store: Store) -> None:
+    for n in range(25):
+        await store.audit(user_id=n, username="u", action="/status", decision="allowed")
+    entries = await store.recent_audit(20)
+    assert len(entries) == 20
+    assert entries[0].user_id == 24
+
+
+async def test_database_work_runs_off_the_event_loop_thread(store: Store) -> None:
+    seen: list[str] = []
+    await store._call(lambda: seen.append(threading.current_thread().name))
+    assert seen[0].startswith("store")
+    assert seen[0] != threading.current_thread().name
