@@ -10,25 +10,18 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Contex
 from telegram.request import BaseRequest
 
 from bot.access import Access
+from bot.answers import Answers
 from bot.commands import COMMANDS
 from bot.inventory import Inventory
-from bot.services import Services
+from bot.jobs import JobRunner
+from bot.services import Services, Tuning
 from bot.settings import Settings
 from handlers import register_all
+from handlers.chat_port import TelegramChat
 from store import Store
 
 log = logging.getLogger(__name__)
 BotApplication = Application[Any, Any, Any, Any, Any, Any]
-
-
-async def open_services(settings: Settings, inventory: Inventory) -> Services:
-    store = await Store.open(settings.db)
-    return Services(
-        settings=settings,
-        inventory=inventory,
-        store=store,
-        access=Access(admins=settings.admins, inventory=inventory),
-    )
 
 
 async def _on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -46,30 +39,83 @@ async def _on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 def build_application(
-    services: Services,
+    settings: Settings,
+    inventory: Inventory,
+    store: Store,
     *,
     token: str,
     base_url: str,
     request: BaseRequest | None = None,
     rate_limiter: bool = True,
-) -> BotApplication:
-    """The Application with every handler; ``request`` replaces the HTTP transport."""
+    tuning: Tuning | None = None,
+    probes_enabled: bool = True,
+) -> tuple[BotApplication, Services]:
+    """The Application with every handler, and the services behind it.
+
+    ``request`` replaces the HTTP transport (the console's in-process Bot API).
+    """
     builder = ApplicationBuilder().token(token).base_url(base_url)
     if request is not None:
         builder = builder.request(request).get_updates_request(request)
     limiter = AIORateLimiter(max_retries=3) if rate_limiter else None
-
-    async def post_init(application: BotApplication) -> None:
-        commands = [
-            BotCommand(spec.name, spec.summary)
-            for spec in COMMANDS.values()
-            if spec.name in services.commands
-        ]
-        await application.bot.set_my_commands(commands)
-
     application: BotApplication = (
-        builder.rate_limiter(limiter).post_init(post_init).build()  # type: ignore[arg-type]
+        builder.rate_limiter(limiter).post_init(_post_init).post_stop(_post_stop).build()  # type: ignore[arg-type]
     )
+    tuning = tuning or Tuning()
+    answers = Answers()
+    chat = TelegramChat(application.bot, answers)
+    services = Services(
+        settings=settings,
+        inventory=inventory,
+        store=store,
+        access=Access(admins=settings.admins, inventory=inventory),
+        chat=chat,
+        jobs=JobRunner(
+            store,
+            chat,
+            settings.state_dir,
+            max_parallel=tuning.max_parallel_jobs,
+            progress_interval=tuning.progress_interval,
+        ),
+        answers=answers,
+        tuning=tuning,
+        probes_enabled=probes_enabled,
+    )
+    application.bot_data["services"] = services
     register_all(application, services)
     application.add_error_handler(_on_error)
-    return application
+    return application, services
+
+
+def _services(application: BotApplication) -> Services:
+    services = application.bot_data["services"]
+    assert isinstance(services, Services)
+    return services
+
+
+async def _post_init(application: BotApplication) -> None:
+    services = _services(application)
+    commands = [
+        BotCommand(spec.name, spec.summary)
+        for spec in COMMANDS.values()
+        if spec.name in services.commands
+    ]
+    await application.bot.set_my_commands(commands)
+    await tell_interrupted_jobs(services)
+
+
+async def _post_stop(application: BotApplication) -> None:
+    await _services(application).jobs.shutdown()
+
+
+async def tell_interrupted_jobs(services: Services) -> None:
+    """Jobs a previous process left running end as ``interrupted``; their chats are told."""
+    for job in await services.store.interrupt_active_jobs():
+        log.warning("job %s (%s %s) was interrupted by a restart", job.id, job.kind, job.machine)
+        if job.chat_id is not None:
+            await services.chat.post(
+                job.chat_id,
+                f"⏹ Job {job.id} ({job.kind} {job.machine}) was interrupted: the bot restarted "
+                f"while it ran. Nothing was started again. Check the machine with "
+                f"/status {job.machine} before you retry.",
+            )

@@ -101,7 +101,9 @@ async def _secrets(settings: Settings, inventory: Inventory) -> list[Row]:
     rows: list[Row] = []
     for file, uses in wanted.items():
         keys = sorted({key for _, key in uses})
-        problems = await check_access(settings.sops, file, keys, settings.sops_env)
+        problems = await check_access(
+            settings.sops, file, keys, {**os.environ, **settings.sops_env}
+        )
         failed = {p.key: p.message for p in problems}
         for name, key in uses:
             if key in failed:

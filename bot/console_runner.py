@@ -9,10 +9,11 @@ from typing import TextIO
 
 from telegram import Update
 
-from bot.app import build_application, open_services
+from bot.app import build_application
 from bot.console import CONSOLE_TOKEN, ConsoleBotApi
 from bot.inventory import Inventory
 from bot.settings import Settings
+from store import Store
 
 CONSOLE_USER = 1
 
@@ -25,11 +26,17 @@ async def run_console(
     user_id = min(settings.admins) if settings.admins else CONSOLE_USER
     # The person at the terminal runs the bot: they are an admin in this session.
     settings = _with_admin(settings, user_id)
-    services = await open_services(settings, inventory)
-    services.probes_enabled = inventory.path.name != "machines.example.toml"
+    store = await Store.open(settings.db)
     api = ConsoleBotApi(user_id, out=stdout)
-    application = build_application(
-        services, token=CONSOLE_TOKEN, base_url="console://bot", request=api, rate_limiter=False
+    application, _ = build_application(
+        settings,
+        inventory,
+        store,
+        token=CONSOLE_TOKEN,
+        base_url="console://bot",
+        request=api,
+        rate_limiter=False,
+        probes_enabled=inventory.path.name != "machines.example.toml",
     )
     interactive = stdin.isatty()
     if interactive:
@@ -39,6 +46,8 @@ async def run_console(
         )
     try:
         async with application:
+            if application.post_init is not None:
+                await application.post_init(application)
             await application.start()
             while True:
                 if interactive:
@@ -51,8 +60,10 @@ async def run_console(
                 if body is not None:
                     await application.process_update(Update.de_json(body, application.bot))
             await application.stop()
+            if application.post_stop is not None:
+                await application.post_stop(application)
     finally:
-        await services.store.close()
+        await store.close()
     return 0
 
 

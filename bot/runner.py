@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from bot.app import build_application, open_services
+from bot.app import build_application
 from bot.inventory import Inventory
 from bot.settings import Settings
+from store import Store
 
 log = logging.getLogger(__name__)
 
@@ -18,12 +19,14 @@ def run_polling(settings: Settings, inventory: Inventory) -> int:
         raise ValueError("run_polling needs a token")
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    services = loop.run_until_complete(open_services(settings, inventory))
-    application = build_application(services, token=settings.token, base_url=settings.api_url)
+    store = loop.run_until_complete(Store.open(settings.db))
+    application, _ = build_application(
+        settings, inventory, store, token=settings.token, base_url=settings.api_url
+    )
     log.info("deploybot: %d machines, %d admins", len(inventory), len(settings.admins))
     try:
         application.run_polling(allowed_updates=["message", "callback_query"], close_loop=False)
     finally:
-        loop.run_until_complete(services.store.close())
+        loop.run_until_complete(store.close())
         loop.close()
     return 0

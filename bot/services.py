@@ -7,9 +7,25 @@ from dataclasses import dataclass, field
 
 from bot.access import Access
 from bot.answers import Answers
+from bot.chat import ChatPort
+from bot.confirm import Confirmations
 from bot.inventory import Inventory
+from bot.jobs import JobRunner
 from bot.settings import Settings
 from store import Store
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Timings that are not operator settings; tests shorten them."""
+
+    confirm_timeout: float = 120.0
+    answer_timeout: float = 300.0
+    progress_interval: float = 3.0
+    max_parallel_jobs: int = 4
+    ssh_timeout: float = 10.0
+    reboot_poll: float = 1.0
+    nixos_anywhere_timeout: float = 3 * 3600.0
 
 
 @dataclass
@@ -20,7 +36,11 @@ class Services:
     inventory: Inventory
     store: Store
     access: Access
-    answers: Answers = field(default_factory=Answers)
+    chat: ChatPort
+    jobs: JobRunner
+    answers: Answers
+    tuning: Tuning = field(default_factory=Tuning)
+    confirmations: Confirmations = field(default_factory=Confirmations)
     commands: set[str] = field(default_factory=set)
     started_at: float = field(default_factory=time.monotonic)
     # The example inventory names hosts that are not the user's: never probe them.

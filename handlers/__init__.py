@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
+from bot.deploy import Deployer
 from bot.services import Services
-from handlers import conversation, gate, info
+from handlers import buttons, conversation, deploy, gate, info, jobs
 
 
 def register_all(application: Application, services: Services) -> None:  # type: ignore[type-arg]
     """Install the gate first, then every command family, then the free-text handler."""
     gate.register(application, services)
     info.register(application, services)
+    jobs.register(application, services)
+    deploy.register(application, services, Deployer(services))
+    buttons.register(application, services)
     conversation.register(application, services)

@@ -49,6 +49,10 @@ class Conversation:
 
     async def _in_group(self, update: Update) -> None:
         message, user = sender(update)
+        question = self.s.answers.pending(user.id, message.chat.id)
+        if question is not None and not question.secret and message.text is not None:
+            self.s.answers.answer(user.id, message.chat.id, message.text)
+            return
         if not self.s.answers.has_secret_pending(user.id):
             return
         try:

@@ -1,0 +1,118 @@
+"""The bot under test: the real Application, polling the fake Bot API over HTTP.
+
+``BotRig`` writes an inventory and settings into a temporary folder, builds the bot the
+way ``deploybot run`` does (same composition root, same handlers), starts polling, and
+stops it cleanly — also when a test fails. ``restart()`` stops and starts it again on
+the same database and state folder, like a service manager would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.app import BotApplication, build_application
+from bot.inventory import Inventory, load_inventory
+from bot.services import Services, Tuning
+from bot.settings import Settings, load_settings
+from store import Store
+from tests.fake_telegram import FakeMessage, FakeTelegram, FakeUser
+
+FAST = Tuning(
+    confirm_timeout=20.0,
+    answer_timeout=20.0,
+    progress_interval=0.2,
+    ssh_timeout=5.0,
+    reboot_poll=0.2,
+    nixos_anywhere_timeout=120.0,
+)
+
+
+@dataclass
+class BotRig:
+    tg: FakeTelegram
+    root: Path
+    env: dict[str, str] = field(default_factory=dict)
+    tuning: Tuning = FAST
+    app: BotApplication | None = None
+    services: Services | None = None
+    store: Store | None = None
+
+    @property
+    def settings(self) -> Settings:
+        environ = {
+            "TELEGRAM_BOT_TOKEN": self.tg.token,
+            "TELEGRAM_API_URL": self.tg.base_url,
+            "DEPLOYBOT_INVENTORY": str(self.root / "machines.toml"),
+            "DEPLOYBOT_DB": str(self.root / "deploybot.sqlite3"),
+            "DEPLOYBOT_STATE_DIR": str(self.root / "state"),
+            **self.env,
+        }
+        return load_settings(None, environ)
+
+    def write_inventory(self, text: str) -> Path:
+        path = self.root / "machines.toml"
+        path.write_text(text)
+        return path
+
+    @property
+    def svc(self) -> Services:
+        assert self.services is not None, "the bot is not running"
+        return self.services
+
+    async def start(self, inventory: str | None = None, **tuning: Any) -> BotRig:
+        if inventory is not None:
+            self.write_inventory(inventory)
+        if tuning:
+            self.tuning = dataclasses.replace(self.tuning, **tuning)
+        settings = self.settings
+        loaded: Inventory = load_inventory(settings.inventory)
+        self.store = await Store.open(settings.db)
+        assert settings.token is not None
+        self.app, self.services = build_application(
+            settings,
+            loaded,
+            self.store,
+            token=settings.token,
+            base_url=settings.api_url,
+            tuning=self.tuning,
+        )
+        # The same order as Application.run_polling, which tests cannot use.
+        await self.app.initialize()
+        if self.app.post_init is not None:
+            await self.app.post_init(self.app)
+        await self.app.start()
+        assert self.app.updater is not None
+        await self.app.updater.start_polling(poll_interval=0, timeout=1)
+        return self
+
+    async def stop(self) -> None:
+        app, self.app = self.app, None
+        if app is not None:
+            try:
+                if app.updater is not None and app.updater.running:
+                    await app.updater.stop()
+                if app.running:
+                    await app.stop()
+                    if app.post_stop is not None:
+                        await app.post_stop(app)
+            finally:
+                await app.shutdown()
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+        self.services = None
+
+    async def restart(self) -> BotRig:
+        await self.stop()
+        return await self.start()
+
+    async def ask(
+        self, user: FakeUser, text: str, *, chat: Any = None, timeout: float = 10.0
+    ) -> FakeMessage:
+        """Send ``text`` and return the bot's next new message in that chat."""
+        target = chat if chat is not None else user
+        await self.tg.send_text(user, text, chat=chat)
+        return await self.tg.wait_for_message(target, timeout=timeout)

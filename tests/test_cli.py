@@ -1,0 +1,83 @@
+"""The command line as a user runs it: console mode, run without a token, check."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def deploybot(
+    *args: str, cwd: Path, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run ``python -m bot`` as a separate process; return (exit code, stdout, stderr)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DEPLOYBOT_"))}
+    clean["PYTHONPATH"] = str(ROOT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        cwd=cwd,
+        env={**clean, **(env or {})},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_console_answers_machines_from_the_example_inventory(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "machines.example.toml", tmp_path)
+    code, out, err = await deploybot(
+        "console", cwd=tmp_path, stdin=b"/machines\n/whoami\n/status clawsiecats\n"
+    )
+    assert code == 0, err
+    assert "bot> Machines (1):" in out
+    assert "clawsiecats — 12.121.212.121, .#clawsiecats-luks, LUKS, state: unknown" in out
+    assert "You are 1 (@console): admin (every machine)." in out
+    assert "not probed (example inventory)" in out
+    assert "showing machines.example.toml" in err
+
+
+async def test_console_uses_machines_toml_when_present(tmp_path: Path) -> None:
+    (tmp_path / "machines.toml").write_text('[machines.mine]\nhost = "127.0.0.1"\nssh_port = 1\n')
+    code, out, err = await deploybot("console", cwd=tmp_path, stdin=b"/status mine\n")
+    assert code == 0, err
+    assert "mine — 127.0.0.1" in out
+    assert "ssh 127.0.0.1:1 closed" in out
+
+
+async def test_run_without_token_says_how_to_get_one(tmp_path: Path) -> None:
+    code, _, err = await deploybot("run", cwd=tmp_path)
+    assert code == 2
+    assert "@BotFather" in err
+    assert "/newbot" in err
+
+
+async def test_bad_inventory_is_refused_naming_machine_and_key(tmp_path: Path) -> None:
+    (tmp_path / "machines.toml").write_text('[machines.web]\nhost = "h"\nprobe_interval = "5x"\n')
+    code, _, err = await deploybot("console", cwd=tmp_path)
+    assert code == 1
+    assert "web: probe_interval: bad duration '5x'" in err
+
+
+async def test_env_file_option(tmp_path: Path) -> None:
+    (tmp_path / "other.toml").write_text('[machines.fromenv]\nhost = "127.0.0.1"\n')
+    (tmp_path / "custom.env").write_text(f"DEPLOYBOT_INVENTORY={tmp_path / 'other.toml'}\n")
+    code, out, err = await deploybot(
+        "--env", "custom.env", "console", cwd=tmp_path, stdin=b"/machines\n"
+    )
+    assert code == 0, err
+    assert "fromenv" in out
