@@ -7,6 +7,7 @@ prompt) is its answer. The engine awaits a future; the chat surface routes messa
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -22,6 +23,7 @@ class Question:
     secret: bool
     purpose: str
     prompt_message_id: int | None = None
+    answered_by: str = ""
     id: int = field(default_factory=lambda: next(_ids))
     future: asyncio.Future[str] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -31,8 +33,12 @@ class Question:
 class Answers:
     """The open questions, at most one per user and chat (a newer one replaces the older)."""
 
-    def __init__(self) -> None:
+    def __init__(self, late_window: float = 600.0) -> None:
         self._open: dict[tuple[int, int], Question] = {}
+        # Secret questions closed early (someone else answered): a late answer is still a
+        # passphrase typed into a chat, so it is deleted and the sender told why.
+        self._late: dict[tuple[int, int], tuple[float, str]] = {}
+        self.late_window = late_window
 
     def ask(self, user_id: int, chat_id: int, *, secret: bool, purpose: str) -> Question:
         key = (user_id, chat_id)
@@ -49,23 +55,38 @@ class Answers:
             return None
         return question
 
-    def answer(self, user_id: int, chat_id: int, text: str) -> Question | None:
+    def answer(self, user_id: int, chat_id: int, text: str, *, by: str = "") -> Question | None:
         """Deliver ``text`` to the open question of this user and chat; None when there is none."""
         question = self.pending(user_id, chat_id)
         if question is None:
             return None
         del self._open[(user_id, chat_id)]
+        question.answered_by = by
         question.future.set_result(text)
         return question
+
+    def late(self, user_id: int, chat_id: int) -> str | None:
+        """The note for a late answer to a secret question closed recently, if any."""
+        entry = self._late.get((user_id, chat_id))
+        if entry is None:
+            return None
+        until, note = entry
+        if time.monotonic() > until:
+            del self._late[(user_id, chat_id)]
+            return None
+        return note
 
     def has_secret_pending(self, user_id: int) -> bool:
         return any(
             q.secret and not q.future.done() for (uid, _), q in self._open.items() if uid == user_id
         )
 
-    def close(self, question: Question) -> None:
+    def close(self, question: Question, *, late_note: str | None = None) -> None:
+        """Stop waiting; ``late_note`` answers (and deletes) a secret that still arrives."""
         key = (question.user_id, question.chat_id)
         if self._open.get(key) is question:
             del self._open[key]
         if not question.future.done():
             question.future.cancel()
+        if question.secret and late_note is not None:
+            self._late[key] = (time.monotonic() + self.late_window, late_note)

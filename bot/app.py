@@ -12,6 +12,7 @@ from telegram.request import BaseRequest
 from bot.access import Access
 from bot.answers import Answers
 from bot.commands import COMMANDS
+from bot.engine import Engine, build_engine
 from bot.inventory import Inventory
 from bot.jobs import JobRunner
 from bot.services import Services, Tuning
@@ -81,8 +82,10 @@ def build_application(
         tuning=tuning,
         probes_enabled=probes_enabled,
     )
+    engine = build_engine(services)
     application.bot_data["services"] = services
-    register_all(application, services)
+    application.bot_data["engine"] = engine
+    register_all(application, services, engine)
     application.add_error_handler(_on_error)
     return application, services
 
@@ -105,6 +108,9 @@ async def _post_init(application: BotApplication) -> None:
 
 
 async def _post_stop(application: BotApplication) -> None:
+    engine = application.bot_data["engine"]
+    assert isinstance(engine, Engine)
+    await engine.shutdown()
     await _services(application).jobs.shutdown()
 
 

@@ -27,6 +27,7 @@ from bot.nixos_anywhere import (
     OutputParser,
     PhaseChanged,
     build_argv,
+    child_env,
     run_nixos_anywhere,
 )
 from bot.reboot_watch import BootTimeout, Seen, same_key, wait_for_boot
@@ -383,7 +384,7 @@ class Deployer:
                 argv,
                 disk_key=disk_key,
                 on_line=on_line,
-                env=dict(os.environ),
+                env=child_env(),
                 cwd=None,
                 timeout=self.s.tuning.nixos_anywhere_timeout,
                 redact_also=ctx.log.secrets,

@@ -186,7 +186,6 @@ class JobRunner:
     async def _end(self, ctx: JobContext, state: str, result: str) -> None:
         job = ctx.job
         took = format_duration(time.monotonic() - ctx.started)
-        ok = state == "succeeded"
         text = ctx.log.clean(result)
         ctx.log.write(f"=== {state}: {text} ({took})")
         if ctx.log.write_error:
@@ -195,7 +194,7 @@ class JobRunner:
         mark = {"succeeded": "✅", "failed": "❌", "cancelled": "🚫", "interrupted": "⏹"}.get(
             state, ""
         )
-        await ctx.progress.finish(f"{mark} {text} — {took}", ok=ok)
+        await ctx.progress.finish(f"{mark} {text}", outcome=state)
         await self.store.update_job(job.id, state=state, finished_at=utcnow(), result=text[:500])
         await self.store.add_event(job.id, "state", state)
         if state == "failed" and job.chat_id is not None:

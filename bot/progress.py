@@ -29,12 +29,16 @@ class ProgressState:
     last_line: str = ""
     notes: list[str] = field(default_factory=list)
     result: str | None = None
+    outcome: str = ""
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
     def render(self) -> str:
         elapsed = (self.finished or time.monotonic()) - self.started
-        head = f"{self.title} — {format_duration(elapsed)}"
+        if self.outcome:
+            head = f"{self.title} — {self.outcome} after {format_duration(elapsed)}"
+        else:
+            head = f"{self.title} — running, {format_duration(elapsed)}"
         lines = [head]
         for phase in self.phases:
             mark = MARKS[self.status.get(phase, "todo")]
@@ -94,8 +98,10 @@ class Progress:
         self.state.notes.append(text)
         self._dirty.set()
 
-    async def finish(self, result: str, *, ok: bool) -> None:
-        """Stop throttling and show the end state at once."""
+    async def finish(self, result: str, *, outcome: str) -> None:
+        """Stop throttling and show the end state (``outcome``: succeeded, failed …) at once."""
+        ok = outcome == "succeeded"
+        self.state.outcome = outcome
         current = self.state.current
         if current is not None:
             self.state.status[current] = "done" if ok else "failed"

@@ -26,6 +26,7 @@ class Tuning:
     ssh_timeout: float = 10.0
     reboot_poll: float = 1.0
     nixos_anywhere_timeout: float = 3 * 3600.0
+    unlock_settle: float = 10.0
 
 
 @dataclass

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from bot.deploy import Deployer
+from bot.engine import Engine
 from bot.services import Services
-from handlers import buttons, conversation, deploy, gate, info, jobs
+from handlers import buttons, conversation, deploy, gate, info, jobs, unlock
 
 
-def register_all(application: Application, services: Services) -> None:  # type: ignore[type-arg]
+def register_all(application: Application, services: Services, engine: Engine) -> None:  # type: ignore[type-arg]
     """Install the gate first, then every command family, then the free-text handler."""
     gate.register(application, services)
     info.register(application, services)
     jobs.register(application, services)
-    deploy.register(application, services, Deployer(services))
+    deploy.register(application, services, engine.deployer)
+    unlock.register(application, services, engine.unlocker)
     buttons.register(application, services)
     conversation.register(application, services)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from telegram import Update
+from telegram import Message, Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
@@ -37,15 +37,18 @@ class Conversation:
             return
         if question.secret:
             # Deleting first: the passphrase should be on screen for as short a time as possible.
-            try:
-                await message.delete()
-            except TelegramError as exc:
-                log.warning("could not delete a secret answer in chat %s: %s", message.chat.id, exc)
-                await context.bot.send_message(
-                    message.chat.id,
-                    "I could not delete your message: delete it yourself, please.",
-                )
-        self.s.answers.answer(user.id, message.chat.id, message.text)
+            await self._delete(message, context)
+        by = f"@{user.username}" if user.username else user.first_name
+        self.s.answers.answer(user.id, message.chat.id, message.text, by=by)
+
+    async def _delete(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
+        try:
+            await message.delete()
+        except TelegramError as exc:
+            log.warning("could not delete a secret answer in chat %s: %s", message.chat.id, exc)
+            await context.bot.send_message(
+                message.chat.id, "I could not delete your message: delete it yourself, please."
+            )
 
     async def _in_group(self, update: Update) -> None:
         message, user = sender(update)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,13 +10,14 @@ import pytest_asyncio
 
 from tests.botrig import BotRig
 from tests.fake_telegram import FakeTelegram
+from tests.lab.lab import Lab
+from tests.people import ADMIN
+from tests.world import World, make_world
 
-pytest_plugins = ["tests.fake_telegram.fixtures"]
+pytest_plugins = ["tests.fake_telegram.fixtures", "tests.lab.fixtures"]
 
-ADMIN = 4242
-OPERATOR = 1001
-OTHER_OPERATOR = 2002
-STRANGER = 6666
+# PTB's RetryAfter warns about its future timedelta API unless this is set.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 
 @pytest_asyncio.fixture
@@ -26,3 +28,9 @@ async def rig(fake_telegram: FakeTelegram, tmp_path: Path) -> AsyncIterator[BotR
         yield bot
     finally:
         await bot.stop()
+
+
+@pytest_asyncio.fixture
+async def world(rig: BotRig, lab: Lab, tmp_path: Path) -> World:
+    """Lab hosts, sops secrets and a lab flake, with the bot configured to use them."""
+    return make_world(lab, rig, tmp_path)

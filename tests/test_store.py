@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
 import threading
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from store import JobConflict, Store
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> Store:
+@pytest_asyncio.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
     opened = await Store.open(tmp_path / "db" / "bot.sqlite3")
-    yield opened  # type: ignore[misc]
-    await opened.close()
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 async def test_schema_is_migrated_with_wal(store: Store) -> None:

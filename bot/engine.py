@@ -1,0 +1,34 @@
+"""The engine's flows, built together so they can hand over to each other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.deploy import Deployer
+from bot.inventory import Machine
+from bot.jobs import JobContext, JobFailed
+from bot.services import Services
+from bot.unlock import Unlocker
+
+
+@dataclass
+class Engine:
+    deployer: Deployer
+    unlocker: Unlocker
+
+    async def shutdown(self) -> None:
+        await self.unlocker.shutdown()
+
+
+def build_engine(services: Services) -> Engine:
+    unlocker = Unlocker(services)
+
+    async def after_install(machine: Machine, ctx: JobContext) -> str:
+        """A fresh LUKS install waits in its initrd: unlock it as part of the job."""
+        ctx.output(f"asking for {machine.name}'s disk passphrase to unlock it")
+        result = await unlocker.unlock(machine, trigger=f"install job {ctx.job.id}")
+        if not result.ok:
+            raise JobFailed(result.summary, phase="unlock")
+        return result.summary
+
+    return Engine(deployer=Deployer(services, on_initrd=after_install), unlocker=unlocker)

@@ -1,0 +1,52 @@
+"""/unlock <machine>: check the initrd and ask for the passphrase now."""
+
+from __future__ import annotations
+
+import asyncio
+
+from telegram import Update
+from telegram.ext import Application, CommandHandler, ContextTypes
+
+from bot.commands import parse_command
+from bot.services import Services
+from bot.unlock import Unlocker
+from handlers.common import sender
+
+
+class UnlockHandlers:
+    def __init__(self, services: Services, unlocker: Unlocker) -> None:
+        self.s = services
+        self.unlocker = unlocker
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def unlock(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, user = sender(update)
+        machine = self.s.inventory.get(parse_command(message.text or "").machine or "")
+        if machine is None:
+            await message.reply_text("Unknown machine. /machines lists them.")
+            return
+        if not machine.luks:
+            await message.reply_text(f"{machine.name} has no LUKS disk: nothing to unlock.")
+            return
+        if self.unlocker.active(machine.name):
+            await message.reply_text(
+                f"{machine.name} is being unlocked already; answer the prompt."
+            )
+            return
+        await message.reply_text(f"Checking {machine.name}'s initrd…")
+        by = f"@{user.username}" if user.username else str(user.id)
+
+        async def run() -> None:
+            result = await self.unlocker.unlock(machine, trigger=f"/unlock by {by}", ask=[user.id])
+            await self.s.chat.post(
+                message.chat.id, ("✅ " if result.ok else "❌ ") + result.summary
+            )
+
+        task = asyncio.create_task(run(), name=f"unlock-command-{machine.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def register(application: Application, services: Services, unlocker: Unlocker) -> None:  # type: ignore[type-arg]
+    application.add_handler(CommandHandler("unlock", UnlockHandlers(services, unlocker).unlock))
+    services.commands.add("unlock")

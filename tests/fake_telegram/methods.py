@@ -1,0 +1,518 @@
+"""The Bot API methods, with Telegram's error codes and wording."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mimetypes
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .formatting import ParseError, parse_html
+from .state import (
+    DEFAULT_ALLOWED_UPDATES,
+    JSON,
+    CallbackAnswer,
+    FakeChat,
+    FakeMessage,
+    Revision,
+    State,
+    utf16_len,
+)
+
+MAX_TEXT = 4096
+MAX_CAPTION = 1024
+MAX_CALLBACK_DATA = 64
+NOT_MODIFIED = (
+    "message is not modified: specified new message content and reply markup "
+    "are exactly the same as a current content and reply markup of the message"
+)
+JSON_PARAMS = frozenset(
+    {
+        "reply_markup",
+        "reply_parameters",
+        "allowed_updates",
+        "commands",
+        "scope",
+        "entities",
+        "caption_entities",
+        "link_preview_options",
+        "message_ids",
+    }
+)
+
+
+INT_PARAMS = frozenset(
+    {
+        "chat_id",
+        "message_id",
+        "offset",
+        "limit",
+        "timeout",
+        "reply_to_message_id",
+        "message_thread_id",
+        "cache_time",
+        "user_id",
+    }
+)
+BOOL_PARAMS = frozenset(
+    {
+        "show_alert",
+        "disable_notification",
+        "protect_content",
+        "drop_pending_updates",
+        "allow_sending_without_reply",
+        "disable_content_type_detection",
+    }
+)
+
+
+class ApiError(Exception):
+    """A Bot API error answer: ``{"ok": false, "error_code": status, ...}``."""
+
+    def __init__(self, status: int, description: str, retry_after: float | None = None) -> None:
+        super().__init__(description)
+        self.status = status
+        self.description = description
+        self.retry_after = retry_after
+
+
+class DropConnection(Exception):
+    """Close the connection without answering."""
+
+
+def bad_request(what: str) -> ApiError:
+    return ApiError(400, f"Bad Request: {what}")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file part of a multipart request."""
+
+    field: str
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+
+def decode_params(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Form values are strings and nested objects JSON strings (as PTB sends them): decode
+    the nested objects and the well-known integer and boolean parameters."""
+    params: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(value, str):
+            params[key] = value
+        elif key in JSON_PARAMS:
+            try:
+                params[key] = json.loads(value)
+            except ValueError as exc:
+                raise bad_request(f"can't parse {key} JSON object") from exc
+        elif key in INT_PARAMS and re.fullmatch(r"-?[0-9]+", value):
+            params[key] = int(value)
+        elif key in BOOL_PARAMS and value in ("true", "false"):
+            params[key] = value == "true"
+        else:
+            params[key] = value
+    return params
+
+
+class Call:
+    """One decoded request: typed accessors raise Telegram's 400s."""
+
+    def __init__(self, state: State, params: dict[str, Any], uploads: list[Upload]) -> None:
+        self.state = state
+        self.params = params
+        self.uploads = {u.field: u for u in uploads}
+
+    def opt_int(self, name: str) -> int | None:
+        value = self.params.get(name)
+        if value is None or value == "":
+            return None
+        if isinstance(value, bool):
+            raise bad_request(f"invalid {name} specified")
+        try:
+            return int(value)
+        except (TypeError, ValueError) as exc:
+            raise bad_request(f"invalid {name} specified") from exc
+
+    def opt_float(self, name: str) -> float | None:
+        value = self.params.get(name)
+        if value is None or value == "":
+            return None
+        try:
+            return float(value)
+        except (TypeError, ValueError) as exc:
+            raise bad_request(f"invalid {name} specified") from exc
+
+    def opt_str(self, name: str) -> str | None:
+        value = self.params.get(name)
+        return None if value is None else str(value)
+
+    def flag(self, name: str) -> bool:
+        value = self.params.get(name)
+        if isinstance(value, str):
+            return value.lower() in ("true", "1")
+        return bool(value)
+
+    def chat(self) -> FakeChat:
+        raw = self.params.get("chat_id")
+        if raw is None or raw == "":
+            raise bad_request("chat_id is empty")
+        try:
+            chat_id = int(raw)
+        except (TypeError, ValueError) as exc:
+            raise bad_request("chat not found") from exc
+        chat = self.state.chats.get(chat_id)
+        if chat is None:
+            raise bad_request("chat not found")
+        return chat
+
+    def writable_chat(self) -> FakeChat:
+        chat = self.chat()
+        if chat.type == "private":
+            if chat.id in self.state.blocked:
+                raise ApiError(403, "Forbidden: bot was blocked by the user")
+            if chat.id in self.state.not_started:
+                raise ApiError(403, "Forbidden: bot can't initiate conversation with a user")
+        return chat
+
+    def message_id(self) -> int:
+        if self.params.get("inline_message_id"):
+            raise bad_request("inline messages are not supported by the fake server")
+        message_id = self.opt_int("message_id")
+        if message_id is None:
+            raise bad_request("message identifier is not specified")
+        return message_id
+
+    def formatted(self, text: str) -> tuple[str, list[JSON]]:
+        mode = (self.opt_str("parse_mode") or "").lower()
+        if mode == "html":
+            try:
+                return parse_html(text)
+            except ParseError as exc:
+                raise bad_request(f"can't parse entities: {exc}") from exc
+        entities = self.params.get("entities") or self.params.get("caption_entities") or []
+        return text, list(entities)
+
+    def reply_markup(self) -> JSON | None:
+        markup = self.params.get("reply_markup")
+        if markup is None:
+            return None
+        if not isinstance(markup, dict):
+            raise bad_request("can't parse reply keyboard markup JSON object")
+        for row in markup.get("inline_keyboard", []):
+            for button in row:
+                data = button.get("callback_data")
+                if data is not None and not 1 <= len(str(data).encode()) <= MAX_CALLBACK_DATA:
+                    raise bad_request("BUTTON_DATA_INVALID")
+                if not button.get("text"):
+                    raise bad_request("text buttons are unallowed in the inline keyboard")
+        return markup
+
+    def reply_to(self, chat: FakeChat) -> FakeMessage | None:
+        reply = self.params.get("reply_parameters")
+        target_id: int | None
+        allow_missing = False
+        if isinstance(reply, dict):
+            target_id = int(reply["message_id"]) if "message_id" in reply else None
+            allow_missing = bool(reply.get("allow_sending_without_reply"))
+            if reply.get("chat_id") not in (None, chat.id, str(chat.id)):
+                raise bad_request("replies to other chats are not supported by the fake server")
+        else:
+            target_id = self.opt_int("reply_to_message_id")
+            allow_missing = self.flag("allow_sending_without_reply")
+        if target_id is None:
+            return None
+        target = self.state.find_message(chat.id, target_id)
+        if target is None and not allow_missing:
+            raise bad_request("message to be replied not found")
+        return target
+
+
+Method = Callable[[Call], Awaitable[Any]]
+METHODS: dict[str, tuple[str, Method]] = {}
+
+
+def method(name: str) -> Callable[[Method], Method]:
+    def register(fn: Method) -> Method:
+        METHODS[name.lower()] = (name, fn)
+        return fn
+
+    return register
+
+
+def canonical_name(name: str) -> str | None:
+    """Telegram's method names are case-insensitive."""
+    entry = METHODS.get(name.lower())
+    return entry[0] if entry else None
+
+
+@method("getMe")
+async def get_me(call: Call) -> JSON:
+    data = call.state.bot.to_api()
+    data.update(
+        can_join_groups=True,
+        can_read_all_group_messages=not call.state.privacy_mode,
+        supports_inline_queries=False,
+        can_connect_to_business=False,
+        has_main_web_app=False,
+    )
+    return data
+
+
+@method("getUpdates")
+async def get_updates(call: Call) -> list[JSON]:
+    state = call.state
+    offset = call.opt_int("offset") or 0
+    limit = min(max(call.opt_int("limit") or 100, 1), 100)
+    timeout = max(call.opt_float("timeout") or 0.0, 0.0)
+    allowed = call.params.get("allowed_updates")
+    if isinstance(allowed, list):
+        state.allowed_updates = frozenset(allowed) if allowed else DEFAULT_ALLOWED_UPDATES
+    state.confirm(offset)
+
+    def ready() -> bool:
+        return bool(state.updates) or state.closed or state.offline
+
+    if timeout > 0 and not ready():
+        async with state.cond:
+            try:
+                async with asyncio.timeout(timeout):
+                    await state.cond.wait_for(ready)
+            except TimeoutError:
+                pass
+    if state.offline:
+        raise DropConnection
+    batch = state.updates[:limit]
+    state.delivered_update_count += len(batch)
+    return batch
+
+
+@method("deleteWebhook")
+async def delete_webhook(call: Call) -> bool:
+    if call.flag("drop_pending_updates"):
+        call.state.updates.clear()
+    return True
+
+
+@method("getWebhookInfo")
+async def get_webhook_info(call: Call) -> JSON:
+    pending = len(call.state.updates)
+    return {"url": "", "has_custom_certificate": False, "pending_update_count": pending}
+
+
+def _commands_key(call: Call) -> tuple[str, str]:
+    scope = call.params.get("scope") or {"type": "default"}
+    return json.dumps(scope, sort_keys=True), call.opt_str("language_code") or ""
+
+
+@method("setMyCommands")
+async def set_my_commands(call: Call) -> bool:
+    commands = call.params.get("commands")
+    if not isinstance(commands, list):
+        raise bad_request('parameter "commands" is required')
+    for command in commands:
+        name = str(command.get("command", ""))
+        if not re.fullmatch(r"[a-z0-9_]{1,32}", name):
+            raise bad_request("BOT_COMMAND_INVALID")
+        if not 1 <= len(str(command.get("description", ""))) <= 256:
+            raise bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
+    call.state.commands[_commands_key(call)] = commands
+    call.state.bump()
+    return True
+
+
+@method("getMyCommands")
+async def get_my_commands(call: Call) -> list[JSON]:
+    return call.state.commands.get(_commands_key(call), [])
+
+
+@method("deleteMyCommands")
+async def delete_my_commands(call: Call) -> bool:
+    call.state.commands.pop(_commands_key(call), None)
+    call.state.bump()
+    return True
+
+
+@method("sendMessage")
+async def send_message(call: Call) -> JSON:
+    chat = call.writable_chat()
+    raw = call.opt_str("text") or ""
+    text, entities = call.formatted(raw)
+    if not text.strip():
+        raise bad_request("message text is empty")
+    if utf16_len(text) > MAX_TEXT:
+        raise bad_request("message is too long")
+    markup = call.reply_markup()
+    reply_to = call.reply_to(chat)
+    message = call.state.add_message(
+        chat,
+        call.state.bot,
+        text=text,
+        sent_text=raw,
+        parse_mode=call.opt_str("parse_mode"),
+        entities=entities,
+        reply_markup=markup,
+        reply_to=reply_to,
+    )
+    return message.to_api()
+
+
+def _editable(call: Call) -> FakeMessage:
+    chat = call.chat()
+    message = call.state.find_message(chat.id, call.message_id())
+    if message is None:
+        raise bad_request("message to edit not found")
+    if not message.from_bot:
+        raise bad_request("message can't be edited")
+    return message
+
+
+def _apply_edit(call: Call, message: FakeMessage, text: str | None, markup: JSON | None) -> None:
+    message.history.append(Revision(message.text, message.reply_markup, message.changed_seq))
+    message.text = text
+    message.reply_markup = markup
+    message.edit_date = call.state.now()
+    message.changed_seq = call.state.bump()
+
+
+@method("editMessageText")
+async def edit_message_text(call: Call) -> JSON:
+    message = _editable(call)
+    if message.text is None:
+        raise bad_request("there is no text in the message to edit")
+    raw = call.opt_str("text") or ""
+    text, entities = call.formatted(raw)
+    if not text.strip():
+        raise bad_request("message text is empty")
+    if utf16_len(text) > MAX_TEXT:
+        raise bad_request("message is too long")
+    markup = call.reply_markup()
+    if text == message.text and markup == message.reply_markup and entities == message.entities:
+        raise bad_request(NOT_MODIFIED)
+    _apply_edit(call, message, text, markup)
+    message.sent_text = raw
+    message.entities = entities
+    message.parse_mode = call.opt_str("parse_mode")
+    return message.to_api()
+
+
+@method("editMessageReplyMarkup")
+async def edit_message_reply_markup(call: Call) -> JSON:
+    message = _editable(call)
+    markup = call.reply_markup()
+    if markup == message.reply_markup:
+        raise bad_request(NOT_MODIFIED)
+    _apply_edit(call, message, message.text, markup)
+    return message.to_api()
+
+
+def _delete(call: Call, chat: FakeChat, message_id: int) -> None:
+    message = call.state.find_message(chat.id, message_id)
+    if message is None:
+        raise bad_request("message to delete not found")
+    if chat.type != "private" and not message.from_bot and chat.id not in call.state.bot_admin_in:
+        raise bad_request("message can't be deleted")
+    message.deleted = True
+    message.changed_seq = call.state.bump()
+
+
+@method("deleteMessage")
+async def delete_message(call: Call) -> bool:
+    chat = call.chat()
+    _delete(call, chat, call.message_id())
+    return True
+
+
+@method("deleteMessages")
+async def delete_messages(call: Call) -> bool:
+    chat = call.chat()
+    ids = call.params.get("message_ids")
+    if not isinstance(ids, list) or not 1 <= len(ids) <= 100:
+        raise bad_request("message_ids must be a list of 1-100 identifiers")
+    for message_id in ids:
+        message = call.state.find_message(chat.id, int(message_id))
+        if message is not None:
+            _delete(call, chat, int(message_id))
+    return True
+
+
+@method("answerCallbackQuery")
+async def answer_callback_query(call: Call) -> bool:
+    query_id = call.opt_str("callback_query_id") or ""
+    state = call.state
+    if query_id not in state.callback_queries or query_id in state.callback_answers:
+        raise bad_request("query is too old and response timeout expired or query ID is invalid")
+    text = call.opt_str("text")
+    if text is not None and len(text) > 200:
+        raise bad_request("MESSAGE_TOO_LONG")
+    state.callback_answers[query_id] = CallbackAnswer(
+        query_id=query_id,
+        text=text,
+        show_alert=call.flag("show_alert"),
+        url=call.opt_str("url"),
+        cache_time=call.opt_int("cache_time"),
+        seq=state.bump(),
+    )
+    return True
+
+
+@method("sendDocument")
+async def send_document(call: Call) -> JSON:
+    chat = call.writable_chat()
+    state = call.state
+    document = call.params.get("document")
+    upload = call.uploads.get("document")
+    if isinstance(document, str) and document.startswith("attach://"):
+        upload = call.uploads.get(document.removeprefix("attach://"))
+    if upload is not None:
+        if len(upload.data) > state.max_document_bytes:
+            raise ApiError(413, "Request Entity Too Large")
+        mime = upload.content_type
+        if not mime or mime == "application/octet-stream":
+            mime = mimetypes.guess_type(upload.filename or "")[0] or "application/octet-stream"
+        doc = state.new_file(upload.filename, mime, upload.data)
+    elif isinstance(document, str) and document in state.documents:
+        doc = state.documents[document]
+    elif document:
+        raise bad_request("wrong file identifier/HTTP URL specified")
+    else:
+        raise bad_request("there is no document in the request")
+    caption_raw = call.opt_str("caption")
+    caption: str | None = None
+    entities: list[JSON] = []
+    if caption_raw:
+        caption, entities = call.formatted(caption_raw)
+        if utf16_len(caption) > MAX_CAPTION:
+            raise bad_request("message caption is too long")
+    message = state.add_message(
+        chat,
+        state.bot,
+        document=doc,
+        caption=caption,
+        entities=entities,
+        parse_mode=call.opt_str("parse_mode"),
+        reply_markup=call.reply_markup(),
+        reply_to=call.reply_to(chat),
+    )
+    return message.to_api()
+
+
+@method("sendChatAction")
+async def send_chat_action(call: Call) -> bool:
+    chat = call.writable_chat()
+    action = call.opt_str("action")
+    if not action:
+        raise bad_request("action is empty")
+    call.state.chat_actions.append((chat.id, action))
+    return True
+
+
+@method("getChat")
+async def get_chat(call: Call) -> JSON:
+    chat = call.chat().to_api()
+    chat.setdefault("accent_color_id", 0)
+    chat.setdefault("max_reaction_count", 11)
+    return chat
