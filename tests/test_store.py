@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest

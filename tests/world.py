@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.botrig import BotRig
-from tests.fake_telegram import FakeMessage, FakeUser
+from tests.fake_telegram import ChatRef, FakeMessage, FakeUser
 from tests.lab.host import LabHost
 from tests.lab.lab import Lab
 from tests.lab.sops import SopsSecrets, make_sops_secrets
@@ -100,10 +100,10 @@ class World:
         await tg.wait_for_message(user, lambda m: prompt_contains in m.body, timeout=30)
         return await tg.send_text(user, secret)
 
-    async def job_end(self, user: FakeUser, *, timeout: float = 60) -> FakeMessage:
+    async def job_end(self, chat: ChatRef, *, timeout: float = 60) -> FakeMessage:
         """The job's progress message once it shows a final result."""
         return await self.rig.tg.wait_for_message(
-            user,
+            chat,
             lambda m: bool(FINISHED.search(m.body.split("\n")[0])),
             edits=True,
             since=0,
