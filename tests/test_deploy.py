@@ -274,3 +274,24 @@ async def test_reinstall_asks_for_the_name(world: World) -> None:
         op, lambda m: "(job 3) — succeeded" in m.body, edits=True, timeout=60
     )
     assert "installed and up" in done.body
+
+
+async def test_log_sends_events_and_the_full_log(world: World) -> None:
+    host = world.lab.start_host("faulty", luks=False)
+    host.inject_failure("disko", exit_code=2, message="disk on fire")
+    world.machine("clawsiecats", host, luks=False, flake_attr="clawsiecats")
+    await world.start()
+    op, tg = world.op, world.rig.tg
+    await world.confirm_deploy(op, "clawsiecats")
+    await world.job_end(op)
+    before = len(tg.documents_in(op))
+    summary = await world.rig.ask(op, "/log 1")
+    assert summary.body.startswith("❌ #1 deploy clawsiecats")
+    assert "phase: nixos-anywhere" in summary.body
+    await tg.wait_until(lambda: len(tg.documents_in(op)) > before, what="the log document")
+    document = tg.documents_in(op)[-1].document
+    assert document is not None
+    assert document.file_name == "job-1-clawsiecats.log"
+    assert b"disk on fire" in document.data
+    nobody = await world.rig.ask(tg.user(STRANGER), "/log 1")
+    assert nobody.body.startswith("Not authorised.")
