@@ -44,6 +44,7 @@ _EXCERPT_MAX = 200
 _AGE_SECRET = re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]+", re.IGNORECASE)
 _BAD_KEY_CHARS = re.compile(r'["\\\x00-\x1f\x7f]')
 _CHECK_CONCURRENCY = 4
+_MISSING_KEY_FILE = re.compile(r"failed to open SOPS_AGE_KEY_FILE file: open[\s|]+(\S+?):")
 
 
 class SopsErrorKind(StrEnum):
@@ -184,18 +185,21 @@ async def check_access(
 
 def _map_failure(code: int, stderr: str, file: Path, key: str, excerpt: str) -> SopsError:
     lowered = stderr.lower()
+    # Exit 128 first: its message also says "no such file" when an age key file is missing.
+    if code == 128 or "failed to get the data key" in lowered:
+        missing = _MISSING_KEY_FILE.search(stderr)
+        hint = f" ({missing.group(1)} does not exist)" if missing else ""
+        return SopsError(
+            SopsErrorKind.NO_KEY,
+            f"no age key can decrypt {file}{hint}: set SOPS_AGE_KEY_FILE (or SOPS_AGE_KEY, "
+            "SOPS_AGE_SSH_PRIVATE_KEY_FILE) to a key that is one of the file's recipients",
+        )
     if code == 100 or "non-existent file" in lowered or "no such file" in lowered:
         return SopsError(SopsErrorKind.NO_FILE, f"sops file {file} does not exist")
     if "sops metadata not found" in lowered:
         return SopsError(
             SopsErrorKind.NOT_ENCRYPTED,
             f"{file} is not a sops-encrypted file (no sops metadata): encrypt it with sops",
-        )
-    if code == 128 or "failed to get the data key" in lowered:
-        return SopsError(
-            SopsErrorKind.NO_KEY,
-            f"no age key can decrypt {file}: set SOPS_AGE_KEY_FILE (or SOPS_AGE_KEY, "
-            "SOPS_AGE_SSH_PRIVATE_KEY_FILE) to a key that is one of the file's recipients",
         )
     if "component" in lowered and "not found" in lowered:
         return SopsError(SopsErrorKind.MISSING_VALUE, f"{file} has no key {key!r}")
