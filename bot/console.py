@@ -160,8 +160,12 @@ class ConsoleBotApi(BaseRequest):
     def _api_editMessageText(self, params: dict[str, Any]) -> dict[str, Any]:
         message_id = int(params.get("message_id", 0))
         text = str(params.get("text", ""))
+        before = self._texts.get(message_id, "").splitlines()
         self._texts[message_id] = text
-        self._print(text, prefix=f"(edited #{message_id}) ")
+        # An edited progress message: show its first line and what changed, not all of it.
+        lines = text.splitlines()
+        changed = [line for line in lines[1:] if line not in before]
+        self._print("\n".join(lines[:1] + changed), prefix=f"(#{message_id}) ")
         self._show_buttons(message_id, params.get("reply_markup"))
         return self._bot_message(message_id, text)
 

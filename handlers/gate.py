@@ -12,11 +12,15 @@ import time
 from telegram import Update
 from telegram.ext import Application, ApplicationHandlerStop, ContextTypes, TypeHandler
 
-from bot.commands import CommandError, Right, parse_command
+from bot.commands import Arg, CommandError, Right, parse_command
 from bot.services import Services
 
 log = logging.getLogger(__name__)
 REFUSAL_INTERVAL = 3600.0
+EXAMPLE_ONLY = (
+    "These are the example inventory's machines, not yours: copy machines.example.toml to "
+    "machines.toml and describe your own machines there."
+)
 
 
 def refusal_text(user_id: int) -> str:
@@ -85,6 +89,11 @@ class Gate:
                 await audit("refused", "not an operator" if known else "unknown machine")
                 if update.message is not None:
                     await update.message.reply_text(self._machine_refusal(user.id, machine_arg))
+                raise ApplicationHandlerStop
+            if not self.services.probes_enabled and spec.arg is Arg.MACHINE:
+                await audit("refused", "example inventory")
+                if update.message is not None:
+                    await update.message.reply_text(EXAMPLE_ONLY)
                 raise ApplicationHandlerStop
         await audit("allowed")
 

@@ -81,3 +81,13 @@ async def test_env_file_option(tmp_path: Path) -> None:
     )
     assert code == 0, err
     assert "fromenv" in out
+
+
+async def test_console_never_acts_on_the_example_machines(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "machines.example.toml", tmp_path)
+    code, out, err = await deploybot(
+        "console", cwd=tmp_path, stdin=b"/deploy clawsiecats\n/unlock clawsiecats\n"
+    )
+    assert code == 0, err
+    assert out.count("copy machines.example.toml to machines.toml") == 2
+    assert "Deploy clawsiecats (job" not in out
