@@ -2,6 +2,8 @@
 
 While a question is open, the user's next plain text message in that chat (or a reply to the
 prompt) is its answer. The engine awaits a future; the chat surface routes messages here.
+Several questions may be open in one chat at once (two machines waiting in their initrds
+after the same scheduled reboot): then only a reply to a prompt says which one it answers.
 """
 
 from __future__ import annotations
@@ -29,41 +31,65 @@ class Question:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
+    @property
+    def open(self) -> bool:
+        return not self.future.done()
+
 
 class Answers:
-    """The open questions, at most one per user and chat (a newer one replaces the older)."""
+    """The open questions per user and chat; asking again for the same purpose replaces."""
 
     def __init__(self, late_window: float = 600.0) -> None:
-        self._open: dict[tuple[int, int], Question] = {}
-        # Secret questions closed early (someone else answered): a late answer is still a
-        # passphrase typed into a chat, so it is deleted and the sender told why.
+        self._open: dict[tuple[int, int], list[Question]] = {}
+        # Secret questions closed early (someone else answered, or it expired): a late answer
+        # is still a passphrase typed into a chat, so it is deleted and the sender told why.
         self._late: dict[tuple[int, int], tuple[float, str]] = {}
         self.late_window = late_window
 
     def ask(self, user_id: int, chat_id: int, *, secret: bool, purpose: str) -> Question:
         key = (user_id, chat_id)
-        previous = self._open.get(key)
-        if previous is not None and not previous.future.done():
-            previous.future.cancel()
+        for previous in self.questions(user_id, chat_id):
+            if previous.purpose == purpose:
+                self.close(previous)
         question = Question(user_id=user_id, chat_id=chat_id, secret=secret, purpose=purpose)
-        self._open[key] = question
+        self._open.setdefault(key, []).append(question)
         return question
+
+    def questions(self, user_id: int, chat_id: int) -> list[Question]:
+        """The open questions in this chat, oldest first."""
+        return [q for q in self._open.get((user_id, chat_id), []) if q.open]
 
     def pending(self, user_id: int, chat_id: int) -> Question | None:
-        question = self._open.get((user_id, chat_id))
-        if question is None or question.future.done():
-            return None
-        return question
+        """The newest open question in this chat, if any."""
+        found = self.questions(user_id, chat_id)
+        return found[-1] if found else None
 
-    def answer(self, user_id: int, chat_id: int, text: str, *, by: str = "") -> Question | None:
-        """Deliver ``text`` to the open question of this user and chat; None when there is none."""
-        question = self.pending(user_id, chat_id)
-        if question is None:
+    def choose(self, user_id: int, chat_id: int, reply_to: int | None) -> Question | None:
+        """The question a message answers: the prompt it replies to, else the only open one."""
+        found = self.questions(user_id, chat_id)
+        if reply_to is not None:
+            for question in found:
+                if question.prompt_message_id == reply_to:
+                    return question
+        return found[0] if len(found) == 1 else None
+
+    def answer(
+        self,
+        user_id: int,
+        chat_id: int,
+        text: str,
+        *,
+        by: str = "",
+        question: Question | None = None,
+    ) -> Question | None:
+        """Deliver ``text`` to ``question`` (default: the only open one); None if it is closed."""
+        target = question or self.choose(user_id, chat_id, None)
+        if target is None or not target.open:
             return None
-        del self._open[(user_id, chat_id)]
-        question.answered_by = by
-        question.future.set_result(text)
-        return question
+        self._forget(target)
+        target.answered_by = by
+        target.future.set_result(text)
+        return target
 
     def late(self, user_id: int, chat_id: int) -> str | None:
         """The note for a late answer to a secret question closed recently, if any."""
@@ -78,15 +104,25 @@ class Answers:
 
     def has_secret_pending(self, user_id: int) -> bool:
         return any(
-            q.secret and not q.future.done() for (uid, _), q in self._open.items() if uid == user_id
+            q.secret and q.open
+            for (uid, _), questions in self._open.items()
+            if uid == user_id
+            for q in questions
         )
 
     def close(self, question: Question, *, late_note: str | None = None) -> None:
         """Stop waiting; ``late_note`` answers (and deletes) a secret that still arrives."""
-        key = (question.user_id, question.chat_id)
-        if self._open.get(key) is question:
-            del self._open[key]
-        if not question.future.done():
+        self._forget(question)
+        if question.open:
             question.future.cancel()
         if question.secret and late_note is not None:
+            key = (question.user_id, question.chat_id)
             self._late[key] = (time.monotonic() + self.late_window, late_note)
+
+    def _forget(self, question: Question) -> None:
+        key = (question.user_id, question.chat_id)
+        rest = [q for q in self._open.get(key, []) if q is not question and q.open]
+        if rest:
+            self._open[key] = rest
+        else:
+            self._open.pop(key, None)

@@ -15,6 +15,7 @@ from bot.commands import COMMANDS
 from bot.engine import Engine, build_engine
 from bot.inventory import Inventory
 from bot.jobs import JobRunner
+from bot.schedule import Schedules
 from bot.services import Services, Tuning
 from bot.settings import Settings
 from handlers import register_all
@@ -85,6 +86,10 @@ def build_application(
     engine = build_engine(services)
     application.bot_data["services"] = services
     application.bot_data["engine"] = engine
+    if application.job_queue is not None:
+        application.bot_data["schedules"] = Schedules(
+            application.job_queue, inventory, engine.watcher, engine.reboot_tester
+        )
     register_all(application, services, engine)
     application.add_error_handler(_on_error)
     return application, services
@@ -105,6 +110,9 @@ async def _post_init(application: BotApplication) -> None:
     ]
     await application.bot.set_my_commands(commands)
     await tell_interrupted_jobs(services)
+    schedules = application.bot_data.get("schedules")
+    if isinstance(schedules, Schedules):
+        schedules.start()
 
 
 async def _post_stop(application: BotApplication) -> None:
@@ -115,13 +123,37 @@ async def _post_stop(application: BotApplication) -> None:
 
 
 async def tell_interrupted_jobs(services: Services) -> None:
-    """Jobs a previous process left running end as ``interrupted``; their chats are told."""
-    for job in await services.store.interrupt_active_jobs():
+    """Jobs a previous process left running end as ``interrupted``; their chats are told.
+
+    What that process left behind is cleared first, and each machine concerned is looked
+    at again, so the message says where it stands. Nothing is started again.
+    """
+    import asyncio
+
+    from bot.deploy import clear_crash_leftovers, look_after_interruption
+
+    stopped = await clear_crash_leftovers(services.settings.state_dir)
+    jobs = await services.store.interrupt_active_jobs()
+    names = sorted({job.machine for job in jobs})
+    machines = [m for m in (services.inventory.get(n) for n in names) if m is not None]
+    looks: dict[str, str] = {}
+    if services.probes_enabled and machines:
+        found = await asyncio.gather(
+            *(look_after_interruption(services, m) for m in machines), return_exceptions=True
+        )
+        for machine, result in zip(machines, found, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("could not look at %s after a restart: %r", machine.name, result)
+            else:
+                looks[machine.name] = result
+    for job in jobs:
         log.warning("job %s (%s %s) was interrupted by a restart", job.id, job.kind, job.machine)
-        if job.chat_id is not None:
-            await services.chat.post(
-                job.chat_id,
-                f"⏹ Job {job.id} ({job.kind} {job.machine}) was interrupted: the bot restarted "
-                f"while it ran. Nothing was started again. Check the machine with "
-                f"/status {job.machine} before you retry.",
-            )
+        if job.chat_id is None:
+            continue
+        now = looks.get(job.machine, f"check it with /status {job.machine} before you retry")
+        extra = f"\nI stopped {len(stopped)} processes it had left running." if stopped else ""
+        await services.chat.post(
+            job.chat_id,
+            f"⏹ Job {job.id} ({job.kind} {job.machine}) was interrupted: the bot restarted "
+            f"while it ran. Nothing was started again.\nNow: {now}.{extra}",
+        )

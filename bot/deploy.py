@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from bot.nixos_anywhere import (
     child_env,
     run_nixos_anywhere,
 )
-from bot.reboot_watch import BootTimeout, Seen, same_key, wait_for_boot
+from bot.reboot_watch import BootTimeout, Seen, look, same_key, wait_for_boot
 from bot.secret import Secret
 from bot.services import Services
 from bot.sops import SopsError, decrypt_value
@@ -131,6 +132,7 @@ class Deployer:
             else:
                 ctx.skip(REMOUNT)
             await ctx.enter(INSTALL)
+            await self._still_confirmed_target(ctx, machine, pre)
             await self._nixos_anywhere(ctx, machine, staged_root, disk_key)
             for secret in secrets:
                 secret.wipe()
@@ -307,6 +309,8 @@ class Deployer:
             return await decrypt_value(self.s.settings.sops, file, key, env=env)
         except SopsError as exc:
             raise ctx.fail(str(exc)) from None
+        except ValueError as exc:
+            raise ctx.fail(f"{key!r} cannot be read from {file}: {exc}") from None
 
     async def _stage(
         self, ctx: JobContext, machine: Machine, root: Path, secrets: list[Secret]
@@ -356,20 +360,45 @@ class Deployer:
             )
         ctx.output(f"/nix/.rw-store remounted with size={machine.rw_store_size}")
 
+    async def _still_confirmed_target(
+        self, ctx: JobContext, machine: Machine, pre: Preflight
+    ) -> None:
+        """The disk erased must belong to the machine whose key the user confirmed.
+
+        nixos-anywhere does not check host keys, and the confirmation may have waited for
+        minutes: a target that now answers with another key is not the one confirmed.
+        """
+        where = f"{machine.host}:{machine.ssh_port}"
+        try:
+            presented = await fetch_host_key(
+                machine.host, machine.ssh_port, timeout=self.s.tuning.ssh_timeout
+            )
+        except SshError as exc:
+            raise ctx.fail(f"cannot reach {where} any more: {exc}") from None
+        if not same_key(presented, pre.host_key):
+            raise ctx.fail(
+                f"the host key of {where} changed since you confirmed "
+                f"{fingerprint(pre.host_key)}: it now presents {fingerprint(presented)}. "
+                f"Nothing was installed; run /deploy {machine.name} again to confirm the new key"
+            )
+
     async def _nixos_anywhere(
         self, ctx: JobContext, machine: Machine, root: Path, disk_key: Secret | None
     ) -> None:
         settings = self.s.settings
-        argv = build_argv(
-            list(settings.nixos_anywhere),
-            flake=settings.flake,
-            attr=machine.flake_attr,
-            target_host=machine.host,
-            ssh_port=machine.ssh_port,
-            ssh_key=settings.ssh_key,
-            extra_files=root,
-            disk_key_fd=DISK_KEY_FD_AUTO if disk_key is not None else None,
-        )
+        try:
+            argv = build_argv(
+                list(settings.nixos_anywhere),
+                flake=settings.flake,
+                attr=machine.flake_attr,
+                target_host=machine.host,
+                ssh_port=machine.ssh_port,
+                ssh_key=settings.ssh_key,
+                extra_files=root,
+                disk_key_fd=DISK_KEY_FD_AUTO if disk_key is not None else None,
+            )
+        except ValueError as exc:
+            raise ctx.fail(f"refusing to run nixos-anywhere: {exc}") from None
         parser = OutputParser()
 
         def on_line(line: str) -> None:
@@ -450,3 +479,98 @@ class Deployer:
         if units:
             return f"installed and up, {running}: failed {', '.join(units[:5])}"
         return f"installed and up, {running}"
+
+
+# -- after a crash ----------------------------------------------------------------------------
+
+ORPHAN_GRACE = 5.0
+ORPHAN_POLL = 0.1
+
+
+async def clear_crash_leftovers(state_dir: Path) -> list[str]:
+    """At start, undo what a killed bot left behind: installs still running, staging folders.
+
+    A nixos-anywhere started by a previous process runs in its own session and outlives a
+    SIGKILL of the bot; nobody reads its output or can confirm anything it does, so it is
+    stopped, as a clean shutdown would have. The staging folders hold hosts' private keys.
+    Returns one line per process stopped.
+    """
+    parent = state_dir / "staging"
+    stopped = [pid for pid in _processes_staging_from(parent) if pid != os.getpid()]
+    for pid in stopped:
+        _signal_group_of(pid, signal.SIGTERM)
+    for _ in range(int(ORPHAN_GRACE / ORPHAN_POLL)):
+        if not any(_alive(pid) for pid in stopped):
+            break
+        await asyncio.sleep(ORPHAN_POLL)
+    for pid in stopped:
+        if _alive(pid):
+            _signal_group_of(pid, signal.SIGKILL)
+    if parent.is_dir():
+        for leftover in parent.iterdir():
+            await asyncio.to_thread(staging.remove, leftover)
+    for pid in stopped:
+        log.warning("stopped process %s left running by a previous bot process", pid)
+    return [f"process {pid}" for pid in stopped]
+
+
+def _processes_staging_from(parent: Path) -> list[int]:
+    """Processes whose arguments name a folder in ``parent`` (nixos-anywhere --extra-files)."""
+    try:
+        ours = parent.resolve()
+    except OSError:
+        return []
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = Path(os.readlink(proc / "cwd"))
+        except OSError:
+            continue
+        for arg in argv:
+            path = cwd / arg.decode("utf-8", "replace")
+            if path.name.startswith("job-") and ours in (path.parent, path.parent.resolve()):
+                found.append(int(proc.name))
+                break
+    return found
+
+
+def _signal_group_of(pid: int, sig: signal.Signals) -> None:
+    """Signal the process's whole group when it leads one (ssh children die with it)."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+async def look_after_interruption(services: Services, machine: Machine) -> str:
+    """Look at a machine whose job was interrupted and record where it stands now."""
+    known = await services.store.machine(machine.name)
+    sighting = await look(machine, host_key=known.host_key, initrd_key=known.initrd_host_key)
+    name = machine.name
+    if sighting.seen is Seen.SYSTEM:
+        state, text = "up", f"{name} answers with its installed system's key: it is up"
+    elif sighting.seen is Seen.INITRD:
+        state = "initrd"
+        text = f"{name} waits in its initrd (key verified): /unlock {name}"
+    elif sighting.seen is Seen.NOTHING:
+        state, text = "down", f"{name} does not answer on SSH now"
+    elif known.installer_host_key and same_key(sighting.presented, known.installer_host_key):
+        state = "installer"
+        text = f"{name} is still in its installer; its disk may be half written: /deploy {name}"
+    else:
+        state = "unknown"
+        text = f"{name} answers with a key I do not know ({fingerprint(sighting.presented)})"
+    await services.store.update_machine(name, state=state, detail=text, last_probe_at=utcnow())
+    return text

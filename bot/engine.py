@@ -7,16 +7,21 @@ from dataclasses import dataclass
 from bot.deploy import Deployer
 from bot.inventory import Machine
 from bot.jobs import JobContext, JobFailed
+from bot.reboot_test import RebootTester
 from bot.services import Services
 from bot.unlock import Unlocker
+from bot.watch import Watcher
 
 
 @dataclass
 class Engine:
     deployer: Deployer
     unlocker: Unlocker
+    watcher: Watcher
+    reboot_tester: RebootTester
 
     async def shutdown(self) -> None:
+        await self.watcher.shutdown()
         await self.unlocker.shutdown()
 
 
@@ -31,4 +36,10 @@ def build_engine(services: Services) -> Engine:
             raise JobFailed(result.summary, phase="unlock")
         return result.summary
 
-    return Engine(deployer=Deployer(services, on_initrd=after_install), unlocker=unlocker)
+    watcher = Watcher(services, unlocker)
+    return Engine(
+        deployer=Deployer(services, on_initrd=after_install),
+        unlocker=unlocker,
+        watcher=watcher,
+        reboot_tester=RebootTester(services, unlocker, watcher),
+    )

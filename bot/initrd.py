@@ -33,7 +33,7 @@ class Relay(Enum):
     ACCEPTED = "accepted"  # no new prompt: unlocking goes on
     WRONG = "wrong"  # asked again: the passphrase was wrong
     NOT_WAITING = "not waiting"  # nothing was asking for a passphrase
-    DROPPED = "dropped"  # the connection broke before the answer was handed over
+    DROPPED = "dropped"  # the connection broke before the answer was handed over: not sent
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ _HOSTNAME = re.compile(
 _ATTR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.'-]{0,127}$")
 _SECRET_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _SIZE = re.compile(r"^\d+[KMGT]?$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class InventoryError(ValueError):
@@ -154,7 +155,7 @@ def parse_inventory(data: Mapping[str, Any], path: Path) -> Inventory:
 
 
 def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Machine | None:
-    if not MACHINE_NAME.match(name):
+    if not MACHINE_NAME.fullmatch(name):
         problems.append(
             f"{name[:40]!r}: machine names are lowercase letters, digits, '-' and '_' "
             "(at most 63, starting with a letter or digit)"
@@ -178,6 +179,8 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
         wrong = isinstance(value, bool) and bool not in types
         if wrong or not isinstance(value, types):
             bad(key, f"expected {_TYPE_NAMES[types[0]]}, got {type(value).__name__} {value!r}")
+        elif isinstance(value, str) and _CONTROL.search(value):
+            bad(key, f"{value[:40]!r} contains control characters (a newline, NUL …)")
     if len(problems) > before:
         return None
 
@@ -187,10 +190,10 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
     elif not _valid_host(host):
         bad("host", f"{host!r} is not an IP address or DNS name")
     attr = entry.get("flake_attr", name)
-    if not _ATTR.match(attr):
+    if not _ATTR.fullmatch(attr):
         bad("flake_attr", f"{attr!r} is not a flake attribute name")
     user = entry.get("ssh_user", "root")
-    if not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", user):
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
         bad("ssh_user", f"{user!r} is not a user name")
     for key in ("ssh_port", "initrd_port"):
         port = entry.get(key)
@@ -200,13 +203,13 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
     if unlock not in ("auto", "askpass", "systemd"):
         bad("unlock", f"{unlock!r}: expected auto, askpass or systemd")
     initrd_key = entry.get("initrd_host_key", "")
-    if initrd_key and not re.match(
+    if initrd_key and not re.fullmatch(
         r"^(ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-rsa) [A-Za-z0-9+/=]+( .*)?$", initrd_key
     ):
         bad("initrd_host_key", "expected an OpenSSH public key line, e.g. 'ssh-ed25519 AAAA…'")
     for key in ("host_key_secret", "luks_passphrase_secret"):
         value = entry.get(key, "")
-        if value and not _SECRET_KEY.match(value):
+        if value and not _SECRET_KEY.fullmatch(value):
             bad(key, f"{value!r} is not a sops key name")
     secrets_file = entry.get("secrets_file")
     if (entry.get("host_key_secret") or entry.get("luks_passphrase_secret")) and not secrets_file:
@@ -217,7 +220,7 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
     if persist and (not persist.startswith("/") or ".." in persist.split("/")):
         bad("persist_dir", f"{persist!r}: expected an absolute path without '..', or \"\"")
     size = entry.get("rw_store_size", "512M")
-    if size and not _SIZE.match(size):
+    if size and not _SIZE.fullmatch(size):
         bad("rw_store_size", f'{size!r}: expected a size such as 512M or 1G, or ""')
     operators = entry.get("operators", [])
     for op in operators:
@@ -275,7 +278,7 @@ def _valid_host(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        return bool(_HOSTNAME.match(host)) and not host.startswith("-")
+        return bool(_HOSTNAME.fullmatch(host)) and not host.startswith("-")
     return True
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections import deque
 from pathlib import Path
 
@@ -16,6 +17,32 @@ from bot.secret import Secret, redact
 log = logging.getLogger(__name__)
 TAIL_LINES = 40
 MAX_LINE = 4000
+# Telegram takes documents up to 50 MB; a longer log is sent as its last part.
+MAX_DOCUMENT = 45 * 1024 * 1024
+CUT_NOTE = b"... (the start of this log was cut: it is longer than Telegram takes)\n"
+
+
+def read_for_sending(path: Path, limit: int = MAX_DOCUMENT) -> bytes | None:
+    """The log file's bytes to send as a document, or None when it is not a readable file.
+
+    Only a regular file is read (a log path that became something else must not make the
+    bot read for ever), and at most ``limit`` bytes: the end, where the failure is.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return None
+            if info.st_size <= limit:
+                return handle.read(limit)
+            handle.seek(info.st_size - limit + len(CUT_NOTE))
+            return CUT_NOTE + handle.read(limit - len(CUT_NOTE))
+        except OSError:
+            return None
 
 
 class JobLog:

@@ -17,13 +17,16 @@ from pathlib import Path
 
 from bot.chat import ChatPort
 from bot.durations import format_duration
-from bot.joblog import JobLog
+from bot.joblog import JobLog, read_for_sending
 from bot.progress import Progress, ProgressState
 from bot.secret import Secret
 from store import Job, Store, utcnow
+from store.database import StoreUnavailable
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_PARALLEL = 4
+# How long a finished job keeps trying to record its result in a locked database.
+STORE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 class JobFailed(Exception):
@@ -58,32 +61,52 @@ class JobContext:
         self.log = log_file
         self.progress = progress
         self.started = time.monotonic()
+        self._told: set[str] = set()
 
     @property
     def phase(self) -> str | None:
         return self.progress.state.current
 
     async def enter(self, phase: str) -> None:
-        self.log.write(f"=== {phase}")
+        self._write(f"=== {phase}")
         self.progress.phase(phase)
-        await self.store.update_job(self.job.id, phase=phase)
-        await self.store.add_event(self.job.id, "phase", phase)
+        await self.bookkeep(self.store.update_job(self.job.id, phase=phase))
+        await self.bookkeep(self.store.add_event(self.job.id, "phase", phase))
+
+    async def bookkeep(self, write: Awaitable[object]) -> None:
+        """A write of the job's history; a locked database must not stop a half-done install."""
+        try:
+            await write
+        except StoreUnavailable as exc:
+            log.warning("job %s: could not record its progress: %s", self.job.id, exc)
+            self._tell_once(f"the database is unavailable ({exc}): the job's history has gaps")
+
+    def _write(self, text: str) -> str:
+        line = self.log.write(text)
+        if self.log.write_error:
+            self._tell_once(f"{self.log.write_error}; the job goes on")
+        return line
+
+    def _tell_once(self, text: str) -> None:
+        if text not in self._told:
+            self._told.add(text)
+            self.progress.note(f"⚠️ {text}")
 
     def skip(self, phase: str) -> None:
         self.progress.skip(phase)
 
     def output(self, text: str) -> str:
         """One line of a command's output: logged, shown as the last line; returns it redacted."""
-        line = self.log.write(text)
+        line = self._write(text)
         self.progress.line(line)
         return line
 
     async def note(self, text: str) -> None:
         """A warning or fact worth keeping in the message and the job's events."""
         line = self.log.clean(text)
-        self.log.write(f"note: {line}")
+        self._write(f"note: {line}")
         self.progress.note(f"⚠️ {line}")
-        await self.store.add_event(self.job.id, "note", line)
+        await self.bookkeep(self.store.add_event(self.job.id, "note", line))
 
     def hide(self, secret: Secret) -> None:
         self.log.hide(secret)
@@ -156,10 +179,13 @@ class JobRunner:
         try:
             ref = await ctx.progress.start()
             if ref is not None:
-                await self.store.update_job(job.id, progress_message_id=ref.message_id)
+                shown = ref.message_id
+                await ctx.bookkeep(self.store.update_job(job.id, progress_message_id=shown))
             async with self._slots:
-                await self.store.update_job(job.id, state="running", started_at=utcnow())
-                await self.store.add_event(job.id, "state", "running")
+                await ctx.bookkeep(
+                    self.store.update_job(job.id, state="running", started_at=utcnow())
+                )
+                await ctx.bookkeep(self.store.add_event(job.id, "state", "running"))
                 outcome = await work(ctx)
             await self._end(ctx, "succeeded", outcome.summary)
         except JobFailed as exc:
@@ -167,6 +193,14 @@ class JobRunner:
             await self._end(ctx, "failed", f"failed{where}: {exc.reason}")
         except JobCancelled as exc:
             await self._end(ctx, "cancelled", str(exc) or "cancelled")
+        except StoreUnavailable as exc:
+            log.warning("job %s stopped: the database is unavailable: %s", job.id, exc)
+            await self._end(
+                ctx,
+                "failed",
+                f"failed at {ctx.phase or 'start'}: the database is unavailable ({exc}), "
+                "so the job stopped before doing anything it could not record",
+            )
         except asyncio.CancelledError:
             if self._stopping:
                 await asyncio.shield(self._end(ctx, "interrupted", "interrupted: the bot stopped"))
@@ -195,18 +229,60 @@ class JobRunner:
             state, ""
         )
         await ctx.progress.finish(f"{mark} {text}", outcome=state)
-        await self.store.update_job(job.id, state=state, finished_at=utcnow(), result=text[:500])
-        await self.store.add_event(job.id, "state", state)
+        await self._record_end(job, state, text[:500])
         if state == "failed" and job.chat_id is not None:
-            await self.send_log(job.id, job.chat_id, caption=f"job {job.id} log")
+            if ctx.log.write_error:
+                await self._send_tail(ctx, job.chat_id)
+            else:
+                await self.send_log(job.id, job.chat_id, caption=f"job {job.id} log")
+
+    async def _send_tail(self, ctx: JobContext, chat_id: int) -> None:
+        """The log file is incomplete (full disk): send the redacted lines kept in memory."""
+        tail = list(ctx.log.tail)
+        await self.chat.send_file(
+            chat_id,
+            f"job-{ctx.job.id}-{ctx.job.machine}-tail.log",
+            ("\n".join(tail) + "\n").encode(),
+            caption=f"job {ctx.job.id}: its last {len(tail)} lines (the log file is incomplete)",
+        )
+
+    async def _record_end(self, job: Job, state: str, result: str) -> None:
+        """Store the final state, waiting out a locked database; say so while it lasts."""
+        for delay in (*STORE_RETRY_DELAYS, None):
+            try:
+                await self.store.update_job(
+                    job.id, state=state, finished_at=utcnow(), result=result
+                )
+                await self.store.add_event(job.id, "state", state)
+                return
+            except StoreUnavailable as exc:
+                if delay is None:
+                    log.error("job %s: its result was never recorded: %s", job.id, exc)
+                    await self._tell(
+                        job,
+                        f"⚠️ Job {job.id}'s result could not be saved ({exc}); after a restart "
+                        "it will show as interrupted.",
+                    )
+                    return
+                if delay == STORE_RETRY_DELAYS[0]:
+                    log.warning("job %s: waiting to record its result: %s", job.id, exc)
+                    await self._tell(
+                        job,
+                        f"⚠️ Job {job.id} ended, but the database is unavailable ({exc}); "
+                        "I keep trying to record it.",
+                    )
+                await asyncio.sleep(delay)
+
+    async def _tell(self, job: Job, text: str) -> None:
+        if job.chat_id is not None:
+            await self.chat.post(job.chat_id, text)
 
     async def send_log(self, job_id: int, chat_id: int, *, caption: str) -> bool:
         job = await self.store.job(job_id)
         if job is None or not job.log_path:
             return False
-        try:
-            data = await asyncio.to_thread(Path(job.log_path).read_bytes)
-        except OSError:
+        data = await asyncio.to_thread(read_for_sending, Path(job.log_path))
+        if data is None:
             return False
         return await self.chat.send_file(
             chat_id, f"job-{job_id}-{job.machine}.log", data, caption=caption

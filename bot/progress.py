@@ -115,7 +115,10 @@ class Progress:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._render()
+        if not await self._render():
+            # The message is gone or Telegram kept failing: the end must still be said.
+            self.ref = None
+            await self._render()
 
     async def _pump(self) -> None:
         while True:
@@ -126,8 +129,12 @@ class Progress:
             await self._render()
             await asyncio.sleep(self.interval)  # the throttle: at most one edit per interval
 
-    async def _render(self) -> None:
+    async def _render(self) -> bool:
+        """Show the current state; a message that could not be posted at start is posted now."""
+        if self.chat_id is None:
+            return True
         if self.ref is None:
-            return
+            self.ref = await self.chat.post(self.chat_id, self.state.render())
+            return self.ref is not None
         self.edits += 1
-        await self.chat.edit(self.ref, self.state.render())
+        return await self.chat.edit(self.ref, self.state.render())

@@ -27,6 +27,12 @@ class Tuning:
     reboot_poll: float = 1.0
     nixos_anywhere_timeout: float = 3 * 3600.0
     unlock_settle: float = 10.0
+    probe_concurrency: int = 32
+    alert_after: int = 3
+    alert_batch: float = 2.0
+    disk_alert_percent: int = 90
+    check_timeout: float = 5.0
+    reboot_down_timeout: float = 300.0
 
 
 @dataclass

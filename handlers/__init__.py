@@ -6,7 +6,7 @@ from telegram.ext import Application
 
 from bot.engine import Engine
 from bot.services import Services
-from handlers import buttons, conversation, deploy, gate, info, jobs, unlock
+from handlers import buttons, conversation, deploy, gate, health, info, jobs, unlock
 
 
 def register_all(application: Application, services: Services, engine: Engine) -> None:  # type: ignore[type-arg]
@@ -16,5 +16,6 @@ def register_all(application: Application, services: Services, engine: Engine) -
     jobs.register(application, services)
     deploy.register(application, services, engine.deployer)
     unlock.register(application, services, engine.unlocker)
+    health.register(application, services, engine)
     buttons.register(application, services)
     conversation.register(application, services)

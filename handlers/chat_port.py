@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
 
 from telegram import Bot, ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
-from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 
 from bot.answers import Answers, Question
 from bot.chat import Keyboard, MessageRef
@@ -14,6 +17,11 @@ from bot.secret import Secret
 
 log = logging.getLogger(__name__)
 MAX_TEXT = 4096
+# Pauses between attempts when Telegram answers 5xx or drops the connection: a short outage
+# delays a job's messages instead of losing them.
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+MAX_RETRY_AFTER = 60.0
+T = TypeVar("T")
 
 
 def _markup(buttons: Keyboard) -> InlineKeyboardMarkup | None:
@@ -31,12 +39,53 @@ def clip(text: str, limit: int = MAX_TEXT) -> str:
     return text[: limit - 20] + "\n… (cut)"
 
 
+def _retry_after_seconds(exc: RetryAfter) -> float:
+    value = exc.retry_after
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+async def deliver(
+    call: Callable[[], Awaitable[T]],
+    *,
+    repeatable: bool,
+    delays: tuple[float, ...] = RETRY_DELAYS,
+) -> T:
+    """Call the Bot API, retrying what a later attempt can fix.
+
+    429 waits as told; 5xx and dropped connections wait a little longer each time. A
+    timeout is retried only when ``repeatable`` (an edit or delete): a timed-out send may
+    have arrived, and sending it again would say it twice.
+    """
+    for delay in (*delays, None):
+        try:
+            return await call()
+        except RetryAfter as exc:
+            if delay is None:
+                raise
+            await asyncio.sleep(_retry_after_seconds(exc))
+        except BadRequest:
+            raise
+        except TimedOut:
+            if delay is None or not repeatable:
+                raise
+            await asyncio.sleep(delay)
+        except NetworkError:
+            if delay is None:
+                raise
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 class TelegramChat:
     """Delivers the engine's messages; a failure is logged and reported as None/False."""
 
-    def __init__(self, bot: Bot, answers: Answers) -> None:
+    def __init__(
+        self, bot: Bot, answers: Answers, *, retry_delays: tuple[float, ...] = RETRY_DELAYS
+    ) -> None:
         self.bot = bot
         self.answers = answers
+        self.retry_delays = retry_delays
 
     async def post(
         self, chat_id: int, text: str, *, buttons: Keyboard = (), force_reply: bool = False
@@ -45,7 +94,11 @@ class TelegramChat:
         if force_reply and markup is None:
             markup = ForceReply(selective=True)
         try:
-            message = await self.bot.send_message(chat_id, clip(text), reply_markup=markup)
+            message = await deliver(
+                lambda: self.bot.send_message(chat_id, clip(text), reply_markup=markup),
+                repeatable=False,
+                delays=self.retry_delays,
+            )
         except TelegramError as exc:
             log.warning("could not send a message to chat %s: %s", chat_id, exc)
             return None
@@ -53,11 +106,15 @@ class TelegramChat:
 
     async def edit(self, ref: MessageRef, text: str, *, buttons: Keyboard = ()) -> bool:
         try:
-            await self.bot.edit_message_text(
-                clip(text),
-                chat_id=ref.chat_id,
-                message_id=ref.message_id,
-                reply_markup=_markup(buttons),
+            await deliver(
+                lambda: self.bot.edit_message_text(
+                    clip(text),
+                    chat_id=ref.chat_id,
+                    message_id=ref.message_id,
+                    reply_markup=_markup(buttons),
+                ),
+                repeatable=True,
+                delays=self.retry_delays,
             )
         except BadRequest as exc:
             if "not modified" in str(exc).lower():
@@ -75,7 +132,11 @@ class TelegramChat:
 
     async def delete(self, ref: MessageRef) -> bool:
         try:
-            return await self.bot.delete_message(ref.chat_id, ref.message_id)
+            return await deliver(
+                lambda: self.bot.delete_message(ref.chat_id, ref.message_id),
+                repeatable=True,
+                delays=self.retry_delays,
+            )
         except TelegramError as exc:
             log.warning(
                 "could not delete message %s in chat %s: %s", ref.message_id, ref.chat_id, exc
@@ -86,8 +147,14 @@ class TelegramChat:
         self, chat_id: int, filename: str, data: bytes, *, caption: str = ""
     ) -> bool:
         try:
-            await self.bot.send_document(
-                chat_id, InputFile(data, filename=filename), caption=clip(caption, 1024) or None
+            await deliver(
+                lambda: self.bot.send_document(
+                    chat_id,
+                    InputFile(data, filename=filename),
+                    caption=clip(caption, 1024) or None,
+                ),
+                repeatable=False,
+                delays=self.retry_delays,
             )
         except TelegramError as exc:
             log.warning("could not send %s to chat %s: %s", filename, chat_id, exc)
@@ -109,7 +176,9 @@ class TelegramChat:
                 raise
             return None
         finally:
-            self.answers.close(question)
+            # A secret typed after the prompt expired is still deleted, and its sender told.
+            late = f"The question ({purpose}) had expired; I deleted your message."
+            self.answers.close(question, late_note=late if secret and question.open else None)
 
     async def ask_text(
         self, user_id: int, prompt: str, *, purpose: str, timeout: float

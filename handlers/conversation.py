@@ -15,6 +15,38 @@ from bot.services import Services
 from handlers.common import sender
 
 log = logging.getLogger(__name__)
+# python-telegram-bot's DEBUG records that carry whole incoming updates, by logger and format.
+_UPDATE_DUMPS = {
+    "telegram.Bot": "Call to Bot API endpoint `%s` finished with return value `%s`",
+    "telegram.ext.ExtBot": "Call to Bot API endpoint `%s` finished with return value `%s`",
+    "telegram.ext.Application": "Processing update %s",
+}
+
+
+class HideUpdates(logging.Filter):
+    """Keeps incoming messages out of python-telegram-bot's DEBUG logs.
+
+    At DEBUG the library logs every update it fetches and processes, message text included,
+    and that text may be a passphrase. The record stays, its payload goes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != _UPDATE_DUMPS.get(record.name) or not isinstance(record.args, tuple):
+            return True
+        if record.msg.startswith("Processing"):
+            update = record.args[0] if record.args else None
+            record.args = (f"#{getattr(update, 'update_id', '?')} (content not logged)",)
+        elif record.args and record.args[0] == "getUpdates":
+            record.args = (record.args[0], "(updates not logged: they may hold passphrases)")
+        return True
+
+
+def hide_updates_in_logs() -> None:
+    """Install ``HideUpdates`` once on each logger that dumps updates."""
+    for name in _UPDATE_DUMPS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, HideUpdates) for f in logger.filters):
+            logger.addFilter(HideUpdates())
 
 
 class Conversation:
@@ -29,17 +61,51 @@ class Conversation:
         if message.chat.type != ChatType.PRIVATE:
             await self._in_group(update)
             return
-        question = self.s.answers.pending(user.id, message.chat.id)
+        chat_id = message.chat.id
+        if not self.s.answers.questions(user.id, chat_id):
+            await self._unexpected(message, context, user.id)
+            return
+        replied = message.reply_to_message
+        question = self.s.answers.choose(
+            user.id, chat_id, replied.message_id if replied is not None else None
+        )
         if question is None:
+            await self._ambiguous(message, context, user.id)
+            return
+        by = f"@{user.username}" if user.username else user.first_name
+        # Handing the answer over is synchronous, so the flow (the relay to an initrd) starts
+        # while the deletion below is still on its way.
+        self.s.answers.answer(user.id, chat_id, message.text, by=by, question=question)
+        if question.secret:
+            await self._delete(message, context)
+
+    async def _unexpected(
+        self, message: Message, context: ContextTypes.DEFAULT_TYPE, user_id: int
+    ) -> None:
+        """No open question: a late passphrase is deleted and explained, anything else shrugged."""
+        note = self.s.answers.late(user_id, message.chat.id)
+        if note is None:
             await message.reply_text(
                 "I am not waiting for an answer from you. /help lists the commands."
             )
             return
-        if question.secret:
-            # Deleting first: the passphrase should be on screen for as short a time as possible.
+        await self._delete(message, context)
+        await context.bot.send_message(message.chat.id, note)
+
+    async def _ambiguous(
+        self, message: Message, context: ContextTypes.DEFAULT_TYPE, user_id: int
+    ) -> None:
+        """Several open questions and no reply to one: guessing could send a passphrase to the
+        wrong machine, so the message is dropped (deleted if it may be a secret)."""
+        questions = self.s.answers.questions(user_id, message.chat.id)
+        if any(q.secret for q in questions):
             await self._delete(message, context)
-        by = f"@{user.username}" if user.username else user.first_name
-        self.s.answers.answer(user.id, message.chat.id, message.text, by=by)
+        waiting = ", ".join(q.purpose for q in questions)
+        await context.bot.send_message(
+            message.chat.id,
+            f"I am waiting for several answers from you ({waiting}). Reply to the prompt you "
+            "are answering, and send it again.",
+        )
 
     async def _delete(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> None:
         try:
@@ -70,6 +136,7 @@ class Conversation:
 
 
 def register(application: Application, services: Services) -> None:  # type: ignore[type-arg]
+    hide_updates_in_logs()
     conversation = Conversation(services)
     application.add_handler(
         MessageHandler(

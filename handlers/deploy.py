@@ -10,7 +10,9 @@ from bot.commands import parse_command
 from bot.deploy import Deployer
 from bot.services import Services
 from handlers.common import sender
+from handlers.gate import store_unavailable_text
 from store import JobConflict
+from store.database import StoreUnavailable
 
 
 class DeployHandlers:
@@ -53,6 +55,9 @@ class DeployHandlers:
             job = await self.deployer.start(
                 machine, user_id=user.id, chat_id=message.chat.id, reinstall=reinstall
             )
+        except StoreUnavailable as exc:
+            await message.reply_text(store_unavailable_text(exc))
+            return
         except JobConflict as exc:
             running = exc.job
             await message.reply_text(

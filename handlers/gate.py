@@ -10,10 +10,12 @@ import logging
 import time
 
 from telegram import Update
+from telegram.error import TelegramError
 from telegram.ext import Application, ApplicationHandlerStop, ContextTypes, TypeHandler
 
 from bot.commands import Arg, CommandError, Right, parse_command
 from bot.services import Services
+from store.database import StoreUnavailable
 
 log = logging.getLogger(__name__)
 REFUSAL_INTERVAL = 3600.0
@@ -21,6 +23,27 @@ EXAMPLE_ONLY = (
     "These are the example inventory's machines, not yours: copy machines.example.toml to "
     "machines.toml and describe your own machines there."
 )
+
+
+def store_unavailable_text(exc: Exception) -> str:
+    return (
+        f"⚠️ My database is unavailable right now ({exc}), so I did nothing. "
+        "Try again in a minute; if it lasts, check the bot's host (another program holding "
+        "the database, or a full disk)."
+    )
+
+
+async def tell_store_unavailable(update: Update, exc: Exception) -> None:
+    """Answer the update that could not be handled because the database is unavailable."""
+    try:
+        if update.callback_query is not None:
+            await update.callback_query.answer("My database is unavailable; try again soon.")
+        elif update.effective_chat is not None:
+            await update.get_bot().send_message(
+                update.effective_chat.id, store_unavailable_text(exc)
+            )
+    except TelegramError as error:
+        log.warning("could not say that the database is unavailable: %s", error)
 
 
 def refusal_text(user_id: int) -> str:
@@ -38,6 +61,17 @@ class Gate:
         self._last_refusal: dict[int, float] = {}
 
     async def __call__(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        try:
+            await self._decide(update, context)
+        except StoreUnavailable as exc:
+            # Every decision is audited; one that cannot be recorded is not taken.
+            log.warning("gate: the database is unavailable: %s", exc)
+            user = update.effective_user
+            if user is not None and self.services.access.is_known(user.id):
+                await tell_store_unavailable(update, exc)
+            raise ApplicationHandlerStop from None
+
+    async def _decide(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         user = update.effective_user
         if user is None or user.is_bot:
             raise ApplicationHandlerStop

@@ -8,11 +8,13 @@ from telegram import Update
 from telegram.ext import Application, CommandHandler, ContextTypes
 
 from bot.commands import COMMANDS, CommandError, ParsedCommand, parse_command
+from bot.durations import format_duration
 from bot.inventory import Machine
 from bot.services import Services
 from bot.status import QuickStatus, quick_status
 from handlers.common import sender
 from store import MachineState
+from store.health import HealthStore
 
 INTRO = (
     "deploybot installs NixOS machines with nixos-anywhere, unlocks their LUKS disks from "
@@ -44,9 +46,37 @@ def describe_status(status: QuickStatus) -> str:
     return "\n".join(lines)
 
 
+async def watch_lines(machine: Machine, health: HealthStore) -> list[str]:
+    """What the watcher knows: the last check, the 7-day uptime share, the last reboot test."""
+    check, share, test = await asyncio.gather(
+        health.last_check(machine.name),
+        health.uptime_share(machine.name),
+        health.last_reboot_test(machine.name),
+    )
+    lines = []
+    if check is not None:
+        mark = "✓" if check.ok else "✗"
+        lines.append(f"  last check {_when(check.at)}: {mark} {check.state}, {check.summary}")
+    if share is not None:
+        lines.append(f"  up {share * 100:.1f}% of probes over 7 days")
+    if test is not None:
+        verdict = "passed" if test.ok else f"stalled at {test.stage}"
+        took = sum(test.stages.values())
+        lines.append(
+            f"  last reboot test {_when(test.started_at)}: {verdict} "
+            f"({format_duration(took)}, {test.trigger})"
+        )
+    return lines
+
+
+def _when(iso: str) -> str:
+    return iso[:16].replace("T", " ") + " UTC"
+
+
 class InfoHandlers:
     def __init__(self, services: Services) -> None:
         self.s = services
+        self.health = HealthStore(services.store)
 
     async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, _ = sender(update)
@@ -97,7 +127,12 @@ class InfoHandlers:
         statuses = await asyncio.gather(
             *(quick_status(m, self.s.store, probe=self.s.probes_enabled) for m in machines)
         )
-        await message.reply_text("\n".join(describe_status(s) for s in statuses))
+        watched = await asyncio.gather(*(watch_lines(m, self.health) for m in machines))
+        await message.reply_text(
+            "\n".join(
+                "\n".join([describe_status(s), *w]) for s, w in zip(statuses, watched, strict=True)
+            )
+        )
 
     async def audit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, _ = sender(update)

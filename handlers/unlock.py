@@ -28,19 +28,22 @@ class UnlockHandlers:
         if not machine.luks:
             await message.reply_text(f"{machine.name} has no LUKS disk: nothing to unlock.")
             return
-        if self.unlocker.active(machine.name):
+        if not self.unlocker.active(machine.name):
+            await message.reply_text(f"Checking {machine.name}'s initrd…")
+        elif self.s.answers.has_secret_pending(user.id):
+            await message.reply_text(f"{machine.name} is being unlocked already; answer my prompt.")
+        else:
             await message.reply_text(
-                f"{machine.name} is being unlocked already; answer the prompt."
+                f"{machine.name} is being unlocked already; I will tell you how it ends."
             )
-            return
-        await message.reply_text(f"Checking {machine.name}'s initrd…")
         by = f"@{user.username}" if user.username else str(user.id)
 
         async def run() -> None:
             result = await self.unlocker.unlock(machine, trigger=f"/unlock by {by}", ask=[user.id])
-            await self.s.chat.post(
-                message.chat.id, ("✅ " if result.ok else "❌ ") + result.summary
-            )
+            if message.chat.id not in result.told:
+                await self.s.chat.post(
+                    message.chat.id, ("✅ " if result.ok else "❌ ") + result.summary
+                )
 
         task = asyncio.create_task(run(), name=f"unlock-command-{machine.name}")
         self._tasks.add(task)

@@ -40,6 +40,12 @@ def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def _transient(exc: sqlite3.OperationalError) -> bool:
+    """Errors another try may fix: a lock held elsewhere, a full or failing disk."""
+    text = str(exc).lower()
+    return any(word in text for word in ("locked", "busy", "full", "disk i/o"))
+
+
 class JobConflict(Exception):
     """The machine already has a job in progress."""
 
@@ -48,24 +54,37 @@ class JobConflict(Exception):
         super().__init__(f"{job.machine} already has job {job.id} ({job.kind}, {job.state})")
 
 
+class StoreUnavailable(sqlite3.OperationalError):
+    """The database cannot be written now (locked by another program, disk full …).
+
+    A subclass of sqlite3's error so nothing that already catches it changes; callers that
+    can wait or tell the user catch this one.
+    """
+
+
+DEFAULT_BUSY_TIMEOUT = 10.0
+
+
 class Store:
     """Async facade over the database; every public method runs on the store's own thread."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.path = Path(path)
+        self.busy_timeout = busy_timeout
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._db: Database | None = None
 
     @classmethod
-    async def open(cls, path: Path | str) -> Store:
-        store = cls(path)
+    async def open(cls, path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Store:
+        """Open (and migrate) the database; a writer waits ``busy_timeout`` s for a lock."""
+        store = cls(path, busy_timeout=busy_timeout)
         await store._call(store._open)
         return store
 
     def _open(self) -> None:
         if self.path.parent != Path():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=10.0)
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout)
         db = Database(conn)
         db.enable_wal()
         db.execute("PRAGMA foreign_keys = ON")
@@ -80,7 +99,12 @@ class Store:
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.OperationalError as exc:
+            if isinstance(exc, StoreUnavailable) or not _transient(exc):
+                raise
+            raise StoreUnavailable(str(exc)) from exc
 
     @property
     def db(self) -> Database:

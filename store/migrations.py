@@ -67,3 +67,47 @@ def m001_initial(db: Database) -> None:
         not_null={"at", "action", "decision"},
     )
     db.table("audit").create_index(["at"])
+
+
+@migrations()
+def m002_health(db: Database) -> None:
+    """Probe counts per hour (uptime share), last health check, incidents, reboot tests."""
+    db.table("probe_hours").create(
+        {"machine": str, "hour": str, "probes": int, "up": int},
+        pk=("machine", "hour"),
+        not_null={"machine", "hour"},
+    )
+    db.table("health_checks").create(
+        {"machine": str, "at": str, "state": str, "ok": int, "summary": str},
+        pk="machine",
+    )
+    db.table("incidents").create(
+        {
+            "id": int,
+            "machine": str,
+            "started_at": str,
+            "alerted_at": str,
+            "ended_at": str,
+            "problem": str,
+        },
+        pk="id",
+        not_null={"machine", "started_at", "problem"},
+    )
+    db.table("incidents").create_index(["machine", "ended_at"])
+    db.table("reboot_tests").create(
+        {
+            "id": int,
+            "machine": str,
+            "job_id": int,
+            "trigger": str,
+            "started_at": str,
+            "finished_at": str,
+            "ok": int,
+            "stage": str,
+            "stages": str,
+            "summary": str,
+        },
+        pk="id",
+        not_null={"machine", "started_at"},
+    )
+    db.table("reboot_tests").create_index(["machine", "id"])

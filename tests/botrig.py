@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.app import BotApplication, build_application
+from bot.engine import Engine
 from bot.inventory import Inventory, load_inventory
 from bot.services import Services, Tuning
 from bot.settings import Settings, load_settings
@@ -39,6 +40,8 @@ class BotRig:
     app: BotApplication | None = None
     services: Services | None = None
     store: Store | None = None
+    # How long the store waits for a database lock (None: the bot's default).
+    db_busy_timeout: float | None = None
 
     @property
     def settings(self) -> Settings:
@@ -62,6 +65,14 @@ class BotRig:
         assert self.services is not None, "the bot is not running"
         return self.services
 
+    @property
+    def engine(self) -> Engine:
+        """The engine the running bot was built with (its deployer and unlocker)."""
+        assert self.app is not None, "the bot is not running"
+        engine = self.app.bot_data["engine"]
+        assert isinstance(engine, Engine)
+        return engine
+
     async def start(self, inventory: str | None = None, **tuning: Any) -> BotRig:
         if inventory is not None:
             self.write_inventory(inventory)
@@ -69,7 +80,10 @@ class BotRig:
             self.tuning = dataclasses.replace(self.tuning, **tuning)
         settings = self.settings
         loaded: Inventory = load_inventory(settings.inventory)
-        self.store = await Store.open(settings.db)
+        if self.db_busy_timeout is None:
+            self.store = await Store.open(settings.db)
+        else:
+            self.store = await Store.open(settings.db, busy_timeout=self.db_busy_timeout)
         assert settings.token is not None
         self.app, self.services = build_application(
             settings,

@@ -84,6 +84,13 @@ class World:
     async def start(self, **tuning: Any) -> BotRig:
         return await self.rig.start(self.inventory(), **tuning)
 
+    async def pin(self, name: str, host: LabHost, *, initrd: bool = True) -> None:
+        """Pin ``host``'s keys as a deploy would have (``initrd=False``: the system key only)."""
+        keys = {"host_key": host.system_host_key or ""}
+        if initrd:
+            keys["initrd_host_key"] = host.initrd_host_key or ""
+        await self.rig.svc.store.update_machine(name, **keys)
+
     async def confirm_deploy(
         self, user: FakeUser, machine: str, *, command: str = "/deploy"
     ) -> FakeMessage:

@@ -45,6 +45,7 @@ _RUNNING: dict[str, Command] = {
     "systemctl": system.cmd_systemctl,
     "shutdown": system.cmd_shutdown,
     "curl": system.cmd_curl,
+    "nc": system.cmd_nc,
     "mkdir": system.cmd_mkdir,
     "chmod": system.cmd_chmod,
     "chown": system.cmd_chown,

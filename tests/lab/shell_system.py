@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -429,3 +430,35 @@ def write_redirect(ctx: Ctx, target: str, append: bool) -> Path:
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
     os.close(os.open(path, flags, 0o666 & ~ctx.umask))
     return path
+
+
+def cmd_nc(ctx: Ctx, args: list[str]) -> int:
+    """``nc -z [-w SECONDS] HOST PORT``: whether a TCP port of this host accepts.
+
+    ``127.0.0.1`` and ``localhost`` are the host's own loopback, which in the lab is the
+    host's own address; the connect is real, to the lab's listener for ``open_port``.
+    """
+    timeout = 5.0
+    positional: list[str] = []
+    it = iter(args)
+    for arg in it:
+        if arg == "-w":
+            timeout = float(next(it, "5"))
+        elif arg.startswith("-"):
+            continue
+        else:
+            positional.append(arg)
+    if "-z" not in args or len(positional) != 2 or not positional[1].isdigit():
+        ctx.err("usage: nc -z [-w timeout] host port\n")
+        return 2
+    host, port = positional
+    if host in ("127.0.0.1", "localhost", "::1"):
+        host = ctx.state.address
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError:
+        if "-v" in args:
+            ctx.err(f"nc: connect to {host} port {port} (tcp) failed: Connection refused\n")
+        return 1
+    return 0

@@ -1,0 +1,214 @@
+"""Crash recovery: ``deploybot run`` killed with SIGKILL mid-deploy and mid-unlock.
+
+The bot runs as a real process against the fake Bot API and the lab. After the kill and a
+fresh start: the database passes its integrity check, the job is ``interrupted``, the chat
+is told where the machine stands (looked at again), what the dead process left running is
+stopped, and no second install starts by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest_asyncio
+
+from tests.waiting import eventually
+from tests.world import World
+
+PASSPHRASE = "crash-proof passphrase 42"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class BotProcess:
+    """``python -m bot run`` as an operator's service manager would start it."""
+
+    world: World
+    output: Path
+    proc: asyncio.subprocess.Process | None = None
+
+    def environment(self) -> dict[str, str]:
+        rig = self.world.rig
+        settings = rig.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOYBOT_", "SOPS_"))}
+        env.update(rig.env)
+        env.update(
+            {
+                "TELEGRAM_BOT_TOKEN": rig.tg.token,
+                "TELEGRAM_API_URL": rig.tg.base_url,
+                "DEPLOYBOT_INVENTORY": str(settings.inventory),
+                "DEPLOYBOT_DB": str(settings.db),
+                "DEPLOYBOT_STATE_DIR": str(settings.state_dir),
+                "PYTHONPATH": str(ROOT),
+            }
+        )
+        return env
+
+    async def start(self) -> None:
+        """Start the process and return once it polls for updates."""
+        tg = self.world.rig.tg
+        mark = tg.request_mark()
+        with self.output.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bot",
+                "run",
+                env=self.environment(),
+                cwd=self.world.root,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+            )
+        await tg.wait_until(
+            lambda: tg.count("getUpdates", since=mark) > 0, timeout=30, what="the bot polling"
+        )
+
+    async def kill(self) -> None:
+        """SIGKILL: no cleanup of any kind runs in the bot."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        assert await self.proc.wait() == -signal.SIGKILL
+        self.proc = None
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        self.proc = None
+
+
+def stand_ins(world: World) -> list[int]:
+    """Live stand-in nixos-anywhere processes of this lab."""
+    found = []
+    needle = str(world.lab.dir).encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes()
+            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+            if b"nixos_anywhere.py" in argv and needle in argv and state != "Z":
+                found.append(int(proc.name))
+    return found
+
+
+def kill_groups(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+@pytest_asyncio.fixture
+async def bot_process(world: World) -> AsyncIterator[BotProcess]:
+    bot = BotProcess(world, world.root / "bot-output.log")
+    try:
+        yield bot
+    finally:
+        await bot.stop()
+        kill_groups(stand_ins(world))
+        if sys.exc_info()[0] is not None and bot.output.exists():
+            print(bot.output.read_text(errors="replace")[-5000:])
+
+
+def database_facts(db: Path) -> tuple[str, list[tuple[int, str]], int]:
+    """Integrity check, (id, state) of every job, and how often a passphrase is in the file."""
+    conn = sqlite3.connect(db)
+    try:
+        check = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+        jobs = [(int(r[0]), str(r[1])) for r in conn.execute("select id, state from jobs")]
+    finally:
+        conn.close()
+    raw = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+    return check, jobs, raw.count(PASSPHRASE.encode())
+
+
+async def restarted_and_told(world: World, bot: BotProcess) -> str:
+    """Start the bot again; the message that says job 1 was interrupted."""
+    await bot.start()
+    told = await world.rig.tg.wait_for_message(
+        world.op, lambda m: "was interrupted" in m.body, since=0, timeout=30
+    )
+    assert told.body.startswith("⏹ Job 1 (deploy clawsiecats) was interrupted")
+    assert "Nothing was started again" in told.body
+    return told.body
+
+
+async def test_sigkill_mid_deploy(world: World, bot_process: BotProcess) -> None:
+    host = world.lab.start_host("crash", luks=False)
+    host.hang_at("disko")
+    world.machine("clawsiecats", host, luks=False, flake_attr="clawsiecats")
+    world.rig.write_inventory(world.inventory())
+    op, tg = world.op, world.rig.tg
+    await bot_process.start()
+    await world.confirm_deploy(op, "clawsiecats")
+    await tg.wait_for_message(op, lambda m: "Formatting" in m.body, edits=True, since=0, timeout=60)
+    orphans = stand_ins(world)
+    assert orphans, "nixos-anywhere should be running when the bot is killed"
+    staging = world.rig.settings.state_dir / "staging" / "job-1"
+    assert staging.is_dir()
+
+    await bot_process.kill()
+    # A SIGKILLed bot cannot stop its nixos-anywhere: it runs on in its own session.
+    assert set(orphans) <= set(stand_ins(world))
+
+    told = await restarted_and_told(world, bot_process)
+    assert "Now: clawsiecats is still in its installer" in told
+    assert "I stopped 1 processes it had left running" in told
+    await eventually(
+        lambda: asyncio.sleep(0, result=not stand_ins(world)), what="the orphan stopped"
+    )
+    assert not staging.exists(), "the staging folder (with the host's private key) was left"
+    check, jobs, _ = database_facts(world.rig.settings.db)
+    assert check == "ok"
+    assert jobs == [(1, "interrupted")]
+    listed = await world.rig.ask(op, "/jobs", timeout=20)
+    assert "#1 deploy clawsiecats" in listed.body
+    assert "interrupted" in listed.body
+    status = await world.rig.ask(op, "/status clawsiecats", timeout=20)
+    assert "state: installer" in status.body
+    assert host.stage == "installer"
+    assert not host.state.formatted
+    assert not [e for e in host.events if "installed" in e]
+
+
+async def test_sigkill_mid_unlock(world: World, bot_process: BotProcess) -> None:
+    host = world.lab.start_host("crash", luks=True)
+    world.machine("clawsiecats", host)
+    world.rig.write_inventory(world.inventory())
+    op, tg = world.op, world.rig.tg
+    await bot_process.start()
+    await world.confirm_deploy(op, "clawsiecats")
+    await world.answer_secret(op, "New disk passphrase for clawsiecats", PASSPHRASE)
+    await world.answer_secret(op, "again", PASSPHRASE)
+    await tg.wait_for_message(op, lambda m: "waiting for its disk passphrase" in m.body, timeout=60)
+    assert host.stage == "initrd"
+    installs = [e for e in host.events if "installed" in e]
+    assert len(installs) == 1
+
+    await bot_process.kill()
+
+    told = await restarted_and_told(world, bot_process)
+    assert "Now: clawsiecats waits in its initrd (key verified): /unlock clawsiecats" in told
+    check, jobs, passphrases = database_facts(world.rig.settings.db)
+    assert check == "ok"
+    assert jobs == [(1, "interrupted")]
+    assert passphrases == 0
+    logs = world.rig.settings.state_dir / "jobs"
+    assert all(PASSPHRASE.encode() not in p.read_bytes() for p in logs.iterdir())
+    status = await world.rig.ask(op, "/status clawsiecats", timeout=20)
+    assert "state: initrd" in status.body
+    assert host.stage == "initrd"
+    assert host.correct_attempts == 0
+    assert [e for e in host.events if "installed" in e] == installs
+    assert not stand_ins(world)
