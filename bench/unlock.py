@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.common import Figure
 from bot.inventory import Machine
 from bot.services import Tuning
 from bot.ssh import SshEndpoint, connect
@@ -172,7 +173,7 @@ def _initrd_up_at(host: LabHost) -> float:
     raise LookupError(f"{host.name} never reached its initrd: {host.events}")
 
 
-async def main(rounds: int) -> None:
+async def run_bench(rounds: int) -> Figures:
     with Lab() as lab, tempfile.TemporaryDirectory(prefix="deploybot-bench-") as tmp:
         async with FakeTelegram() as tg:
             root = Path(tmp)
@@ -190,8 +191,38 @@ async def main(rounds: int) -> None:
                 await bench.run(hosts)
             finally:
                 await rig.stop()
+    return bench.figures
+
+
+async def measure() -> tuple[list[Figure], dict[str, float]]:
+    """For ``make bench``: each flavour's relay next to plain ssh, prompt delay next to a look."""
+    rows = (await run_bench(5)).rows
+    med = {name: statistics.median(values) for name, values in rows.items()}
+    figures: list[Figure] = []
+    for flavour in FLAVOURS:
+        figures.append(
+            Figure(
+                f"{flavour}: passphrase message → initrd, bot",
+                med[f"{flavour}: answer → initrd, bot"],
+                "plain ssh … of the same passphrase",
+                med[f"{flavour}: answer → initrd, plain ssh"],
+            )
+        )
+        figures.append(
+            Figure(
+                f"{flavour}: initrd SSH up → prompt sent",
+                med[f"{flavour}: initrd up → prompt sent"],
+                "one look at both ports + one login",
+                med[f"{flavour}: one look at both ports"] + med[f"{flavour}: one pinned SSH login"],
+            )
+        )
+    return figures, {}
+
+
+async def main(rounds: int) -> None:
+    figures = await run_bench(rounds)
     print(f"deploybot unlock bench: {rounds} rounds per figure, lab hosts on loopback")
-    print(bench.figures.table())
+    print(figures.table())
 
 
 if __name__ == "__main__":

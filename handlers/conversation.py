@@ -84,6 +84,10 @@ class Conversation:
     ) -> None:
         """No open question: a late passphrase is deleted and explained, anything else shrugged."""
         note = self.s.answers.late(user_id, message.chat.id)
+        if note is None and _answers_a_passphrase_prompt(message):
+            # A reply to a prompt this process no longer knows (it restarted, or the prompt
+            # was answered long ago): it is probably a passphrase, so it does not stay.
+            note = "That prompt is no longer open; I deleted your message. Nothing was sent."
         if note is None:
             await message.reply_text(
                 "I am not waiting for an answer from you. /help lists the commands."
@@ -133,6 +137,16 @@ class Conversation:
             f"A passphrase is never accepted in a group chat. {deleted}"
             "answer me in our private chat."
         )
+
+
+def _answers_a_passphrase_prompt(message: Message) -> bool:
+    replied = message.reply_to_message
+    return (
+        replied is not None
+        and replied.from_user is not None
+        and replied.from_user.is_bot
+        and "passphrase" in (replied.text or "")
+    )
 
 
 def register(application: Application, services: Services) -> None:  # type: ignore[type-arg]

@@ -47,8 +47,8 @@ async def test_polling_survives_faults_and_loses_or_repeats_no_update(
     await whoami_answered_once(rig, op)
     {
         "retry_after": lambda: tg.faults.retry_after("getUpdates", seconds=0.5, times=2),
-        "error": lambda: tg.faults.error("getUpdates", status=500, times=3),
-        "drop": lambda: tg.faults.drop("getUpdates", times=3),
+        "error": lambda: tg.faults.error("getUpdates", status=500, times=2),
+        "drop": lambda: tg.faults.drop("getUpdates", times=2),
     }[fault]()
     for _ in range(3):
         await tg.send_text(op, "/machines")

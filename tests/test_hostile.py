@@ -120,7 +120,8 @@ def test_hostile_machine_names_are_refused(name: str) -> None:
         ("secrets_file", "s.yaml\x00"),
     ],
 )
-def test_trailing_newline_in_inventory_values_is_refused(field: str, value: str) -> None:
+def test_control_characters_in_inventory_values_are_refused(field: str, value: str) -> None:
+    """A regex anchored with '$' also accepts a trailing newline; NUL breaks every argv."""
     entry = {"host": "10.0.0.1", "host_key_secret": "k", "secrets_file": "s.yaml", field: value}
     assert accepted({"clawsiecats": entry}) is None
 

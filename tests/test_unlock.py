@@ -357,3 +357,17 @@ async def test_unlock_of_a_running_machine_says_it_is_up(world: World) -> None:
     up = await tg.wait_for_message(op, lambda m: m.body.startswith("✅"))
     assert up.body == "✅ clawsiecats is already up"
     assert not [m for m in tg.bot_messages(op) if _is_prompt(m)]
+
+
+async def test_a_reply_to_a_prompt_from_before_a_restart_is_deleted(world: World) -> None:
+    host = world.lab.start_installed_host("clawsiecats", initrd="askpass")
+    world.machine("clawsiecats", host, initrd_host_key=host.initrd_host_key or "")
+    await world.start()
+    op, tg = world.op, world.rig.tg
+    prompt = await _ask_unlock(world, op)
+    await world.rig.restart()
+    answer = await tg.send_text(op, host.luks_passphrase or "", reply_to=prompt)
+    note = await tg.wait_for_message(op, lambda m: "no longer open" in m.body)
+    assert "Nothing was sent" in note.body
+    assert tg.is_deleted(op, answer.message_id)
+    assert host.correct_attempts == 0
