@@ -295,3 +295,48 @@ async def test_log_sends_events_and_the_full_log(world: World) -> None:
     assert b"disk on fire" in document.data
     nobody = await world.rig.ask(tg.user(STRANGER), "/log 1")
     assert nobody.body.startswith("Not authorised.")
+
+
+async def test_kexec_failure_on_a_debian_host(world: World) -> None:
+    host = world.lab.start_host("debian", os="debian", luks=False)
+    host.inject_failure("kexec", exit_code=1, message="Failed to kexec into NixOS installer")
+    world.machine("clawsiecats", host, luks=False, flake_attr="clawsiecats")
+    await world.start()
+    confirmation = await world.confirm_deploy(world.op, "clawsiecats")
+    assert "(kexec), 2048 MiB RAM" in confirmation.body
+    end = await world.job_end(world.op)
+    assert "❌ failed at nixos-anywhere (kexec)" in end.body, end.body
+    assert host.stage == "installer"
+
+
+async def test_jobs_beyond_the_global_limit_wait_their_turn(world: World) -> None:
+    first = world.lab.start_host("first", luks=False)
+    second = world.lab.start_host("second", luks=False)
+    first.hang_at("install")
+    world.machine("one", first, luks=False, flake_attr="clawsiecats")
+    world.machine("two", second, luks=False, flake_attr="clawsiecats")
+    await world.start(max_parallel_jobs=1)
+    op, tg = world.op, world.rig.tg
+    await world.confirm_deploy(op, "one")
+    await tg.wait_for_message(
+        op, lambda m: "› nixos-anywhere: Uploading" in m.body, edits=True, since=0
+    )
+    await tg.send_text(op, "/deploy two")
+    waiting = await tg.wait_for_message(
+        op, lambda m: m.body.startswith("Deploy two (job 2)"), since=0
+    )
+    store = world.rig.svc.store
+    queued = await store.job(2)
+    assert queued is not None
+    assert queued.state == "queued"
+    assert "▶️" not in waiting.body
+    assert not [m for m in tg.bot_messages(op) if m.buttons and "two" in m.body]
+    await world.rig.ask(op, "/cancel 1")
+    confirmation = await tg.wait_for_message(
+        op, lambda m: bool(m.buttons) and "two" in m.body, since=0, timeout=30
+    )
+    await tg.press_button(op, confirmation, "Erase and install")
+    done = await tg.wait_for_message(
+        op, lambda m: "(job 2) — succeeded" in m.body, edits=True, since=0, timeout=60
+    )
+    assert "installed and up" in done.body
