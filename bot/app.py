@@ -15,6 +15,7 @@ from bot.commands import COMMANDS
 from bot.engine import Engine, build_engine
 from bot.inventory import Inventory
 from bot.jobs import JobRunner
+from bot.recovery import clear_crash_leftovers, look_after_interruption
 from bot.schedule import Schedules
 from bot.services import Services, Tuning
 from bot.settings import Settings
@@ -129,8 +130,6 @@ async def tell_interrupted_jobs(services: Services) -> None:
     at again, so the message says where it stands. Nothing is started again.
     """
     import asyncio
-
-    from bot.deploy import clear_crash_leftovers, look_after_interruption
 
     stopped = await clear_crash_leftovers(services.settings.state_dir)
     jobs = await services.store.interrupt_active_jobs()
