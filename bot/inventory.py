@@ -28,6 +28,7 @@ _HOSTNAME = re.compile(
 _ATTR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.'-]{0,127}$")
 _SECRET_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _SIZE = re.compile(r"^\d+[KMGT]?$")
+_PERSIST = re.compile(r"/|(/[A-Za-z0-9._+-]+)+/?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -217,8 +218,8 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
     if entry.get("auto_unlock") and not entry.get("luks_passphrase_secret"):
         bad("auto_unlock", "needs luks_passphrase_secret (the passphrase to unlock with)")
     persist = entry.get("persist_dir", "/nix/persist/system")
-    if persist and (not persist.startswith("/") or ".." in persist.split("/")):
-        bad("persist_dir", f"{persist!r}: expected an absolute path without '..', or \"\"")
+    if (persist and not _PERSIST.fullmatch(persist)) or ".." in persist.split("/"):
+        bad("persist_dir", f'{persist!r}: expected an absolute path such as /nix/persist, or ""')
     size = entry.get("rw_store_size", "512M")
     if size and not _SIZE.fullmatch(size):
         bad("rw_store_size", f'{size!r}: expected a size such as 512M or 1G, or ""')
