@@ -88,7 +88,9 @@ def audit_from_row(row: dict[str, Any]) -> AuditEntry:
 
 
 def machine_from_row(row: dict[str, Any]) -> MachineState:
-    return MachineState(**_clean(row, tuple(MachineState.__dataclass_fields__)))
+    fields = _clean(row, tuple(MachineState.__dataclass_fields__))
+    fields["state"] = fields["state"] or "unknown"  # a row made by pinning keys only
+    return MachineState(**fields)
 
 
 def job_from_row(row: dict[str, Any]) -> Job:

@@ -104,3 +104,9 @@ async def test_database_work_runs_off_the_event_loop_thread(store: Store) -> Non
     await store._call(lambda: seen.append(threading.current_thread().name))
     assert seen[0].startswith("store")
     assert seen[0] != threading.current_thread().name
+
+
+async def test_a_machine_known_only_by_its_keys_is_in_state_unknown(store: Store) -> None:
+    pinned = await store.update_machine("web", host_key="ssh-ed25519 AAAA")
+    assert pinned.state == "unknown"
+    assert (await store.machine("web")).state == "unknown"
