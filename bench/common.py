@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import platform
 import statistics
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.botrig import BotRig
 from tests.fake_telegram import FakeTelegram
@@ -73,3 +75,14 @@ async def bench_world() -> AsyncIterator[World]:
                 yield make_world(lab, rig, root)
             finally:
                 await rig.stop()
+
+
+Measure = Callable[[], Coroutine[Any, Any, tuple[list[Figure], dict[str, float]]]]
+
+
+def print_figures(measure: Measure) -> None:
+    """``python -m bench.NAME``: run one benchmark and print its table and other figures."""
+    figures, extra = asyncio.run(measure())
+    print(table(figures))
+    for name, value in extra.items():
+        print(f"{name}: {value:.2f}")

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import Figure, bench_world, median, table
+from bench.common import Figure, bench_world, median, print_figures
 from bot.keys import generate_ed25519, new_machine_id
 from tests.world import World
 
@@ -98,12 +98,5 @@ async def measure() -> tuple[list[Figure], dict[str, float]]:
     return figures, extra
 
 
-def main() -> None:
-    figures, extra = asyncio.run(measure())
-    print(table(figures))
-    for name, value in extra.items():
-        print(f"{name}: {value:.2f}")
-
-
 if __name__ == "__main__":
-    main()
+    print_figures(measure)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import asyncssh
 
-from bench.common import Figure, table
+from bench.common import Figure, print_figures
 from bot.ssh import SshEndpoint, connect, run
 from tests.botrig import BotRig
 from tests.fake_telegram import FakeTelegram
@@ -177,12 +177,5 @@ async def measure() -> tuple[list[Figure], dict[str, float]]:
     return figures, extra
 
 
-def main() -> None:
-    figures, extra = asyncio.run(measure())
-    print(table(figures))
-    for name, value in extra.items():
-        print(f"{name}: {value:.2f}")
-
-
 if __name__ == "__main__":
-    main()
+    print_figures(measure)

@@ -7,7 +7,7 @@ from collections.abc import Coroutine
 from datetime import UTC
 from typing import Any
 
-from telegram import Update
+from telegram import Message, Update
 from telegram.ext import Application, CommandHandler, ContextTypes
 
 from bot.commands import parse_command
@@ -28,6 +28,20 @@ class HealthHandlers:
     def _machine(self, text: str | None) -> Machine | None:
         return self.s.inventory.get(parse_command(text or "").machine or "")
 
+    async def _installed(self, message: Message) -> Machine | None:
+        """The machine the command names, if the bot knows its pinned host key; else it says why."""
+        machine = self._machine(message.text)
+        if machine is None:
+            await message.reply_text("Unknown machine. /machines lists them.")
+            return None
+        known = await self.s.store.machine(machine.name)
+        if not known.host_key:
+            await message.reply_text(
+                f"{machine.name} has no pinned host key: install it with /deploy first."
+            )
+            return None
+        return machine
+
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
@@ -35,15 +49,8 @@ class HealthHandlers:
 
     async def reboot(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user = sender(update)
-        machine = self._machine(message.text)
+        machine = await self._installed(message)
         if machine is None:
-            await message.reply_text("Unknown machine. /machines lists them.")
-            return
-        known = await self.s.store.machine(machine.name)
-        if not known.host_key:
-            await message.reply_text(
-                f"{machine.name} has no pinned host key: install it with /deploy first."
-            )
             return
         chat_id = message.chat.id
         by = f"@{user.username}" if user.username else str(user.id)
@@ -82,15 +89,8 @@ class HealthHandlers:
 
     async def check(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, _ = sender(update)
-        machine = self._machine(message.text)
+        machine = await self._installed(message)
         if machine is None:
-            await message.reply_text("Unknown machine. /machines lists them.")
-            return
-        known = await self.s.store.machine(machine.name)
-        if not known.host_key:
-            await message.reply_text(
-                f"{machine.name} has no pinned host key: install it with /deploy first."
-            )
             return
         chat_id = message.chat.id
         await message.reply_text(f"Checking {machine.name}…")
