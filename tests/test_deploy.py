@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import stat
-from pathlib import Path
 
 import pytest
 
@@ -97,21 +96,7 @@ async def test_status_answers_while_a_job_runs_and_cancel_stops_it(world: World)
     assert job is not None
     assert job.state == "cancelled"
     assert not any((world.root / "state" / "staging").iterdir())
-    assert not _stand_in_processes(world), "nixos-anywhere survived the cancel"
-
-
-def _stand_in_processes(world: World) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            argv = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(b"nixos_anywhere.py" in a for a in argv) and str(
-            world.lab.dir
-        ).encode() in b" ".join(argv):
-            found.append(cmdline.parent.name)
-    return found
+    assert not world.stand_ins(), "nixos-anywhere survived the cancel"
 
 
 @pytest.mark.parametrize("phase", ["ssh-keys", "facts", "disko", "install", "reboot"])
@@ -228,7 +213,7 @@ async def test_restart_mid_job_marks_it_interrupted_and_tells_the_chat(world: Wo
     job = await world.rig.svc.store.job(1)
     assert job is not None
     assert job.state == "interrupted"
-    assert not _stand_in_processes(world)
+    assert not world.stand_ins()
     jobs = await world.rig.ask(op, "/jobs")
     assert "interrupted" in jobs.body
     assert host.stage == "installer"  # nothing was started again

@@ -7,7 +7,6 @@ and where, no stand-in process left behind, and the bot still answering.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shlex
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -56,18 +55,6 @@ async def still_answering(world: World) -> None:
     reply = await world.rig.ask(world.op, "/jobs", timeout=20)
     assert "#1 deploy clawsiecats" in reply.body
     assert "failed" in reply.body
-
-
-def stand_in_processes(world: World) -> list[int]:
-    """Processes of this lab's stand-in nixos-anywhere (and their ssh children)."""
-    found = []
-    needle = str(world.lab.dir).encode()
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            argv = cmdline.read_bytes()
-            if b"nixos_anywhere.py" in argv and needle in argv:
-                found.append(int(cmdline.parent.name))
-    return found
 
 
 # -- SSH --------------------------------------------------------------------------------
@@ -214,7 +201,7 @@ async def test_nixos_anywhere_exiting_non_zero(world: World) -> None:
     document = tg.documents_in(world.op)[-1].document
     assert document is not None
     assert b"simulated install failure" in document.data
-    assert not stand_in_processes(world)
+    assert not world.stand_ins()
     await still_answering(world)
 
 
@@ -227,7 +214,7 @@ async def test_nixos_anywhere_hanging_past_its_timeout(world: World) -> None:
     body = await failed_job(world)
     assert "❌ failed at nixos-anywhere" in body
     assert "did not finish within 3 s and was stopped" in body
-    assert not stand_in_processes(world), "the hung nixos-anywhere outlived its timeout"
+    assert not world.stand_ins(), "the hung nixos-anywhere outlived its timeout"
     await still_answering(world)
 
 
@@ -269,7 +256,7 @@ async def test_nixos_anywhere_printing_10_mb(world: World, tmp_path: Path) -> No
     assert len(long_line) < 5000  # the megabyte-long line was cut, not kept whole
     tg = world.rig.tg
     await tg.wait_until(lambda: tg.documents_in(world.op), timeout=30, what="the job log")
-    assert not stand_in_processes(world)
+    assert not world.stand_ins()
     await still_answering(world)
 
 

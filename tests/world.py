@@ -7,6 +7,7 @@ them.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -77,6 +78,20 @@ class World:
         for key, value in entry.items():
             lines.append(f"{key} = {_toml(value)}")
         self.machines[name] = "\n".join(lines) + "\n"
+
+    def stand_ins(self, *, living: bool = False) -> list[int]:
+        """Processes of this lab's stand-in nixos-anywhere; ``living`` leaves zombies out."""
+        found = []
+        needle = str(self.lab.dir).encode()
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                argv = (proc / "cmdline").read_bytes()
+                if b"nixos_anywhere.py" not in argv or needle not in argv:
+                    continue
+                state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+                if not (living and state == "Z"):
+                    found.append(int(proc.name))
+        return found
 
     def inventory(self) -> str:
         return "\n".join(self.machines.values())
