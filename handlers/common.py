@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
 from telegram import Message, Update, User
+
+from bot.commands import parse_command
+from bot.inventory import Inventory, Machine
 
 
 class NoSender(Exception):
@@ -15,3 +22,30 @@ def sender(update: Update) -> tuple[Message, User]:
     if message is None or user is None:
         raise NoSender(f"update {update.update_id} has no message or user")
     return message, user
+
+
+async def named_machine(message: Message, inventory: Inventory) -> Machine | None:
+    """The machine the command names; an unknown one is answered here.
+
+    The gate refuses unknown machines already; this is the second line.
+    """
+    machine = inventory.get(parse_command(message.text or "").machine or "")
+    if machine is None:
+        await message.reply_text("Unknown machine. /machines lists them.")
+    return machine
+
+
+class Background:
+    """Long work a handler starts and does not await; references kept until it ends.
+
+    Not ``Application.create_task``: its tasks are awaited when the bot stops, and an
+    unlock may wait for a passphrase for half an hour.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

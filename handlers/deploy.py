@@ -6,10 +6,9 @@ from telegram import Update
 from telegram.constants import ChatType
 from telegram.ext import Application, CommandHandler, ContextTypes
 
-from bot.commands import parse_command
 from bot.deploy import Deployer
 from bot.services import Services
-from handlers.common import sender
+from handlers.common import named_machine, sender
 from handlers.gate import store_unavailable_text
 from store import JobConflict
 from store.database import StoreUnavailable
@@ -28,10 +27,8 @@ class DeployHandlers:
 
     async def _start(self, update: Update, *, reinstall: bool) -> None:
         message, user = sender(update)
-        name = parse_command(message.text or "").machine
-        machine = self.s.inventory.get(name or "")
-        if machine is None:  # the gate refuses unknown machines; this is a second line
-            await message.reply_text("Unknown machine. /machines lists them.")
+        machine = await named_machine(message, self.s.inventory)
+        if machine is None:
             return
         if reinstall:
             known = await self.s.store.machine(machine.name)

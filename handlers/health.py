@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
 from datetime import UTC
-from typing import Any
 
 from telegram import Message, Update
 from telegram.ext import Application, CommandHandler, ContextTypes
 
-from bot.commands import parse_command
 from bot.engine import Engine
 from bot.inventory import Machine
 from bot.schedule import Schedules
 from bot.services import Services
-from handlers.common import sender
+from handlers.common import Background, named_machine, sender
 from store import JobConflict
 
 
@@ -23,16 +19,12 @@ class HealthHandlers:
     def __init__(self, services: Services, engine: Engine) -> None:
         self.s = services
         self.engine = engine
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def _machine(self, text: str | None) -> Machine | None:
-        return self.s.inventory.get(parse_command(text or "").machine or "")
+        self.background = Background()
 
     async def _installed(self, message: Message) -> Machine | None:
         """The machine the command names, if the bot knows its pinned host key; else it says why."""
-        machine = self._machine(message.text)
+        machine = await named_machine(message, self.s.inventory)
         if machine is None:
-            await message.reply_text("Unknown machine. /machines lists them.")
             return None
         known = await self.s.store.machine(machine.name)
         if not known.host_key:
@@ -41,11 +33,6 @@ class HealthHandlers:
             )
             return None
         return machine
-
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def reboot(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user = sender(update)
@@ -85,7 +72,7 @@ class HealthHandlers:
                     f"/log {exc.job.id} shows it.",
                 )
 
-        self._spawn(run(), f"reboot-command-{machine.name}")
+        self.background.spawn(run(), f"reboot-command-{machine.name}")
 
     async def check(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, _ = sender(update)
@@ -103,7 +90,7 @@ class HealthHandlers:
                 text = f"❌ {machine.name} is {probe.problem}"
             await self.s.chat.post(chat_id, text)
 
-        self._spawn(run(), f"check-command-{machine.name}")
+        self.background.spawn(run(), f"check-command-{machine.name}")
 
     async def schedule(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user = sender(update)

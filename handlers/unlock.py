@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from telegram import Update
 from telegram.ext import Application, CommandHandler, ContextTypes
 
-from bot.commands import parse_command
 from bot.services import Services
 from bot.unlock import Unlocker
-from handlers.common import sender
+from handlers.common import Background, named_machine, sender
 
 
 class UnlockHandlers:
     def __init__(self, services: Services, unlocker: Unlocker) -> None:
         self.s = services
         self.unlocker = unlocker
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.background = Background()
 
     async def unlock(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user = sender(update)
-        machine = self.s.inventory.get(parse_command(message.text or "").machine or "")
+        machine = await named_machine(message, self.s.inventory)
         if machine is None:
-            await message.reply_text("Unknown machine. /machines lists them.")
             return
         if not machine.luks:
             await message.reply_text(f"{machine.name} has no LUKS disk: nothing to unlock.")
@@ -45,9 +41,7 @@ class UnlockHandlers:
                     message.chat.id, ("✅ " if result.ok else "❌ ") + result.summary
                 )
 
-        task = asyncio.create_task(run(), name=f"unlock-command-{machine.name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.background.spawn(run(), f"unlock-command-{machine.name}")
 
 
 def register(application: Application, services: Services, unlocker: Unlocker) -> None:  # type: ignore[type-arg]
