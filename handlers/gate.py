@@ -13,7 +13,7 @@ from telegram import Update
 from telegram.error import TelegramError
 from telegram.ext import Application, ApplicationHandlerStop, ContextTypes, TypeHandler
 
-from bot.commands import Arg, CommandError, Right, parse_command
+from bot.commands import Arg, CommandError, ParsedCommand, Right, parse_command
 from bot.services import Services
 from store.database import StoreUnavailable
 
@@ -79,7 +79,8 @@ class Gate:
             raise ApplicationHandlerStop
         access = self.services.access
         name = user.username or user.first_name or ""
-        action, machine = self._describe(update, context.bot.username)
+        command = _read_command(update, context.bot.username)
+        action, machine = _describe(update, command)
 
         async def audit(decision: str, detail: str = "") -> None:
             await self.services.store.audit(
@@ -95,15 +96,13 @@ class Gate:
             await audit("refused", "not an admin or operator")
             await self._refuse_stranger(update, user.id)
             raise ApplicationHandlerStop
-        message = update.effective_message
-        text = message.text if message is not None and update.message is not None else None
-        if text is not None and text.startswith("/"):
-            try:
-                parsed = parse_command(text, context.bot.username)
-            except CommandError as exc:
-                await audit("refused", "bad input")
-                await update.message.reply_text(str(exc)) if update.message else None
-                raise ApplicationHandlerStop from None
+        if isinstance(command, CommandError):
+            await audit("refused", "bad input")
+            if update.message is not None:
+                await update.message.reply_text(str(command))
+            raise ApplicationHandlerStop
+        if command is not None:
+            parsed = command
             spec = parsed.spec
             if spec.name not in self.services.commands:
                 await audit("refused", "not available")
@@ -131,23 +130,6 @@ class Gate:
                 raise ApplicationHandlerStop
         await audit("allowed")
 
-    def _describe(self, update: Update, bot_username: str | None) -> tuple[str, str]:
-        """A short audit label for the update, and the machine it names (if any)."""
-        if update.callback_query is not None:
-            data = update.callback_query.data or ""
-            return f"button:{data.split(':', 1)[0][:24]}", ""
-        message = update.message
-        if message is None:
-            return "update", ""
-        text = message.text or ""
-        if text.startswith("/"):
-            try:
-                parsed = parse_command(text, bot_username)
-            except CommandError:
-                return "command:invalid", ""
-            return f"/{parsed.spec.name}", parsed.machine or ""
-        return ("message" if message.text is not None else "non-text"), ""
-
     def _machine_refusal(self, user_id: int, machine: str) -> str:
         if self.services.access.is_admin(user_id):
             return f"Unknown machine {machine!r}. /machines lists them."
@@ -165,6 +147,32 @@ class Gate:
         chat = update.effective_chat
         if chat is not None:
             await update.get_bot().send_message(chat.id, refusal_text(user_id))
+
+
+def _read_command(update: Update, bot_username: str | None) -> ParsedCommand | CommandError | None:
+    """The command a message carries, parsed once for the decision and its audit entry."""
+    text = update.message.text if update.message is not None else None
+    if text is None or not text.startswith("/"):
+        return None
+    try:
+        return parse_command(text, bot_username)
+    except CommandError as exc:
+        return exc
+
+
+def _describe(update: Update, command: ParsedCommand | CommandError | None) -> tuple[str, str]:
+    """A short audit label for the update, and the machine it names (if any)."""
+    if update.callback_query is not None:
+        data = update.callback_query.data or ""
+        return f"button:{data.split(':', 1)[0][:24]}", ""
+    if isinstance(command, CommandError):
+        return "command:invalid", ""
+    if command is not None:
+        return f"/{command.spec.name}", command.machine or ""
+    message = update.message
+    if message is None:
+        return "update", ""
+    return ("message" if message.text is not None else "non-text"), ""
 
 
 def register(application: Application, services: Services) -> None:  # type: ignore[type-arg]
