@@ -8,8 +8,7 @@ from enum import Enum
 
 from bot.inventory import Machine
 from bot.keys import fingerprint
-from bot.reboot_watch import same_key
-from bot.ssh import SshError, fetch_host_key
+from bot.reboot_watch import presented_key, same_key
 
 
 class Found(Enum):
@@ -40,15 +39,9 @@ async def detect(m: Machine, pins: Pins, *, timeout: float) -> Detection:
     """Waiting in the initrd means: the initrd port shows the pinned initrd key, and the
     system's SSH does not answer. Both ports are looked at together."""
 
-    async def presented(port: int) -> tuple[str | None, str]:
-        try:
-            return await fetch_host_key(m.host, port, timeout=timeout), ""
-        except SshError as exc:
-            return None, str(exc)
-
     same_port = m.initrd_port == m.ssh_port
     ports = [m.initrd_port] if same_port else [m.initrd_port, m.ssh_port]
-    looks = await asyncio.gather(*(presented(p) for p in ports))
+    looks = await asyncio.gather(*(presented_key(m.host, p, timeout=timeout) for p in ports))
     (initrd, why), (system, _) = looks[0], looks[-1]
     if system is not None and pins.system and same_key(system, pins.system):
         return Detection(Found.UP, system)

@@ -41,21 +41,22 @@ class Sighting:
     where: str = ""
 
 
+async def presented_key(host: str, port: int, *, timeout: float) -> tuple[str | None, str]:
+    """The host key a port presents, or None and why nothing answered (never raises)."""
+    try:
+        return await fetch_host_key(host, port, timeout=timeout), ""
+    except SshError as exc:
+        return None, str(exc)
+
+
 async def look(
     machine: Machine, *, host_key: str, initrd_key: str, timeout: float = FETCH_TIMEOUT
 ) -> Sighting:
     """One look at both ports: which pinned key answers, if any."""
-
-    async def presented(port: int) -> str | None:
-        try:
-            return await fetch_host_key(machine.host, port, timeout=timeout)
-        except SshError:
-            return None
-
     ports = [machine.ssh_port] + ([machine.initrd_port] if machine.luks else [])
-    keys = await asyncio.gather(*(presented(p) for p in ports))
-    system = keys[0]
-    initrd = keys[1] if machine.luks else None
+    keys = await asyncio.gather(*(presented_key(machine.host, p, timeout=timeout) for p in ports))
+    system = keys[0][0]
+    initrd = keys[1][0] if machine.luks else None
     if system is not None and host_key and same_key(system, host_key):
         return Sighting(Seen.SYSTEM, system, f"{machine.host}:{machine.ssh_port}")
     if initrd is not None and initrd_key and same_key(initrd, initrd_key):

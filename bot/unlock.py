@@ -28,11 +28,11 @@ from bot.durations import format_duration
 from bot.initrd import Relay, RelayOutcome, relay_passphrase
 from bot.inventory import Machine, UnlockMode
 from bot.keys import fingerprint
-from bot.reboot_watch import BootTimeout, Seen, same_key, wait_for_boot
+from bot.reboot_watch import BootTimeout, Seen, presented_key, same_key, wait_for_boot
 from bot.secret import Secret
 from bot.services import Services
 from bot.sops import SopsError, decrypt_value
-from bot.ssh import HostKeyMismatch, SshEndpoint, SshError, connect, fetch_host_key, probe_tcp
+from bot.ssh import HostKeyMismatch, SshEndpoint, SshError, connect, probe_tcp
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
@@ -436,11 +436,8 @@ class Unlocker:
     async def _system_up(self, m: Machine, host_key: str) -> bool:
         if not host_key:
             return False
-        try:
-            presented = await fetch_host_key(m.host, m.ssh_port, timeout=self.s.tuning.ssh_timeout)
-        except SshError:
-            return False
-        return same_key(presented, host_key)
+        presented, _ = await presented_key(m.host, m.ssh_port, timeout=self.s.tuning.ssh_timeout)
+        return presented is not None and same_key(presented, host_key)
 
     async def _refuse(
         self, m: Machine, trigger: str, why: str, pins: Pins, presented: str = ""
