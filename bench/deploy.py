@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from bench.common import Figure, bench_world, median, print_figures
-from bot.keys import generate_ed25519, new_machine_id
+from bot.core.keys import generate_ed25519, new_machine_id
 from tests.world import World
 
 RUNS = 3

@@ -20,7 +20,7 @@ from pathlib import Path
 import asyncssh
 
 from bench.common import Figure, print_figures
-from bot.ssh import SshEndpoint, connect, run
+from bot.remote.ssh import SshEndpoint, connect, run
 from tests.botrig import BotRig
 from tests.fake_telegram import FakeTelegram
 from tests.people import ADMIN, OPERATOR

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import Figure
-from bot.detect import Pins, detect
-from bot.inventory import Machine
-from bot.services import Tuning
-from bot.ssh import SshEndpoint, connect
+from bot.config.inventory import Machine
+from bot.flows.services import Tuning
+from bot.remote.detect import Pins, detect
+from bot.remote.ssh import SshEndpoint, connect
 from tests.botrig import BotRig
 from tests.fake_telegram import FakeTelegram, RecordedRequest
 from tests.lab.host import LabHost

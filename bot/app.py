@@ -9,16 +9,16 @@ from telegram import BotCommand, Update
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes
 from telegram.request import BaseRequest
 
-from bot.access import Access
-from bot.answers import Answers
-from bot.commands import COMMANDS
-from bot.engine import Engine, build_engine
-from bot.inventory import Inventory
-from bot.jobs import JobRunner
-from bot.recovery import clear_crash_leftovers, look_after_interruption
-from bot.schedule import Schedules
-from bot.services import Services, Tuning
-from bot.settings import Settings
+from bot.chat.access import Access
+from bot.chat.commands import COMMANDS
+from bot.chat.questions import Answers
+from bot.config.inventory import Inventory
+from bot.config.settings import Settings
+from bot.flows.engine import Engine, build_engine
+from bot.flows.recovery import clear_crash_leftovers, look_after_interruption
+from bot.flows.services import Services, Tuning
+from bot.flows.watch.schedule import Schedules
+from bot.jobs.runner import JobRunner
 from handlers import register_all
 from handlers.chat_port import TelegramChat
 from store import Store

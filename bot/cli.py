@@ -1,4 +1,4 @@
-"""The command line: ``deploybot run | console | check`` (design.md)."""
+"""The command line: ``deploybot run | console | check`` (see the README)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.inventory import Inventory, InventoryError, load_inventory
+from bot.config.inventory import Inventory, InventoryError, load_inventory
+from bot.config.settings import Settings, SettingsError, load_settings
 from bot.logs import setup_logging
-from bot.settings import Settings, SettingsError, load_settings
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 EXAMPLE_INVENTORY = Path("machines.example.toml")
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deploybot: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "check":
-        from bot.check import run_check
+        from bot.setup_check import run_check
 
         return asyncio.run(run_check(settings))
     if args.command == "run" and settings.token is None and not args.console_without_token:
@@ -65,11 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if inventory is None:
         return EXIT_PROBLEM
     if console:
-        from bot.console_runner import run_console
+        from bot.console.session import run_console
 
         return asyncio.run(run_console(settings, inventory, sys.stdin, sys.stdout))
     setup_logging()
-    from bot.runner import run_polling
+    from bot.polling import run_polling
 
     return run_polling(settings, inventory)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from bot.engine import Engine
-from bot.services import Services
+from bot.flows.engine import Engine
+from bot.flows.services import Services
 from handlers import buttons, conversation, deploy, gate, health, info, jobs, unlock
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
-from bot.confirm import Press
-from bot.services import Services
+from bot.chat.confirm import Press
+from bot.flows.services import Services
 
 
 class Buttons:

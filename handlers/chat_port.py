@@ -11,9 +11,9 @@ from typing import TypeVar
 from telegram import Bot, ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 
-from bot.answers import Answers, Question
-from bot.chat import Keyboard, MessageRef
-from bot.secret import Secret
+from bot.chat.port import Keyboard, MessageRef
+from bot.chat.questions import Answers, Question
+from bot.core.secret import Secret
 
 log = logging.getLogger(__name__)
 MAX_TEXT = 4096

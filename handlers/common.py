@@ -8,8 +8,8 @@ from typing import Any
 
 from telegram import Message, Update, User
 
-from bot.commands import parse_command
-from bot.inventory import Inventory, Machine
+from bot.chat.commands import parse_command
+from bot.config.inventory import Inventory, Machine
 
 
 class NoSender(Exception):

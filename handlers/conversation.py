@@ -11,7 +11,7 @@ from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
-from bot.services import Services
+from bot.flows.services import Services
 from handlers.common import sender
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ from telegram import Update
 from telegram.constants import ChatType
 from telegram.ext import Application, CommandHandler, ContextTypes
 
-from bot.deploy import Deployer
-from bot.services import Services
+from bot.flows.deploy.pipeline import Deployer
+from bot.flows.services import Services
 from handlers.common import named_machine, sender
 from handlers.gate import store_unavailable_text
 from store import JobConflict

@@ -13,8 +13,8 @@ from telegram import Update
 from telegram.error import TelegramError
 from telegram.ext import Application, ApplicationHandlerStop, ContextTypes, TypeHandler
 
-from bot.commands import Arg, CommandError, ParsedCommand, Right, parse_command
-from bot.services import Services
+from bot.chat.commands import Arg, CommandError, ParsedCommand, Right, parse_command
+from bot.flows.services import Services
 from store.database import StoreUnavailable
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,10 @@ from datetime import UTC
 from telegram import Message, Update
 from telegram.ext import Application, CommandHandler, ContextTypes
 
-from bot.engine import Engine
-from bot.inventory import Machine
-from bot.schedule import Schedules
-from bot.services import Services
+from bot.config.inventory import Machine
+from bot.flows.engine import Engine
+from bot.flows.services import Services
+from bot.flows.watch.schedule import Schedules
 from handlers.common import Background, named_machine, sender
 from store import JobConflict
 

@@ -7,11 +7,11 @@ import asyncio
 from telegram import Update
 from telegram.ext import Application, CommandHandler, ContextTypes
 
-from bot.commands import COMMANDS, CommandError, ParsedCommand, parse_command
-from bot.durations import format_duration
-from bot.inventory import Machine
-from bot.services import Services
-from bot.status import QuickStatus, quick_status
+from bot.chat.commands import COMMANDS, CommandError, ParsedCommand, parse_command
+from bot.config.inventory import Machine
+from bot.core.durations import format_duration
+from bot.flows.services import Services
+from bot.remote.status import QuickStatus, quick_status
 from handlers.common import sender
 from store import MachineState
 from store.health import HealthStore

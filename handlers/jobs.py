@@ -5,8 +5,8 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import Application, CommandHandler, ContextTypes
 
-from bot.commands import CommandError, parse_command
-from bot.services import Services
+from bot.chat.commands import CommandError, parse_command
+from bot.flows.services import Services
 from handlers.common import sender
 from store import Job
 

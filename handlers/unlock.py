@@ -5,8 +5,8 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import Application, CommandHandler, ContextTypes
 
-from bot.services import Services
-from bot.unlock import Unlocker
+from bot.flows.services import Services
+from bot.flows.unlock import Unlocker
 from handlers.common import Background, named_machine, sender
 
 

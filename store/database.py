@@ -248,12 +248,20 @@ class Store:
         return await self._call(write)
 
     async def recent_jobs(self, limit: int = 10, machines: set[str] | None = None) -> list[Job]:
+        """The newest ``limit`` jobs, of ``machines`` only when given (filtered in SQL, so
+        quiet machines' older jobs are found however busy the others are)."""
+
         def read() -> list[Job]:
-            rows = self.db.query("select * from jobs order by id desc limit ?", [limit * 10])
-            jobs = [job_from_row(row) for row in rows]
-            if machines is not None:
-                jobs = [job for job in jobs if job.machine in machines]
-            return jobs[:limit]
+            if machines is None:
+                rows = self.db.query("select * from jobs order by id desc limit ?", [limit])
+            else:
+                names = sorted(machines)
+                marks = ",".join("?" for _ in names)
+                rows = self.db.query(
+                    f"select * from jobs where machine in ({marks}) order by id desc limit ?",  # noqa: S608 - placeholders only
+                    [*names, limit],
+                )
+            return [job_from_row(row) for row in rows]
 
         return await self._call(read)
 

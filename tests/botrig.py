@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from bot.app import BotApplication, build_application
-from bot.engine import Engine
-from bot.inventory import Inventory, load_inventory
-from bot.services import Services, Tuning
-from bot.settings import Settings, load_settings
+from bot.config.inventory import Inventory, load_inventory
+from bot.config.settings import Settings, load_settings
+from bot.flows.engine import Engine
+from bot.flows.services import Services, Tuning
 from store import Store
 from tests.fake_telegram import FakeMessage, FakeTelegram, FakeUser
 

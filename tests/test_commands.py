@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.commands import COMMANDS, CommandError, parse_command
+from bot.chat.commands import COMMANDS, CommandError, parse_command
 
 
 def test_parses_machine_and_job_arguments() -> None:

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from bot.keys import fingerprint, public_from_private
+from bot.core.keys import fingerprint, public_from_private
 from tests.people import STRANGER
 from tests.world import HOST_KEY_SECRET, World
 

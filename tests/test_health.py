@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.health import CheckResult, Health, _disks, _judge
-from bot.ssh import CommandResult
+from bot.remote.health import CheckResult, Health, _disks, _judge
+from bot.remote.ssh import CommandResult
 from store import Store
 from store.health import HealthStore
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.schedule import Schedules, reboot_test_id
+from bot.flows.watch.schedule import Schedules, reboot_test_id
 from tests.fake_telegram import FakeMessage
 from tests.world import AUTO_PASSPHRASE, LUKS_SECRET, World
 

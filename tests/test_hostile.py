@@ -17,11 +17,16 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bot.commands import COMMANDS
-from bot.confirm import Confirmations, Press
-from bot.inventory import InventoryError, Machine, parse_inventory
-from bot.nixos_anywhere import DEFAULT_PREFIX, DISK_KEY_FD_AUTO, build_argv, parse_prefix
-from bot.staging import persist_root
+from bot.chat.commands import COMMANDS
+from bot.chat.confirm import Confirmations, Press
+from bot.config.inventory import InventoryError, Machine, parse_inventory
+from bot.flows.deploy.nixos_anywhere import (
+    DEFAULT_PREFIX,
+    DISK_KEY_FD_AUTO,
+    build_argv,
+    parse_prefix,
+)
+from bot.flows.deploy.staging import persist_root
 from tests.botrig import BotRig
 from tests.people import ADMIN, OPERATOR, OTHER_OPERATOR, STRANGER
 from tests.world import World
@@ -259,7 +264,7 @@ async def test_forged_and_replayed_presses_through_the_bot(world: World) -> None
 
 def test_machine_argument_alphabet_cannot_name_a_path() -> None:
     """Whatever passes the command parser is a bare name: no separator, so no traversal."""
-    from bot.commands import _ARG
+    from bot.chat.commands import _ARG
 
     for arg in ("web", "a.b", "x:y", "#12", "-rf"):
         assert _ARG.match(arg)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.inventory import InventoryError, load_inventory
+from bot.config.inventory import InventoryError, load_inventory
 
 ROOT = Path(__file__).resolve().parent.parent
 

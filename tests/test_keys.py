@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot import keys
-from bot.secret import Secret
+from bot.core import keys
+from bot.core.secret import Secret
 
 
 def _keygen(*args: str) -> str:

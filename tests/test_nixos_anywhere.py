@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.nixos_anywhere import (
+from bot.core.secret import Secret
+from bot.flows.deploy.nixos_anywhere import (
     DEFAULT_PREFIX,
     DISK_KEY_FD_AUTO,
     DISK_KEY_SOURCE,
@@ -31,7 +32,6 @@ from bot.nixos_anywhere import (
     parse_prefix,
     run_nixos_anywhere,
 )
-from bot.secret import Secret
 
 pytestmark = pytest.mark.timeout(60)
 

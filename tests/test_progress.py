@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 from telegram import Bot
 
-from bot.answers import Answers
-from bot.chat import MessageRef
-from bot.progress import Progress, ProgressState
+from bot.chat.port import MessageRef
+from bot.chat.questions import Answers
+from bot.jobs.progress import Progress, ProgressState
 from handlers.chat_port import TelegramChat
 from tests.fake_telegram import FakeTelegram
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.secret import MASK, Redactor, Secret, redact
+from bot.core.secret import MASK, Redactor, Secret, redact
 
 VALUE = "hunter2-passphrase"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.durations import format_duration, parse_duration
-from bot.settings import SettingsError, load_settings, read_env_file
+from bot.config.settings import SettingsError, load_settings, read_env_file
+from bot.core.durations import format_duration, parse_duration
 
 
 def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.sops import (
+from bot.core.sops import (
     Problem,
     SopsError,
     SopsErrorKind,

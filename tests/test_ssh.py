@@ -14,8 +14,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from bot import keys
-from bot.ssh import (
+from bot.core import keys
+from bot.remote.ssh import (
     AuthRefused,
     ClientKeyError,
     CommandTimeout,

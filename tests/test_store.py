@@ -110,3 +110,18 @@ async def test_a_machine_known_only_by_its_keys_is_in_state_unknown(store: Store
     pinned = await store.update_machine("web", host_key="ssh-ed25519 AAAA")
     assert pinned.state == "unknown"
     assert (await store.machine("web")).state == "unknown"
+
+
+async def test_recent_jobs_of_quiet_machines_are_found_behind_busy_ones(store: Store) -> None:
+    """An operator of a quiet machine sees its jobs however many the others have since."""
+    quiet = await store.create_job(kind="deploy", machine="quiet", user_id=1, chat_id=1)
+    await store.update_job(quiet.id, state="succeeded")
+    for _ in range(150):
+        job = await store.create_job(kind="reboot-test", machine="busy", user_id=2, chat_id=2)
+        await store.update_job(job.id, state="succeeded")
+    mine = await store.recent_jobs(10, machines={"quiet"})
+    assert [j.id for j in mine] == [quiet.id]
+    everything = await store.recent_jobs(10)
+    assert len(everything) == 10
+    assert all(j.machine == "busy" for j in everything)
+    assert await store.recent_jobs(10, machines=set()) == []

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from bot.inventory import Machine
-from bot.keys import fingerprint
-from bot.unlock import UnlockResult
+from bot.config.inventory import Machine
+from bot.core.keys import fingerprint
+from bot.flows.unlock import UnlockResult
 from store.records import AuditEntry
 from tests.fake_telegram import FakeMessage, FakeUser
 from tests.lab import keys

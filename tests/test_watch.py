@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from bot.watch import Watcher
+from bot.flows.watch.watcher import Watcher
 from tests.fake_telegram import FakeMessage
 from tests.lab.host import LabHost
 from tests.waiting import eventually

@@ -1,0 +1,237 @@
+"""Running nixos-anywhere: its own process group, the disk key through a pipe, every line
+redacted before anyone sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+from bot.core.secret import Redactor, Secret
+from bot.flows.deploy.nixos_anywhere.argv import DISK_KEY_SOURCE
+
+MAX_LINE = 4096
+KILL_GRACE = 5.0
+DRAIN_TIMEOUT = 5.0
+_CHUNK = 65536
+
+
+class NixosAnywhereError(Exception):
+    """nixos-anywhere could not be started or run."""
+
+
+class NixosAnywhereTimeout(NixosAnywhereError, TimeoutError):
+    """It ran longer than allowed; its whole process group was stopped."""
+
+
+LineCallback = Callable[[str], Awaitable[None]] | Callable[[str], None]
+
+
+async def run_nixos_anywhere(
+    argv: Sequence[str],
+    *,
+    disk_key: Secret | None,
+    on_line: LineCallback,
+    env: Mapping[str, str] | None,
+    cwd: Path | None,
+    timeout: float,
+    redact_also: Iterable[Secret] = (),
+    max_line: int = MAX_LINE,
+    kill_grace: float = KILL_GRACE,
+    drain_timeout: float = DRAIN_TIMEOUT,
+) -> int:
+    """Run nixos-anywhere in its own process group and return its exit status.
+
+    With ``disk_key``, argv must contain :data:`DISK_KEY_SOURCE` once; it becomes
+    ``/dev/fd/N``, the read end of a pipe that holds the key (written verbatim, no newline
+    added). ``env=None`` inherits the bot's whole environment: pass :func:`child_env`.
+    stdout and stderr are merged, read line by line, capped at ``max_line``
+    characters, redacted and handed to ``on_line``. Cancellation or the timeout stops the
+    whole group: SIGTERM, then SIGKILL after ``kill_grace`` seconds.
+    """
+    args = list(argv)
+    secrets = [s for s in (disk_key, *redact_also) if s is not None]
+    slots = [i for i, a in enumerate(args) if a == DISK_KEY_SOURCE]
+    if disk_key is not None and len(slots) != 1:
+        raise ValueError(f"argv must contain {DISK_KEY_SOURCE} exactly once to pass the disk key")
+    if disk_key is None and slots:
+        raise ValueError(f"argv names {DISK_KEY_SOURCE} but no disk key was given")
+    read_fd: int | None = None
+    write_fd: int | None = None
+    if disk_key is not None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        args[slots[0]] = f"/dev/fd/{read_fd}"
+    out_read, out_write = os.pipe()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out_write,
+            stderr=asyncio.subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+            pass_fds=(read_fd,) if read_fd is not None else (),
+        )
+    except BaseException as exc:
+        for fd in (write_fd, out_read):
+            if fd is not None:
+                os.close(fd)
+        if isinstance(exc, OSError):
+            raise NixosAnywhereError(
+                f"cannot start {args[0]!r}: {exc.strerror or exc}; check DEPLOYBOT_NIXOS_ANYWHERE"
+            ) from None
+        raise
+    finally:
+        for fd in (read_fd, out_write):
+            if fd is not None:
+                os.close(fd)
+
+    # The output pipe is ours, not the subprocess transport's: proc.wait() then returns
+    # when the leader exits even if a stray grandchild still holds the pipe open.
+    loop = asyncio.get_running_loop()
+    stream = asyncio.StreamReader(limit=_CHUNK, loop=loop)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(stream, loop=loop),
+        os.fdopen(out_read, "rb", buffering=0),
+    )
+    feeder = None
+    if disk_key is not None and write_fd is not None:
+        feeder = asyncio.create_task(_feed(write_fd, disk_key.reveal()))
+    reader = asyncio.create_task(_pump(stream, on_line, secrets, max_line))
+    waiter = asyncio.create_task(proc.wait())
+    deadline = asyncio.timeout(timeout)
+    try:
+        async with deadline:
+            await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
+                reader.result()
+            code = await waiter
+            await _drain(reader, proc.pid, drain_timeout)
+        return code
+    except TimeoutError:
+        if deadline.expired():
+            await _stop_group(proc, kill_grace)
+            raise NixosAnywhereTimeout(
+                f"nixos-anywhere did not finish within {timeout:g} s and was stopped"
+            ) from None
+        raise
+    finally:
+        if proc.returncode is None:
+            await _stop_group(proc, kill_grace)
+        tasks = [t for t in (reader, waiter, feeder) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        transport.close()
+
+
+async def _feed(fd: int, data: bytes) -> None:
+    """Write ``data`` into the non-blocking pipe without blocking the loop, then close it."""
+    loop = asyncio.get_running_loop()
+    view = memoryview(data)
+    try:
+        while view:
+            try:
+                written = os.write(fd, view)
+            except BlockingIOError:
+                ready: asyncio.Future[None] = loop.create_future()
+                loop.add_writer(fd, _wake, ready)
+                try:
+                    await ready
+                finally:
+                    loop.remove_writer(fd)
+                continue
+            except BrokenPipeError:
+                return
+            view = view[written:]
+    finally:
+        view.release()
+        del data
+        os.close(fd)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _pump(
+    stream: asyncio.StreamReader,
+    on_line: LineCallback,
+    secrets: Sequence[Secret],
+    max_line: int,
+) -> None:
+    """Split the stream into lines with bounded memory and deliver them redacted."""
+    scrub = Redactor(secrets)
+    longest = max((len(s) for s in secrets), default=0)
+    window = 4 * max_line + longest  # a secret starting inside the shown part is redacted
+    buf = bytearray()
+    dropped = 0
+
+    async def emit() -> None:
+        text = scrub(buf.decode("utf-8", errors="replace")).rstrip("\r")
+        extra = dropped
+        if len(text) > max_line:
+            extra += len(text[max_line:].encode("utf-8"))
+            text = text[:max_line]
+        if extra:
+            text += f" …[{extra} bytes cut]"
+        result = on_line(text)
+        if inspect.isawaitable(result):
+            await result
+
+    while True:
+        chunk = await stream.read(_CHUNK)
+        if not chunk:
+            break
+        start = 0
+        while start <= len(chunk):
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            room = max(0, window - len(buf))
+            buf += piece[:room]
+            dropped += len(piece) - min(len(piece), room)
+            if end < 0:
+                break
+            await emit()
+            buf.clear()
+            dropped = 0
+            start = end + 1
+    if buf or dropped:
+        await emit()
+
+
+async def _drain(reader: asyncio.Task[None], pgid: int, patience: float) -> None:
+    """After the leader exits, wait for the output to end; kill leftovers holding the pipe."""
+    if reader.done():
+        reader.result()
+        return
+    done, _ = await asyncio.wait({reader}, timeout=patience)
+    if not done:
+        _signal_group(pgid, signal.SIGKILL)
+        done, _ = await asyncio.wait({reader}, timeout=patience)
+    if done:
+        reader.result()
+
+
+async def _stop_group(proc: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM the whole group, SIGKILL what is left after ``grace``, reap the leader."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    waiter = asyncio.ensure_future(proc.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=grace)
+    finally:
+        _signal_group(proc.pid, signal.SIGKILL)
+    await waiter
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

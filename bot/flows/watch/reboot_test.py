@@ -1,0 +1,264 @@
+"""The reboot test: prove a machine survives a reboot, stage by stage, with each stage timed.
+
+reboot → down (the old boot is gone) → initrd (LUKS: its pinned initrd key, a new boot
+id) → unlock (prompt or auto-unlock, through the unlocker) → boot (the pinned system key
+and a boot id other than before: a closed port alone proves nothing) → health. The
+machine's probes are silenced meanwhile; a stage that does not finish in time ends the
+test as stalled at that stage. One report goes to the chat that asked, or to the
+machine's people for a scheduled test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from bot.config.inventory import Machine
+from bot.core.durations import format_duration
+from bot.flows.services import Services
+from bot.flows.unlock import Unlocker
+from bot.flows.watch.watcher import Watcher
+from bot.jobs.runner import JobContext, JobFailed, Outcome
+from bot.remote.health import HealthReader
+from bot.remote.ssh import SshError, connect, run
+from store import Job
+
+REBOOT, DOWN, INITRD, UNLOCK, BOOT, HEALTH = "reboot", "down", "initrd", "unlock", "boot", "health"
+PHASES = (REBOOT, DOWN, INITRD, UNLOCK, BOOT, HEALTH)
+KIND = "reboot-test"
+
+
+class Stalled(Exception):
+    """A stage did not finish in time (or failed); the test stops there."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        self.stage = stage
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass
+class Timeline:
+    """When each stage ended, relative to the previous one."""
+
+    started: float = field(default_factory=time.monotonic)
+    mark: float = field(default_factory=time.monotonic)
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def done(self, stage: str) -> None:
+        now = time.monotonic()
+        self.stages[stage] = round(now - self.mark, 3)
+        self.mark = now
+
+    def line(self) -> str:
+        return " · ".join(f"{s} {format_duration(t)}" for s, t in self.stages.items())
+
+    @property
+    def total(self) -> float:
+        return time.monotonic() - self.started
+
+
+class RebootTester:
+    """Runs reboot tests as jobs; one per machine at a time (the job runner enforces it)."""
+
+    def __init__(self, services: Services, unlocker: Unlocker, watcher: Watcher) -> None:
+        self.s = services
+        self.unlocker = unlocker
+        self.watcher = watcher
+        self.reader: HealthReader = watcher.reader
+
+    async def start(
+        self, machine: Machine, *, trigger: str, user_id: int | None, chat_id: int | None
+    ) -> Job:
+        """Start the test as a job (JobConflict if the machine is busy)."""
+        phases = PHASES if machine.luks else tuple(p for p in PHASES if p not in (INITRD, UNLOCK))
+
+        async def work(ctx: JobContext) -> Outcome:
+            return await self._run(ctx, machine, trigger=trigger, chat_id=chat_id)
+
+        return await self.s.jobs.start(
+            kind=KIND,
+            title=f"Reboot test {machine.name}",
+            machine=machine.name,
+            user_id=user_id,
+            chat_id=chat_id,
+            phases=phases,
+            work=work,
+        )
+
+    async def _run(
+        self, ctx: JobContext, machine: Machine, *, trigger: str, chat_id: int | None
+    ) -> Outcome:
+        test_id = await self.watcher.records.start_reboot_test(
+            machine.name, job_id=ctx.job.id, trigger=trigger
+        )
+        timeline = Timeline()
+        people = [chat_id] if chat_id is not None else self.s.access.people_for(machine)
+        with self.watcher.silence(machine.name):
+            try:
+                summary = await self._stages(ctx, machine, timeline, trigger)
+            except Stalled as exc:
+                took = format_duration(timeline.total)
+                text = (
+                    f"❌ Reboot test of {machine.name} stalled at {exc.stage} after {took}: "
+                    f"{exc.reason}\n{timeline.line() or 'no stage finished'}"
+                )
+                await self.watcher.records.finish_reboot_test(
+                    test_id, ok=False, stage=exc.stage, stages=timeline.stages, summary=exc.reason
+                )
+                await self._report(people, text)
+                raise JobFailed(f"stalled at {exc.stage}: {exc.reason}", phase=exc.stage) from None
+            except BaseException:
+                await asyncio.shield(
+                    self.watcher.records.finish_reboot_test(
+                        test_id,
+                        ok=False,
+                        stage=ctx.phase or "",
+                        stages=timeline.stages,
+                        summary="stopped",
+                    )
+                )
+                raise
+        took = format_duration(timeline.total)
+        await self.watcher.records.finish_reboot_test(
+            test_id, ok=True, stage="", stages=timeline.stages, summary=summary
+        )
+        await self._report(
+            people,
+            f"✅ Reboot test of {machine.name} passed in {took} ({trigger}).\n"
+            f"{timeline.line()}\n{summary}",
+        )
+        return Outcome(f"passed: {timeline.line()}; {summary}")
+
+    async def _stages(
+        self, ctx: JobContext, machine: Machine, timeline: Timeline, trigger: str
+    ) -> str:
+        known = await self.s.store.machine(machine.name)
+        host_key = known.host_key
+        initrd_key = known.initrd_host_key or machine.initrd_host_key
+        if not host_key:
+            raise Stalled(REBOOT, "no pinned host key: install it with the bot first")
+        if machine.luks and not initrd_key:
+            raise Stalled(REBOOT, "no pinned initrd host key")
+        tuning = self.s.tuning
+
+        await ctx.enter(REBOOT)
+        old = await self._reboot(machine, host_key)
+        ctx.output(f"boot id before: {old}")
+        timeline.done(REBOOT)
+
+        await ctx.enter(DOWN)
+        seen = await self._until(
+            DOWN,
+            tuning.reboot_down_timeout,
+            lambda: self._gone(machine, host_key, initrd_key, old),
+            f"it still answers with boot id {old[:8]}",
+        )
+        ctx.output(f"down: {seen}")
+        timeline.done(DOWN)
+
+        if machine.luks:
+            await ctx.enter(INITRD)
+            new = await self._until(
+                INITRD,
+                machine.boot_timeout,
+                lambda: self._boot_id(machine, initrd_key, initrd=True),
+                "its initrd did not answer with its pinned key",
+            )
+            if new == old:
+                raise Stalled(INITRD, "the initrd reports the old boot id")
+            ctx.output(f"initrd up, boot id {new}")
+            timeline.done(INITRD)
+            await ctx.enter(UNLOCK)
+            result = await self.unlocker.unlock(machine, trigger=f"reboot test ({trigger})")
+            if not result.ok:
+                raise Stalled(UNLOCK, result.summary)
+            ctx.output(result.summary)
+            timeline.done(UNLOCK)
+
+        await ctx.enter(BOOT)
+        new = await self._until(
+            BOOT,
+            machine.boot_timeout,
+            lambda: self._boot_id(machine, host_key, initrd=False),
+            "the system did not answer with its pinned key",
+        )
+        if new == old:
+            raise Stalled(BOOT, f"it answers with the old boot id {old[:8]}: it did not reboot")
+        ctx.output(f"booted, boot id {new}")
+        timeline.done(BOOT)
+
+        await ctx.enter(HEALTH)
+        probe = await self.watcher.check_now(machine)
+        if probe.health is None:
+            raise Stalled(HEALTH, probe.problem)
+        await self.s.store.update_machine(machine.name, boot_id=probe.health.boot_id)
+        timeline.done(HEALTH)
+        if not probe.ok:
+            raise Stalled(HEALTH, "; ".join(probe.health.problems()))
+        return f"boot id {old[:8]} → {new[:8]}; {probe.health.summary()}"
+
+    async def _reboot(self, machine: Machine, host_key: str) -> str:
+        """Read the boot id, then ask systemd to reboot; a dropped connection is expected."""
+        timeout = self.s.tuning.ssh_timeout
+        try:
+            conn = await connect(self.reader.endpoint(machine, host_key), timeout=timeout)
+        except SshError as exc:
+            raise Stalled(REBOOT, f"cannot log in: {exc}") from None
+        async with conn:
+            try:
+                old = await self.reader.boot_id(conn)
+            except SshError as exc:
+                raise Stalled(REBOOT, f"cannot read the boot id: {exc}") from None
+            if not old:
+                raise Stalled(REBOOT, "the machine reports no boot id")
+            try:
+                result = await run(conn, ["systemctl", "reboot"], timeout=timeout)
+            except SshError:
+                return old
+            if not result.ok:
+                raise Stalled(REBOOT, f"systemctl reboot failed: {result.stderr_text.strip()}")
+        return old
+
+    async def _gone(self, machine: Machine, host_key: str, initrd_key: str, old: str) -> str:
+        """Why the old boot is over ("" while it still runs)."""
+        new = await self._boot_id(machine, host_key, initrd=False)
+        if new and new != old:
+            return f"back already with boot id {new[:8]}"
+        if new:
+            return ""
+        if machine.luks and await self.reader.in_initrd(machine, initrd_key):
+            return "its initrd answers"
+        return "nothing answers"
+
+    async def _boot_id(self, machine: Machine, key: str, *, initrd: bool) -> str:
+        """The boot id read over SSH with the pinned key; "" if that fails."""
+        endpoint = self.reader.endpoint(machine, key, initrd=initrd)
+        try:
+            conn = await connect(endpoint, timeout=self.s.tuning.ssh_timeout)
+        except SshError:
+            return ""
+        try:
+            return await self.reader.boot_id(conn)
+        except SshError:
+            return ""
+        finally:
+            conn.close()
+
+    async def _until(
+        self, stage: str, timeout: float, look: Callable[[], Awaitable[str]], why: str
+    ) -> str:
+        """Poll ``look`` until it returns text; Stalled at ``stage`` after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = await look()
+            if found:
+                return found
+            if time.monotonic() >= deadline:
+                raise Stalled(stage, f"{why} within {format_duration(timeout)}")
+            await asyncio.sleep(self.s.tuning.reboot_poll)
+
+    async def _report(self, chats: list[int], text: str) -> None:
+        await asyncio.gather(*(self.s.chat.post(chat, text) for chat in chats))

@@ -1,0 +1,239 @@
+"""Watching the machines: probes, their verdicts, incidents and the alerts they raise.
+
+A machine is alerted about only after ``Tuning.alert_after`` failed probes in a row, once
+per incident, and told again when it recovers, with how long it lasted. Alerts wait a
+short window in an outbox so that when many machines fail together each person gets one
+summary message instead of a storm. Machines with a job in progress (a deploy, a reboot
+test) or silenced explicitly are not probed: their flow reports on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine, Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+from bot.config.inventory import Machine
+from bot.core.durations import format_duration
+from bot.flows.services import Services
+from bot.flows.unlock import Unlocker
+from bot.remote.health import HealthReader, Keys, Probe, State
+from store import MachineState, utcnow
+from store.health import HealthStore, Incident
+
+log = logging.getLogger(__name__)
+
+
+def since(iso: str) -> float:
+    """Seconds from an ISO timestamp of the store until now."""
+    try:
+        then = datetime.fromisoformat(iso)
+    except ValueError:
+        return 0.0
+    return max(0.0, (datetime.fromisoformat(utcnow()) - then).total_seconds())
+
+
+class Outbox:
+    """Alerts gathered for ``window`` seconds, then one message per person."""
+
+    def __init__(self, services: Services, window: float) -> None:
+        self.s = services
+        self.window = window
+        self._pending: dict[int, list[str]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, people: Iterable[int], text: str) -> None:
+        for person in people:
+            self._pending.setdefault(person, []).append(text)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._later(), name="alert-outbox")
+
+    async def _later(self) -> None:
+        await asyncio.sleep(self.window)
+        await self.flush()
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for person, texts in pending.items():
+            if len(texts) == 1:
+                await self.s.chat.post(person, texts[0])
+            else:
+                body = "\n".join(texts)
+                await self.s.chat.post(person, f"📋 {len(texts)} alerts at once:\n{body}")
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+
+class Watcher:
+    """Probes machines, bounded in number at a time, and turns results into incidents."""
+
+    def __init__(self, services: Services, unlocker: Unlocker) -> None:
+        self.s = services
+        self.unlocker = unlocker
+        tuning = services.tuning
+        self.records = HealthStore(services.store)
+        self.reader = HealthReader(
+            client_key=services.settings.ssh_key,
+            ssh_timeout=tuning.ssh_timeout,
+            check_timeout=tuning.check_timeout,
+            disk_limit=tuning.disk_alert_percent,
+        )
+        self.outbox = Outbox(services, tuning.alert_batch)
+        self._slots = asyncio.Semaphore(tuning.probe_concurrency)
+        self._failures: dict[str, int] = {}
+        self._failing_since: dict[str, str] = {}
+        self._incidents: dict[str, Incident] | None = None
+        self._silenced: dict[str, int] = {}
+        self._initrd_told: set[str] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    # -- silencing -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def silence(self, name: str) -> Iterator[None]:
+        """No probes, counts or alerts for ``name`` while a flow (a reboot test) owns it."""
+        self._silenced[name] = self._silenced.get(name, 0) + 1
+        try:
+            yield
+        finally:
+            self._silenced[name] -= 1
+            if not self._silenced[name]:
+                del self._silenced[name]
+            self._failures.pop(name, None)
+            self._failing_since.pop(name, None)
+            self._initrd_told.discard(name)
+
+    def silenced(self, name: str) -> bool:
+        return name in self._silenced
+
+    # -- probing -------------------------------------------------------------------------
+
+    async def probe_round(self, machines: Iterable[Machine] | None = None) -> list[Probe | None]:
+        """Probe every machine at once (bounded by ``probe_concurrency``)."""
+        chosen = list(self.s.inventory if machines is None else machines)
+        return list(await asyncio.gather(*(self.probe_machine(m) for m in chosen)))
+
+    async def probe_machine(self, machine: Machine) -> Probe | None:
+        """One scheduled probe; None when the machine is not watched right now."""
+        if self.silenced(machine.name) or not self.s.probes_enabled:
+            return None
+        try:
+            known = await self.s.store.machine(machine.name)
+            if not known.host_key or await self.s.store.active_job(machine.name) is not None:
+                return None
+            async with self._slots:
+                probe = await self.reader.probe(machine, _keys(machine, known))
+            if self.silenced(machine.name):
+                return None
+            await self._judge(machine, known, probe)
+            return probe
+        except Exception:
+            log.exception("probe of %s failed", machine.name)
+            return None
+
+    async def check_now(self, machine: Machine) -> Probe:
+        """The health checks on demand (/check); recorded, but no incident bookkeeping."""
+        known = await self.s.store.machine(machine.name)
+        probe = await self.reader.probe(machine, _keys(machine, known))
+        await self._record(machine, probe)
+        return probe
+
+    # -- verdicts ------------------------------------------------------------------------
+
+    async def _record(self, machine: Machine, probe: Probe) -> None:
+        fields = {"state": probe.state.value, "last_probe_at": utcnow(), "detail": probe.detail}
+        if probe.health is not None:
+            fields["detail"] = probe.health.summary()
+            if probe.health.boot_id:
+                fields["boot_id"] = probe.health.boot_id
+            await self.records.save_check(
+                machine.name, state=probe.state.value, ok=probe.ok, summary=probe.health.summary()
+            )
+        else:
+            await self.records.save_check(
+                machine.name, state=probe.state.value, ok=False, summary=probe.problem
+            )
+        await self.s.store.update_machine(machine.name, **fields)
+
+    async def _judge(self, machine: Machine, known: MachineState, probe: Probe) -> None:
+        name = machine.name
+        people = self.s.access.people_for(machine)
+        await self.records.record_probe(name, up=probe.state is State.UP)
+        await self._record(machine, probe)
+        incidents = await self._open_incidents()
+        rebooted = ""
+        if probe.health is not None:
+            new = probe.health.boot_id
+            if known.boot_id and new and new != known.boot_id:
+                rebooted = f"boot id {known.boot_id[:8]} → {new[:8]}"
+            told = name in self._initrd_told
+            self._initrd_told.discard(name)
+            if rebooted and not told and name not in incidents:
+                uptime = probe.health.uptime
+                up = f", up {format_duration(uptime)}" if uptime is not None else ""
+                self.outbox.add(people, f"⚠️ {name} rebooted unexpectedly ({rebooted}{up}).")
+        if probe.state is State.INITRD and name not in self._initrd_told:
+            self._initrd_told.add(name)
+            self.outbox.add(
+                people, f"⚠️ {name} rebooted unexpectedly and waits in its initrd: unlocking it."
+            )
+            if not self.unlocker.active(name):
+                self._spawn(
+                    self.unlocker.unlock(machine, trigger="the watcher found it in its initrd")
+                )
+        if probe.ok:
+            self._failures.pop(name, None)
+            self._failing_since.pop(name, None)
+            incident = incidents.pop(name, None)
+            if incident is not None:
+                await self.records.close_incident(incident.id)
+                lasted = format_duration(since(incident.started_at))
+                also = f"; it rebooted ({rebooted})" if rebooted else ""
+                self.outbox.add(
+                    people,
+                    f"✅ {name} recovered after {lasted} (was: {incident.problem}){also}.",
+                )
+            return
+        count = self._failures.get(name, 0) + 1
+        self._failures[name] = count
+        self._failing_since.setdefault(name, utcnow())
+        if count >= self.s.tuning.alert_after and name not in incidents:
+            incident = await self.records.open_incident(
+                name, probe.problem, started_at=self._failing_since[name]
+            )
+            incidents[name] = incident
+            self.outbox.add(people, f"🚨 {name}: {probe.problem} ({count} probes failed in a row).")
+
+    async def _open_incidents(self) -> dict[str, Incident]:
+        if self._incidents is None:
+            self._incidents = await self.records.open_incidents()
+        return self._incidents
+
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.create_task(work, name="watcher-handover")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.outbox.close()
+
+
+def _keys(machine: Machine, known: MachineState) -> Keys:
+    return Keys(
+        host_key=known.host_key,
+        initrd_host_key=known.initrd_host_key or machine.initrd_host_key,
+        installer_host_key=known.installer_host_key,
+    )

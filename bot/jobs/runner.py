@@ -1,0 +1,309 @@
+"""Background jobs: one per machine, a global limit, persisted, cancellable, logged.
+
+A job is a coroutine run as an asyncio task. Its ``JobContext`` is the only thing it
+touches: phases and output go to the job log, the store and the progress message; a
+failure is a ``JobFailed`` naming the phase and the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.chat.port import ChatPort
+from bot.core.durations import format_duration
+from bot.core.secret import Secret
+from bot.jobs.joblog import JobLog, read_for_sending
+from bot.jobs.progress import Progress, ProgressState
+from store import Job, Store, utcnow
+from store.database import StoreUnavailable
+
+log = logging.getLogger(__name__)
+DEFAULT_MAX_PARALLEL = 4
+# How long a finished job keeps trying to record its result in a locked database.
+STORE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+
+class JobFailed(Exception):
+    """The job stops here; ``reason`` is shown to the user (never a secret)."""
+
+    def __init__(self, reason: str, *, phase: str | None = None) -> None:
+        self.reason = reason
+        self.phase = phase
+        super().__init__(reason)
+
+
+class JobCancelled(Exception):
+    """The job ended without doing harm because someone said no (or nobody said yes)."""
+
+
+@dataclass
+class Outcome:
+    """What the job reports at the end (``summary`` is shown under the checklist)."""
+
+    summary: str
+
+
+class JobContext:
+    """What a running job may do: report phases and output, hide secrets, fail."""
+
+    def __init__(
+        self, job: Job, store: Store, chat: ChatPort, log_file: JobLog, progress: Progress
+    ) -> None:
+        self.job = job
+        self.store = store
+        self.chat = chat
+        self.log = log_file
+        self.progress = progress
+        self.started = time.monotonic()
+        self._told: set[str] = set()
+        # The job's ending, once begun: a cancellation arriving meanwhile waits for it
+        # rather than ending the job a second time.
+        self.ending: asyncio.Future[None] | None = None
+
+    @property
+    def phase(self) -> str | None:
+        return self.progress.state.current
+
+    async def enter(self, phase: str) -> None:
+        self._write(f"=== {phase}")
+        self.progress.phase(phase)
+        await self.bookkeep(self.store.update_job(self.job.id, phase=phase))
+        await self.bookkeep(self.store.add_event(self.job.id, "phase", phase))
+
+    async def bookkeep(self, write: Awaitable[object]) -> None:
+        """A write of the job's history; a locked database must not stop a half-done install."""
+        try:
+            await write
+        except StoreUnavailable as exc:
+            log.warning("job %s: could not record its progress: %s", self.job.id, exc)
+            self._tell_once(f"the database is unavailable ({exc}): the job's history has gaps")
+
+    def _write(self, text: str) -> str:
+        line = self.log.write(text)
+        if self.log.write_error:
+            self._tell_once(f"{self.log.write_error}; the job goes on")
+        return line
+
+    def _tell_once(self, text: str) -> None:
+        if text not in self._told:
+            self._told.add(text)
+            self.progress.note(f"⚠️ {text}")
+
+    def skip(self, phase: str) -> None:
+        self.progress.skip(phase)
+
+    def output(self, text: str) -> str:
+        """One line of a command's output: logged, shown as the last line; returns it redacted."""
+        line = self._write(text)
+        self.progress.line(line)
+        return line
+
+    async def note(self, text: str) -> None:
+        """A warning or fact worth keeping in the message and the job's events."""
+        line = self.log.clean(text)
+        self._write(f"note: {line}")
+        self.progress.note(f"⚠️ {line}")
+        await self.bookkeep(self.store.add_event(self.job.id, "note", line))
+
+    def hide(self, secret: Secret) -> None:
+        self.log.hide(secret)
+
+    def fail(self, reason: str) -> JobFailed:
+        return JobFailed(self.log.clean(reason), phase=self.phase)
+
+
+JobWork = Callable[[JobContext], Awaitable[Outcome]]
+
+
+class JobRunner:
+    """Starts, tracks and cancels jobs; persists every state change."""
+
+    def __init__(
+        self,
+        store: Store,
+        chat: ChatPort,
+        state_dir: Path,
+        *,
+        max_parallel: int = DEFAULT_MAX_PARALLEL,
+        progress_interval: float = 3.0,
+    ) -> None:
+        self.store = store
+        self.chat = chat
+        self.log_dir = state_dir / "jobs"
+        self.progress_interval = progress_interval
+        self._slots = asyncio.Semaphore(max_parallel)
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._stopping = False
+
+    async def start(
+        self,
+        *,
+        kind: str,
+        title: str,
+        machine: str,
+        user_id: int | None,
+        chat_id: int | None,
+        phases: Sequence[str],
+        work: JobWork,
+    ) -> Job:
+        """Create the job (JobConflict if the machine is busy) and run ``work`` as a task."""
+        job = await self.store.create_job(
+            kind=kind, machine=machine, user_id=user_id, chat_id=chat_id
+        )
+        log_path = self.log_dir / f"{job.id}.log"
+        job = await self.store.update_job(job.id, log_path=str(log_path))
+        progress = Progress(
+            self.chat,
+            chat_id,
+            ProgressState(title=f"{title} (job {job.id})", phases=list(phases)),
+            self.progress_interval,
+        )
+        context = JobContext(job, self.store, self.chat, JobLog(log_path), progress)
+        task = asyncio.create_task(self._run(context, work), name=f"job-{job.id}")
+        self._tasks[job.id] = task
+        return job
+
+    async def _run(self, ctx: JobContext, work: JobWork) -> None:
+        job = ctx.job
+        try:
+            ref = await ctx.progress.start()
+            if ref is not None:
+                shown = ref.message_id
+                await ctx.bookkeep(self.store.update_job(job.id, progress_message_id=shown))
+            async with self._slots:
+                await ctx.bookkeep(
+                    self.store.update_job(job.id, state="running", started_at=utcnow())
+                )
+                await ctx.bookkeep(self.store.add_event(job.id, "state", "running"))
+                outcome = await work(ctx)
+            await self._end(ctx, "succeeded", outcome.summary)
+        except JobFailed as exc:
+            where = f" at {exc.phase}" if exc.phase else (f" at {ctx.phase}" if ctx.phase else "")
+            await self._end(ctx, "failed", f"failed{where}: {exc.reason}")
+        except JobCancelled as exc:
+            await self._end(ctx, "cancelled", str(exc) or "cancelled")
+        except StoreUnavailable as exc:
+            log.warning("job %s stopped: the database is unavailable: %s", job.id, exc)
+            await self._end(
+                ctx,
+                "failed",
+                f"failed at {ctx.phase or 'start'}: the database is unavailable ({exc}), "
+                "so the job stopped before doing anything it could not record",
+            )
+        except asyncio.CancelledError:
+            if self._stopping:
+                await asyncio.shield(self._end(ctx, "interrupted", "interrupted: the bot stopped"))
+            else:
+                await asyncio.shield(self._end(ctx, "cancelled", "cancelled"))
+        except Exception as exc:  # a bug must end the job visibly, not silently
+            log.exception("job %s crashed", job.id)
+            await self._end(
+                ctx,
+                "failed",
+                f"failed at {ctx.phase or 'start'}: internal error ({type(exc).__name__})",
+            )
+        finally:
+            if ctx.ending is not None and not ctx.ending.done():
+                # Cancelled while ending from an except clause: let the ending finish.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(ctx.ending)
+            self._tasks.pop(job.id, None)
+
+    async def _end(self, ctx: JobContext, state: str, result: str) -> None:
+        """End the job once: the first verdict wins and runs to completion, shielded."""
+        if ctx.ending is None:
+            ctx.ending = asyncio.ensure_future(self._finish(ctx, state, result))
+        await asyncio.shield(ctx.ending)
+
+    async def _finish(self, ctx: JobContext, state: str, result: str) -> None:
+        job = ctx.job
+        took = format_duration(time.monotonic() - ctx.started)
+        text = ctx.log.clean(result)
+        ctx.log.write(f"=== {state}: {text} ({took})")
+        if ctx.log.write_error:
+            text += f"\n⚠️ {ctx.log.write_error}"
+        ctx.log.close()
+        mark = {"succeeded": "✅", "failed": "❌", "cancelled": "🚫", "interrupted": "⏹"}.get(
+            state, ""
+        )
+        await ctx.progress.finish(f"{mark} {text}", outcome=state)
+        await self._record_end(job, state, text[:500])
+        if state == "failed" and job.chat_id is not None:
+            if ctx.log.write_error:
+                await self._send_tail(ctx, job.chat_id)
+            else:
+                await self.send_log(job.id, job.chat_id, caption=f"job {job.id} log")
+
+    async def _send_tail(self, ctx: JobContext, chat_id: int) -> None:
+        """The log file is incomplete (full disk): send the redacted lines kept in memory."""
+        tail = list(ctx.log.tail)
+        await self.chat.send_file(
+            chat_id,
+            f"job-{ctx.job.id}-{ctx.job.machine}-tail.log",
+            ("\n".join(tail) + "\n").encode(),
+            caption=f"job {ctx.job.id}: its last {len(tail)} lines (the log file is incomplete)",
+        )
+
+    async def _record_end(self, job: Job, state: str, result: str) -> None:
+        """Store the final state, waiting out a locked database; say so while it lasts."""
+        for delay in (*STORE_RETRY_DELAYS, None):
+            try:
+                await self.store.update_job(
+                    job.id, state=state, finished_at=utcnow(), result=result
+                )
+                await self.store.add_event(job.id, "state", state)
+                return
+            except StoreUnavailable as exc:
+                if delay is None:
+                    log.error("job %s: its result was never recorded: %s", job.id, exc)
+                    await self._tell(
+                        job,
+                        f"⚠️ Job {job.id}'s result could not be saved ({exc}); after a restart "
+                        "it will show as interrupted.",
+                    )
+                    return
+                if delay == STORE_RETRY_DELAYS[0]:
+                    log.warning("job %s: waiting to record its result: %s", job.id, exc)
+                    await self._tell(
+                        job,
+                        f"⚠️ Job {job.id} ended, but the database is unavailable ({exc}); "
+                        "I keep trying to record it.",
+                    )
+                await asyncio.sleep(delay)
+
+    async def _tell(self, job: Job, text: str) -> None:
+        if job.chat_id is not None:
+            await self.chat.post(job.chat_id, text)
+
+    async def send_log(self, job_id: int, chat_id: int, *, caption: str) -> bool:
+        job = await self.store.job(job_id)
+        if job is None or not job.log_path:
+            return False
+        data = await asyncio.to_thread(read_for_sending, Path(job.log_path))
+        if data is None:
+            return False
+        return await self.chat.send_file(
+            chat_id, f"job-{job_id}-{job.machine}.log", data, caption=caption
+        )
+
+    async def cancel(self, job_id: int) -> bool:
+        """Cancel a running job; its work's cleanup (killing processes, removing files) runs."""
+        task = self._tasks.get(job_id)
+        if task is None:
+            return False
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+        return True
+
+    async def shutdown(self) -> None:
+        """On stop: every job ends as ``interrupted``, its cleanup done; none restarts by itself."""
+        self._stopping = True
+        for job_id in list(self._tasks):
+            await self.cancel(job_id)

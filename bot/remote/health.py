@@ -1,0 +1,277 @@
+"""Health of a booted machine, and one probe of where a machine is, over pinned SSH.
+
+Everything is read from the machine itself over the bot's own SSH login: systemd's
+verdict and failed units, disk usage, uptime, the boot id, and the inventory's
+``checks`` (``tcp:PORT`` with ``nc -z`` and URLs with ``curl``, both run on the machine
+against 127.0.0.1), so no service needs to be exposed for the bot to watch it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import asyncssh
+
+from bot.config.inventory import Machine
+from bot.core.durations import format_duration
+from bot.core.keys import fingerprint
+from bot.remote.reboot_watch import same_key
+from bot.remote.ssh import (
+    AuthRefused,
+    CommandResult,
+    HostKeyMismatch,
+    SshEndpoint,
+    SshError,
+    connect,
+    fetch_host_key,
+    run,
+)
+
+BOOT_ID = ["cat", "/proc/sys/kernel/random/boot_id"]
+_CHANNELS = 4
+
+
+class State(Enum):
+    """Where a probe found the machine."""
+
+    UP = "up"
+    INITRD = "initrd"
+    INSTALLER = "installer"
+    DOWN = "down"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One inventory check (``tcp:443``, ``http://127.0.0.1:8080/health``)."""
+
+    check: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'✓' if self.ok else '✗'} {self.check}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class Health:
+    """What a booted machine says about itself."""
+
+    boot_id: str
+    system: str
+    failed_units: tuple[str, ...] = ()
+    disks: tuple[tuple[str, int], ...] = ()  # (mount point, use %)
+    uptime: float | None = None
+    checks: tuple[CheckResult, ...] = ()
+    disk_limit: int = 90
+
+    def problems(self) -> list[str]:
+        found: list[str] = []
+        if self.system != "running":
+            units = f": failed {', '.join(self.failed_units[:8])}" if self.failed_units else ""
+            found.append(f"system {self.system}{units}")
+        elif self.failed_units:
+            found.append(f"failed units {', '.join(self.failed_units[:8])}")
+        for point, used in self.disks:
+            if used >= self.disk_limit:
+                found.append(f"{point} {used}% full")
+        found += [f"{c.check} {c.detail}" for c in self.checks if not c.ok]
+        return found
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems()
+
+    def summary(self) -> str:
+        """One line: the verdict, then the facts."""
+        parts = [f"system {self.system}"]
+        if self.failed_units:
+            parts.append(f"failed: {', '.join(self.failed_units[:8])}")
+        parts += [f"{point} {used}%" for point, used in self.disks]
+        if self.uptime is not None:
+            parts.append(f"up {format_duration(self.uptime)}")
+        if self.checks:
+            good = sum(1 for c in self.checks if c.ok)
+            parts.append(f"checks {good}/{len(self.checks)} ok")
+        return ", ".join(parts)
+
+    def report(self) -> str:
+        """Several lines for /check."""
+        lines = [("✅ healthy: " if self.ok else "⚠️ unhealthy: ") + self.summary()]
+        lines += [f"  {c.line()}" for c in self.checks]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One probe: the state, a short reason, and the health when the system is up."""
+
+    state: State
+    detail: str = ""
+    health: Health | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state is State.UP and self.health is not None and self.health.ok
+
+    @property
+    def problem(self) -> str:
+        if self.state is State.UP and self.health is not None:
+            return "; ".join(self.health.problems())
+        return f"{self.state.value}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The pinned keys a probe judges the machine by."""
+
+    host_key: str
+    initrd_host_key: str = ""
+    installer_host_key: str = ""
+
+
+@dataclass
+class HealthReader:
+    """Runs the health commands on one machine; timeouts come from Tuning."""
+
+    client_key: Path
+    ssh_timeout: float
+    check_timeout: float
+    disk_limit: int = 90
+
+    def endpoint(self, machine: Machine, host_key: str, *, initrd: bool = False) -> SshEndpoint:
+        return SshEndpoint(
+            host=machine.host,
+            port=machine.initrd_port if initrd else machine.ssh_port,
+            user="root" if initrd else machine.ssh_user,
+            client_key=self.client_key,
+            host_key=host_key,
+        )
+
+    async def probe(self, machine: Machine, keys: Keys) -> Probe:
+        """Log in with the pinned system key; if that fails, find out where the machine is."""
+        try:
+            conn = await connect(self.endpoint(machine, keys.host_key), timeout=self.ssh_timeout)
+        except HostKeyMismatch as exc:
+            if keys.installer_host_key and exc.actual_fingerprint == fingerprint(
+                keys.installer_host_key
+            ):
+                return Probe(State.INSTALLER, "answers with its installer's key")
+            return Probe(State.UNKNOWN, f"answers with another host key ({exc.actual_fingerprint})")
+        except AuthRefused:
+            return Probe(State.UNKNOWN, "refuses the bot's key")
+        except SshError as exc:
+            if machine.luks and await self.in_initrd(machine, keys.initrd_host_key):
+                return Probe(State.INITRD, "waits for its disk passphrase")
+            return Probe(State.DOWN, _short(str(exc)))
+        try:
+            health = await self.read(conn, machine)
+        except SshError as exc:
+            return Probe(State.UNKNOWN, f"login worked, then {_short(str(exc))}")
+        finally:
+            conn.close()
+        return Probe(State.UP, health=health)
+
+    async def in_initrd(self, machine: Machine, initrd_key: str) -> bool:
+        if not initrd_key:
+            return False
+        try:
+            presented = await fetch_host_key(
+                machine.host, machine.initrd_port, timeout=self.ssh_timeout
+            )
+        except SshError:
+            return False
+        return same_key(presented, initrd_key)
+
+    async def read(self, conn: asyncssh.SSHClientConnection, machine: Machine) -> Health:
+        """Every health command on one connection, a few channels at a time."""
+        mounts = ["/"] + ([machine.persist_dir] if machine.persist_dir not in ("", "/") else [])
+        channels = asyncio.Semaphore(_CHANNELS)
+
+        async def one(argv: list[str]) -> CommandResult:
+            async with channels:
+                return await self._run(conn, argv)
+
+        boot, state, failed, df, uptime, *checks = await asyncio.gather(
+            one(BOOT_ID),
+            one(["systemctl", "is-system-running"]),
+            one(["systemctl", "--failed", "--no-legend", "--plain"]),
+            one(["df", "-P", *mounts]),
+            one(["cat", "/proc/uptime"]),
+            *(one(self._check_argv(c)) for c in machine.checks),
+        )
+        return Health(
+            boot_id=boot.stdout_text.strip(),
+            system=state.stdout_text.strip() or "unknown",
+            failed_units=tuple(
+                line.split()[0] for line in failed.stdout_text.splitlines() if line.strip()
+            ),
+            disks=_disks(df.stdout_text),
+            uptime=_uptime(uptime.stdout_text),
+            checks=tuple(_judge(c, r) for c, r in zip(machine.checks, checks, strict=True)),
+            disk_limit=self.disk_limit,
+        )
+
+    async def boot_id(self, conn: asyncssh.SSHClientConnection) -> str:
+        return (await self._run(conn, BOOT_ID)).stdout_text.strip()
+
+    def _check_argv(self, check: str) -> list[str]:
+        seconds = str(max(1, round(self.check_timeout)))
+        if check.startswith("tcp:"):
+            return ["nc", "-z", "-w", seconds, "127.0.0.1", check[4:]]
+        return [
+            "curl",
+            "--silent",
+            "--show-error",
+            "--output",
+            "/dev/null",
+            "--max-time",
+            seconds,
+            "--write-out",
+            "%{http_code}",
+            check,
+        ]
+
+    async def _run(self, conn: asyncssh.SSHClientConnection, argv: list[str]) -> CommandResult:
+        return await run(conn, argv, timeout=self.check_timeout + self.ssh_timeout)
+
+
+def _judge(check: str, result: CommandResult) -> CheckResult:
+    err = _short(result.stderr_text.strip())
+    if result.exit_status == 127:
+        tool = "nc" if check.startswith("tcp:") else "curl"
+        return CheckResult(check, False, f"cannot check: {tool} is missing on the machine")
+    if check.startswith("tcp:"):
+        if result.ok:
+            return CheckResult(check, True, "open")
+        return CheckResult(check, False, "closed" + (f" ({err})" if err else ""))
+    code = result.stdout_text.strip()[-3:]
+    if code.isdigit() and 200 <= int(code) < 400:
+        return CheckResult(check, True, f"HTTP {code}")
+    if code.isdigit() and code != "000":
+        return CheckResult(check, False, f"HTTP {code}")
+    return CheckResult(check, False, f"no answer ({err or f'curl exit {result.exit_status}'})")
+
+
+def _disks(text: str) -> tuple[tuple[str, int], ...]:
+    found: dict[str, int] = {}
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 6 and fields[4].rstrip("%").isdigit():
+            found[fields[5]] = int(fields[4].rstrip("%"))
+    return tuple(found.items())
+
+
+def _uptime(text: str) -> float | None:
+    try:
+        return float(text.split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _short(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
