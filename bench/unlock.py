@@ -27,9 +27,9 @@ from pathlib import Path
 
 from bench.common import Figure
 from bot.config.inventory import Machine
-from bot.flows.services import Tuning
-from bot.remote.detect import Pins, detect
-from bot.remote.ssh import SshEndpoint, connect
+from bot.config.tuning import Tuning
+from bot.remote.place import Pins
+from bot.remote.target import Reach, Target
 from tests.botrig import BotRig
 from tests.fake_telegram import FakeTelegram, RecordedRequest
 from tests.lab.host import LabHost
@@ -141,16 +141,14 @@ class Bench:
         machine = self.machine(flavour)
         host.reboot()
         await host.wait_for_stage("initrd", timeout=30)
-        pins = Pins(host.initrd_host_key or "", host.system_host_key or "", "bench")
-        endpoint = SshEndpoint(
-            host.address, host.initrd_port, "root", self.world.lab.operator_key, pins.initrd
-        )
+        pins = Pins(system=host.system_host_key or "", initrd=host.initrd_host_key or "")
+        target = Target(machine, pins, Reach(self.world.lab.operator_key, ssh_timeout=5.0))
         for _ in range(self.rounds):
             started = time.monotonic()
-            await detect(machine, pins, timeout=5.0)
+            await target.locate(timeout=5.0)
             self.figures.add(f"{flavour}: one look at both ports", time.monotonic() - started)
             started = time.monotonic()
-            conn = await connect(endpoint, timeout=5.0)
+            conn = await target.initrd()
             self.figures.add(f"{flavour}: one pinned SSH login", time.monotonic() - started)
             conn.close()
             await conn.wait_closed()

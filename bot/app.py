@@ -1,8 +1,14 @@
-"""The composition root: settings + inventory + store → services → Application."""
+"""The composition root: settings + inventory + store → the engine and the chat surface.
+
+Everything is built here and handed to whatever uses it; nothing else assembles parts.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import BotCommand, Update
@@ -10,21 +16,44 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Contex
 from telegram.request import BaseRequest
 
 from bot.chat.access import Access
-from bot.chat.commands import COMMANDS
+from bot.chat.commands import CommandTable
+from bot.chat.confirm import Confirmations
+from bot.chat.port import ChatPort
 from bot.chat.questions import Answers
 from bot.config.inventory import Inventory
 from bot.config.settings import Settings
+from bot.config.tuning import Tuning
 from bot.flows.engine import Engine, build_engine
 from bot.flows.recovery import clear_crash_leftovers, look_after_interruption
-from bot.flows.services import Services, Tuning
 from bot.flows.watch.schedule import Schedules
 from bot.jobs.runner import JobRunner
 from handlers import register_all
 from handlers.chat_port import TelegramChat
+from handlers.registry import BotContext
 from store import Store
 
 log = logging.getLogger(__name__)
 BotApplication = Application[Any, Any, Any, Any, Any, Any]
+
+
+@dataclass
+class Parts:
+    """What the composition root built, for the bot's own start and stop (and tests)."""
+
+    settings: Settings
+    inventory: Inventory
+    store: Store
+    tuning: Tuning
+    access: Access
+    chat: ChatPort
+    answers: Answers
+    confirmations: Confirmations
+    jobs: JobRunner
+    engine: Engine
+    commands: CommandTable
+    schedules: Schedules | None
+    probes_enabled: bool = True
+    started_at: float = field(default_factory=time.monotonic)
 
 
 async def _on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -52,12 +81,17 @@ def build_application(
     rate_limiter: bool = True,
     tuning: Tuning | None = None,
     probes_enabled: bool = True,
-) -> tuple[BotApplication, Services]:
-    """The Application with every handler, and the services behind it.
+) -> tuple[BotApplication, Parts]:
+    """The Application with every handler, and the parts behind it.
 
     ``request`` replaces the HTTP transport (the console's in-process Bot API).
     """
-    builder = ApplicationBuilder().token(token).base_url(base_url)
+    builder = (
+        ApplicationBuilder()
+        .token(token)
+        .base_url(base_url)
+        .context_types(ContextTypes(context=BotContext))
+    )
     if request is not None:
         builder = builder.request(request).get_updates_request(request)
     limiter = AIORateLimiter(max_retries=3) if rate_limiter else None
@@ -66,79 +100,110 @@ def build_application(
     )
     tuning = tuning or Tuning()
     answers = Answers()
-    chat = TelegramChat(application.bot, answers)
-    services = Services(
+    chat = TelegramChat(application.bot)
+    access = Access(admins=settings.admins, inventory=inventory)
+    confirmations = Confirmations()
+    jobs = JobRunner(
+        store,
+        chat,
+        settings.state_dir,
+        max_parallel=tuning.max_parallel_jobs,
+        progress_interval=tuning.progress_interval,
+    )
+    engine = build_engine(
+        settings=settings,
+        tuning=tuning,
+        inventory=inventory,
+        store=store,
+        chat=chat,
+        answers=answers,
+        confirmations=confirmations,
+        access=access,
+        jobs=jobs,
+        probes_enabled=probes_enabled,
+    )
+    schedules = None
+    if application.job_queue is not None:
+        schedules = Schedules(
+            application.job_queue,
+            inventory,
+            engine.watcher,
+            engine.reboot_tester,
+            access,
+            engine.outbox,
+            enabled=probes_enabled,
+        )
+    commands = register_all(
+        application,
+        inventory=inventory,
+        store=store,
+        access=access,
+        chat=chat,
+        answers=answers,
+        confirmations=confirmations,
+        jobs=jobs,
+        engine=engine,
+        schedules=schedules,
+        confirm_timeout=tuning.confirm_timeout,
+        probes_enabled=probes_enabled,
+    )
+    parts = Parts(
         settings=settings,
         inventory=inventory,
         store=store,
-        access=Access(admins=settings.admins, inventory=inventory),
-        chat=chat,
-        jobs=JobRunner(
-            store,
-            chat,
-            settings.state_dir,
-            max_parallel=tuning.max_parallel_jobs,
-            progress_interval=tuning.progress_interval,
-        ),
-        answers=answers,
         tuning=tuning,
+        access=access,
+        chat=chat,
+        answers=answers,
+        confirmations=confirmations,
+        jobs=jobs,
+        engine=engine,
+        commands=commands,
+        schedules=schedules,
         probes_enabled=probes_enabled,
     )
-    engine = build_engine(services)
-    application.bot_data["services"] = services
-    application.bot_data["engine"] = engine
-    if application.job_queue is not None:
-        application.bot_data["schedules"] = Schedules(
-            application.job_queue, inventory, engine.watcher, engine.reboot_tester
-        )
-    register_all(application, services, engine)
+    application.bot_data["parts"] = parts
     application.add_error_handler(_on_error)
-    return application, services
+    return application, parts
 
 
-def _services(application: BotApplication) -> Services:
-    services = application.bot_data["services"]
-    assert isinstance(services, Services)
-    return services
+def parts_of(application: BotApplication) -> Parts:
+    parts = application.bot_data["parts"]
+    assert isinstance(parts, Parts)
+    return parts
 
 
 async def _post_init(application: BotApplication) -> None:
-    services = _services(application)
-    commands = [
-        BotCommand(spec.name, spec.summary)
-        for spec in COMMANDS.values()
-        if spec.name in services.commands
-    ]
-    await application.bot.set_my_commands(commands)
-    await tell_interrupted_jobs(services)
-    schedules = application.bot_data.get("schedules")
-    if isinstance(schedules, Schedules):
-        schedules.start()
+    parts = parts_of(application)
+    await application.bot.set_my_commands(
+        [BotCommand(spec.name, spec.summary) for spec in parts.commands]
+    )
+    await tell_interrupted_jobs(parts)
+    if parts.schedules is not None:
+        parts.schedules.start()
 
 
 async def _post_stop(application: BotApplication) -> None:
-    engine = application.bot_data["engine"]
-    assert isinstance(engine, Engine)
-    await engine.shutdown()
-    await _services(application).jobs.shutdown()
+    parts = parts_of(application)
+    await parts.engine.shutdown()
+    await parts.jobs.shutdown()
 
 
-async def tell_interrupted_jobs(services: Services) -> None:
+async def tell_interrupted_jobs(parts: Parts) -> None:
     """Jobs a previous process left running end as ``interrupted``; their chats are told.
 
     What that process left behind is cleared first, and each machine concerned is looked
     at again, so the message says where it stands. Nothing is started again.
     """
-    import asyncio
-
-    stopped = await clear_crash_leftovers(services.settings.state_dir)
-    jobs = await services.store.interrupt_active_jobs()
+    stopped = await clear_crash_leftovers(parts.settings.state_dir)
+    jobs = await parts.store.interrupt_active_jobs()
     names = sorted({job.machine for job in jobs})
-    machines = [m for m in (services.inventory.get(n) for n in names) if m is not None]
+    machines = [m for m in (parts.inventory.get(n) for n in names) if m is not None]
     looks: dict[str, str] = {}
-    if services.probes_enabled and machines:
+    if parts.probes_enabled and machines:
         found = await asyncio.gather(
-            *(look_after_interruption(services, m) for m in machines), return_exceptions=True
+            *(look_after_interruption(parts.engine.fleet, parts.store, m) for m in machines),
+            return_exceptions=True,
         )
         for machine, result in zip(machines, found, strict=True):
             if isinstance(result, BaseException):
@@ -151,7 +216,7 @@ async def tell_interrupted_jobs(services: Services) -> None:
             continue
         now = looks.get(job.machine, f"check it with /status {job.machine} before you retry")
         extra = f"\nI stopped {len(stopped)} processes it had left running." if stopped else ""
-        await services.chat.post(
+        await parts.chat.post(
             job.chat_id,
             f"⏹ Job {job.id} ({job.kind} {job.machine}) was interrupted: the bot restarted "
             f"while it ran. Nothing was started again.\nNow: {now}.{extra}",

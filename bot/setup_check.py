@@ -19,7 +19,6 @@ from bot.config.inventory import Inventory, InventoryError, load_inventory
 from bot.config.settings import Settings
 from bot.core.keys import public_from_private
 from bot.core.secret import Secret
-from bot.core.sops import check_access
 
 
 @dataclass(frozen=True)
@@ -99,11 +98,10 @@ async def _secrets(settings: Settings, inventory: Inventory) -> list[Row]:
             if key:
                 wanted[machine.secrets_file].append((machine.name, key))
     rows: list[Row] = []
+    sops = settings.sops_reader()
     for file, uses in wanted.items():
         keys = sorted({key for _, key in uses})
-        problems = await check_access(
-            settings.sops, file, keys, {**os.environ, **settings.sops_env}
-        )
+        problems = await sops.problems(file, keys)
         failed = {p.key: p.message for p in problems}
         for name, key in uses:
             if key in failed:

@@ -5,20 +5,21 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
-from bot.chat.confirm import Press
-from bot.flows.services import Services
+from bot.chat.confirm import Confirmations, Press
+from store import Store
 
 
 class Buttons:
-    def __init__(self, services: Services) -> None:
-        self.s = services
+    def __init__(self, confirmations: Confirmations, store: Store) -> None:
+        self.confirmations = confirmations
+        self.store = store
 
     async def on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
         if query is None:
             return
-        result = self.s.confirmations.press(query.data or "", query.from_user.id)
-        await self.s.store.audit(
+        result = self.confirmations.press(query.data or "", query.from_user.id)
+        await self.store.audit(
             user_id=query.from_user.id,
             username=query.from_user.username or "",
             action="confirm",
@@ -33,5 +34,5 @@ class Buttons:
         await query.answer(text, show_alert=result is Press.NOT_YOURS)
 
 
-def register(application: Application, services: Services) -> None:  # type: ignore[type-arg]
-    application.add_handler(CallbackQueryHandler(Buttons(services).on_press))
+def register(application: Application, buttons: Buttons) -> None:  # type: ignore[type-arg]
+    application.add_handler(CallbackQueryHandler(buttons.on_press))

@@ -9,11 +9,9 @@ from datetime import timedelta
 from typing import TypeVar
 
 from telegram import Bot, ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError, TimedOut
 
 from bot.chat.port import Keyboard, MessageRef
-from bot.chat.questions import Answers, Question
-from bot.core.secret import Secret
 
 log = logging.getLogger(__name__)
 MAX_TEXT = 4096
@@ -80,11 +78,8 @@ async def deliver(
 class TelegramChat:
     """Delivers the engine's messages; a failure is logged and reported as None/False."""
 
-    def __init__(
-        self, bot: Bot, answers: Answers, *, retry_delays: tuple[float, ...] = RETRY_DELAYS
-    ) -> None:
+    def __init__(self, bot: Bot, *, retry_delays: tuple[float, ...] = RETRY_DELAYS) -> None:
         self.bot = bot
-        self.answers = answers
         self.retry_delays = retry_delays
 
     async def post(
@@ -160,46 +155,3 @@ class TelegramChat:
             log.warning("could not send %s to chat %s: %s", filename, chat_id, exc)
             return False
         return True
-
-    async def _ask(
-        self, user_id: int, prompt: str, *, secret: bool, purpose: str, timeout: float
-    ) -> str | None:
-        question = self.answers.ask(user_id, user_id, secret=secret, purpose=purpose)
-        try:
-            ref = await self.post(user_id, prompt, force_reply=True)
-            if ref is None:
-                return None
-            question.prompt_message_id = ref.message_id
-            return await asyncio.wait_for(asyncio.shield(question.future), timeout)
-        except (TimeoutError, asyncio.CancelledError) as exc:
-            if isinstance(exc, asyncio.CancelledError) and not question.future.cancelled():
-                raise
-            return None
-        finally:
-            # A secret typed after the prompt expired is still deleted, and its sender told.
-            late = f"The question ({purpose}) had expired; I deleted your message."
-            self.answers.close(question, late_note=late if secret and question.open else None)
-
-    async def ask_text(
-        self, user_id: int, prompt: str, *, purpose: str, timeout: float
-    ) -> str | None:
-        return await self._ask(user_id, prompt, secret=False, purpose=purpose, timeout=timeout)
-
-    async def ask_secret(
-        self, user_id: int, prompt: str, *, purpose: str, timeout: float
-    ) -> Secret | None:
-        text = await self._ask(user_id, prompt, secret=True, purpose=purpose, timeout=timeout)
-        return None if text is None else Secret(text.encode())
-
-    def question(self, user_id: int, chat_id: int) -> Question | None:
-        return self.answers.pending(user_id, chat_id)
-
-    async def user_unreachable(self, user_id: int) -> bool:
-        """Whether the user has never opened a private chat with the bot (Forbidden)."""
-        try:
-            await self.bot.send_chat_action(user_id, "typing")
-        except Forbidden:
-            return True
-        except TelegramError:
-            return False
-        return False

@@ -8,9 +8,6 @@ from typing import Any
 
 from telegram import Message, Update, User
 
-from bot.chat.commands import parse_command
-from bot.config.inventory import Inventory, Machine
-
 
 class NoSender(Exception):
     """An update without a message or user reached a handler that needs both."""
@@ -22,17 +19,6 @@ def sender(update: Update) -> tuple[Message, User]:
     if message is None or user is None:
         raise NoSender(f"update {update.update_id} has no message or user")
     return message, user
-
-
-async def named_machine(message: Message, inventory: Inventory) -> Machine | None:
-    """The machine the command names; an unknown one is answered here.
-
-    The gate refuses unknown machines already; this is the second line.
-    """
-    machine = inventory.get(parse_command(message.text or "").machine or "")
-    if machine is None:
-        await message.reply_text("Unknown machine. /machines lists them.")
-    return machine
 
 
 class Background:

@@ -11,7 +11,7 @@ from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
-from bot.flows.services import Services
+from bot.chat.questions import Answers
 from handlers.common import sender
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,10 @@ def hide_updates_in_logs() -> None:
 
 
 class Conversation:
-    def __init__(self, services: Services) -> None:
-        self.s = services
+    """Routes plain text to the question it answers; deletes secrets on arrival."""
+
+    def __init__(self, answers: Answers) -> None:
+        self.answers = answers
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message
@@ -62,11 +64,11 @@ class Conversation:
             await self._in_group(update)
             return
         chat_id = message.chat.id
-        if not self.s.answers.questions(user.id, chat_id):
+        if not self.answers.questions(user.id, chat_id):
             await self._unexpected(message, context, user.id)
             return
         replied = message.reply_to_message
-        question = self.s.answers.choose(
+        question = self.answers.choose(
             user.id, chat_id, replied.message_id if replied is not None else None
         )
         if question is None:
@@ -75,7 +77,7 @@ class Conversation:
         by = f"@{user.username}" if user.username else user.first_name
         # Handing the answer over is synchronous, so the flow (the relay to an initrd) starts
         # while the deletion below is still on its way.
-        self.s.answers.answer(user.id, chat_id, message.text, by=by, question=question)
+        self.answers.answer(user.id, chat_id, message.text, by=by, question=question)
         if question.secret:
             await self._delete(message, context)
 
@@ -83,7 +85,7 @@ class Conversation:
         self, message: Message, context: ContextTypes.DEFAULT_TYPE, user_id: int
     ) -> None:
         """No open question: a late passphrase is deleted and explained, anything else shrugged."""
-        note = self.s.answers.late(user_id, message.chat.id)
+        note = self.answers.late(user_id, message.chat.id)
         if note is None and _answers_a_passphrase_prompt(message):
             # A reply to a prompt this process no longer knows (it restarted, or the prompt
             # was answered long ago): it is probably a passphrase, so it does not stay.
@@ -101,7 +103,7 @@ class Conversation:
     ) -> None:
         """Several open questions and no reply to one: guessing could send a passphrase to the
         wrong machine, so the message is dropped (deleted if it may be a secret)."""
-        questions = self.s.answers.questions(user_id, message.chat.id)
+        questions = self.answers.questions(user_id, message.chat.id)
         if any(q.secret for q in questions):
             await self._delete(message, context)
         waiting = ", ".join(q.purpose for q in questions)
@@ -122,11 +124,11 @@ class Conversation:
 
     async def _in_group(self, update: Update) -> None:
         message, user = sender(update)
-        question = self.s.answers.pending(user.id, message.chat.id)
+        question = self.answers.pending(user.id, message.chat.id)
         if question is not None and not question.secret and message.text is not None:
-            self.s.answers.answer(user.id, message.chat.id, message.text)
+            self.answers.answer(user.id, message.chat.id, message.text)
             return
-        if not self.s.answers.has_secret_pending(user.id):
+        if not self.answers.has_secret_pending(user.id):
             return
         try:
             await message.delete()
@@ -149,9 +151,8 @@ def _answers_a_passphrase_prompt(message: Message) -> bool:
     )
 
 
-def register(application: Application, services: Services) -> None:  # type: ignore[type-arg]
+def register(application: Application, conversation: Conversation) -> None:  # type: ignore[type-arg]
     hide_updates_in_logs()
-    conversation = Conversation(services)
     application.add_handler(
         MessageHandler(
             filters.TEXT & ~filters.COMMAND & filters.UpdateType.MESSAGE, conversation.on_text

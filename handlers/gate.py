@@ -9,12 +9,24 @@ from __future__ import annotations
 import logging
 import time
 
-from telegram import Update
+from telegram import Message, Update, User
+from telegram.constants import ChatType
 from telegram.error import TelegramError
-from telegram.ext import Application, ApplicationHandlerStop, ContextTypes, TypeHandler
+from telegram.ext import Application, ApplicationHandlerStop, TypeHandler
 
-from bot.chat.commands import Arg, CommandError, ParsedCommand, Right, parse_command
-from bot.flows.services import Services
+from bot.chat.access import Access
+from bot.chat.commands import (
+    Arg,
+    CommandError,
+    CommandSpec,
+    CommandTable,
+    Need,
+    ParsedCommand,
+    Right,
+)
+from bot.config.inventory import Inventory, Machine
+from handlers.registry import BotContext, Call
+from store import Job, Store
 from store.database import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -53,37 +65,61 @@ def refusal_text(user_id: int) -> str:
     )
 
 
-class Gate:
-    """Admins may do everything, operators act on their machines, strangers get one refusal."""
+class Refused(Exception):
+    """A command the gate stops; the audit detail and, if any, the answer to send."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, detail: str, answer: str | None = None) -> None:
+        self.detail = detail
+        self.answer = answer
+        super().__init__(detail)
+
+
+class Gate:
+    """Admins may do everything, operators act on their machines, strangers get one refusal.
+
+    For a command it also resolves the argument (the machine, the job) and checks the
+    command's needs, once, and leaves the handler a :class:`~handlers.registry.Call`.
+    """
+
+    def __init__(
+        self,
+        *,
+        access: Access,
+        table: CommandTable,
+        inventory: Inventory,
+        store: Store,
+        probes_enabled: bool = True,
+    ) -> None:
+        self.access = access
+        self.table = table
+        self.inventory = inventory
+        self.store = store
+        self.probes_enabled = probes_enabled
         self._last_refusal: dict[int, float] = {}
 
-    async def __call__(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def __call__(self, update: Update, context: BotContext) -> None:
         try:
             await self._decide(update, context)
         except StoreUnavailable as exc:
             # Every decision is audited; one that cannot be recorded is not taken.
             log.warning("gate: the database is unavailable: %s", exc)
             user = update.effective_user
-            if user is not None and self.services.access.is_known(user.id):
+            if user is not None and self.access.is_known(user.id):
                 await tell_store_unavailable(update, exc)
             raise ApplicationHandlerStop from None
 
-    async def _decide(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def _decide(self, update: Update, context: BotContext) -> None:
         user = update.effective_user
         if user is None or user.is_bot:
             raise ApplicationHandlerStop
         if update.edited_message is not None or update.edited_channel_post is not None:
             raise ApplicationHandlerStop
-        access = self.services.access
         name = user.username or user.first_name or ""
-        command = _read_command(update, context.bot.username)
+        command = self._read_command(update, context.bot.username)
         action, machine = _describe(update, command)
 
         async def audit(decision: str, detail: str = "") -> None:
-            await self.services.store.audit(
+            await self.store.audit(
                 user_id=user.id,
                 username=name,
                 action=action,
@@ -92,7 +128,7 @@ class Gate:
                 detail=detail,
             )
 
-        if not access.is_known(user.id):
+        if not self.access.is_known(user.id):
             await audit("refused", "not an admin or operator")
             await self._refuse_stranger(update, user.id)
             raise ApplicationHandlerStop
@@ -101,37 +137,95 @@ class Gate:
             if update.message is not None:
                 await update.message.reply_text(str(command))
             raise ApplicationHandlerStop
-        if command is not None:
-            parsed = command
-            spec = parsed.spec
-            if spec.name not in self.services.commands:
-                await audit("refused", "not available")
-                if update.message is not None:
-                    await update.message.reply_text(
-                        f"/{spec.name} is not available in this version."
-                    )
-                raise ApplicationHandlerStop
-            if not access.may_run(user.id, spec):
-                await audit("refused", f"needs {spec.right.value} right")
-                if update.message is not None:
-                    await update.message.reply_text(f"/{spec.name} is for admins only.")
-                raise ApplicationHandlerStop
-            machine_arg = parsed.machine if spec.right is Right.MACHINE else None
-            if machine_arg is not None and not access.may_act(user.id, machine_arg):
-                known = machine_arg in self.services.inventory.machines
-                await audit("refused", "not an operator" if known else "unknown machine")
-                if update.message is not None:
-                    await update.message.reply_text(self._machine_refusal(user.id, machine_arg))
-                raise ApplicationHandlerStop
-            if not self.services.probes_enabled and spec.arg is Arg.MACHINE:
-                await audit("refused", "example inventory")
-                if update.message is not None:
-                    await update.message.reply_text(EXAMPLE_ONLY)
-                raise ApplicationHandlerStop
+        if command is not None and update.message is not None:
+            try:
+                context.call = await self._resolve(update, update.message, user, command)
+            except Refused as refusal:
+                await audit("refused", refusal.detail)
+                if refusal.answer is not None:
+                    await update.message.reply_text(refusal.answer)
+                raise ApplicationHandlerStop from None
         await audit("allowed")
 
+    async def _resolve(
+        self, update: Update, message: Message, user: User, parsed: ParsedCommand
+    ) -> Call:
+        """The command's rights, argument and needs; Refused when one does not hold."""
+        spec = parsed.spec
+        user_id = user.id
+        if not self.access.may_run(user_id, spec):
+            raise Refused(f"needs {spec.right.value} right", f"/{spec.name} is for admins only.")
+        machine: Machine | None = None
+        if parsed.machine is not None:
+            if spec.right is Right.MACHINE and not self.access.may_act(user_id, parsed.machine):
+                known = parsed.machine in self.inventory.machines
+                raise Refused(
+                    "not an operator" if known else "unknown machine",
+                    self._machine_refusal(user_id, parsed.machine),
+                )
+            machine = self.inventory.get(parsed.machine)
+            if machine is None:
+                raise Refused("unknown machine", "Unknown machine. /machines lists them.")
+        if not self.probes_enabled and spec.arg is Arg.MACHINE:
+            raise Refused("example inventory", EXAMPLE_ONLY)
+        job: Job | None = None
+        if parsed.job_id is not None:
+            job = await self.store.job(parsed.job_id)
+            if job is None or not self.access.may_act(user_id, job.machine):
+                raise Refused(
+                    f"job {parsed.job_id} unknown or not yours",
+                    f"No job {parsed.job_id} of yours. /jobs lists them.",
+                )
+        if machine is not None:
+            private = message.chat.type == ChatType.PRIVATE
+            await self._check_needs(spec, machine, private=private)
+        return Call(
+            update=update,
+            message=message,
+            user=user,
+            spec=spec,
+            args=parsed.args,
+            machine=machine,
+            job=job,
+        )
+
+    async def _check_needs(self, spec: CommandSpec, m: Machine, *, private: bool) -> None:
+        """What the command needs of the machine and the chat (its ``needs``)."""
+        needs = spec.needs
+        if Need.LUKS in needs and not m.luks:
+            raise Refused("no LUKS disk", f"{m.name} has no LUKS disk: nothing to unlock.")
+        if needs & {Need.PINNED, Need.INSTALLED_BY_BOT}:
+            known = await self.store.machine(m.name)
+            if Need.PINNED in needs and not known.host_key:
+                raise Refused(
+                    "no pinned host key",
+                    f"{m.name} has no pinned host key: install it with /deploy first.",
+                )
+            if Need.INSTALLED_BY_BOT in needs and not known.installed_at:
+                raise Refused(
+                    "not installed by the bot",
+                    f"{m.name} was not installed by this bot: use /deploy {m.name}.",
+                )
+        if Need.PRIVATE_CHAT in needs and not private:
+            raise Refused(
+                "not in a private chat",
+                f"Run /{spec.name} in our private chat: it asks you to type the name.",
+            )
+
+    def _read_command(
+        self, update: Update, bot_username: str | None
+    ) -> ParsedCommand | CommandError | None:
+        """The command a message carries, parsed once for the decision and its audit entry."""
+        text = update.message.text if update.message is not None else None
+        if text is None or not text.startswith("/"):
+            return None
+        try:
+            return self.table.parse(text, bot_username)
+        except CommandError as exc:
+            return exc
+
     def _machine_refusal(self, user_id: int, machine: str) -> str:
-        if self.services.access.is_admin(user_id):
+        if self.access.is_admin(user_id):
             return f"Unknown machine {machine!r}. /machines lists them."
         # Operators of other machines learn nothing about whether the name exists.
         return f"You may not act on {machine!r}: it is unknown or not one of yours."
@@ -149,17 +243,6 @@ class Gate:
             await update.get_bot().send_message(chat.id, refusal_text(user_id))
 
 
-def _read_command(update: Update, bot_username: str | None) -> ParsedCommand | CommandError | None:
-    """The command a message carries, parsed once for the decision and its audit entry."""
-    text = update.message.text if update.message is not None else None
-    if text is None or not text.startswith("/"):
-        return None
-    try:
-        return parse_command(text, bot_username)
-    except CommandError as exc:
-        return exc
-
-
 def _describe(update: Update, command: ParsedCommand | CommandError | None) -> tuple[str, str]:
     """A short audit label for the update, and the machine it names (if any)."""
     if update.callback_query is not None:
@@ -175,5 +258,5 @@ def _describe(update: Update, command: ParsedCommand | CommandError | None) -> t
     return ("message" if message.text is not None else "non-text"), ""
 
 
-def register(application: Application, services: Services) -> None:  # type: ignore[type-arg]
-    application.add_handler(TypeHandler(Update, Gate(services)), group=-1)
+def register(application: Application, gate: Gate) -> None:  # type: ignore[type-arg]
+    application.add_handler(TypeHandler(Update, gate), group=-1)

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from telegram import Update
-from telegram.ext import Application, CommandHandler, ContextTypes
-
-from bot.chat.commands import COMMANDS, CommandError, ParsedCommand, parse_command
-from bot.config.inventory import Machine
+from bot.chat.access import Access
+from bot.chat.commands import Arg, CommandTable, Right
+from bot.config.inventory import Inventory, Machine
 from bot.core.durations import format_duration
-from bot.flows.services import Services
 from bot.remote.status import QuickStatus, quick_status
-from handlers.common import sender
-from store import MachineState
+from handlers.registry import Call, command
+from store import MachineState, Store
 from store.health import HealthStore
 
 INTRO = (
@@ -73,70 +70,84 @@ def _when(iso: str) -> str:
     return iso[:16].replace("T", " ") + " UTC"
 
 
-class InfoHandlers:
-    def __init__(self, services: Services) -> None:
-        self.s = services
-        self.health = HealthStore(services.store)
+class InfoCommands:
+    """What the bot knows, read-only."""
 
-    async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message, _ = sender(update)
-        await message.reply_text(INTRO)
+    def __init__(
+        self,
+        *,
+        access: Access,
+        inventory: Inventory,
+        store: Store,
+        health: HealthStore,
+        probes_enabled: bool = True,
+    ) -> None:
+        self.access = access
+        self.inventory = inventory
+        self.store = store
+        self.health = health
+        self.probes_enabled = probes_enabled
+        # Filled by the composition root once every family is declared.
+        self.table = CommandTable(())
 
-    async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message, user = sender(update)
-        uid = user.id
+    @command("start", "what this bot does")
+    async def start(self, call: Call) -> None:
+        await call.reply(INTRO)
+
+    @command("help", "the commands you may run")
+    async def help(self, call: Call) -> None:
         lines = ["Commands you may run:"]
-        for spec in COMMANDS.values():
-            if spec.name in self.s.commands and self.s.access.may_run(uid, spec):
+        for spec in self.table:
+            if self.access.may_run(call.user.id, spec):
                 lines.append(f"{spec.usage} — {spec.summary}")
-        await message.reply_text("\n".join(lines))
+        await call.reply("\n".join(lines))
 
-    async def whoami(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message, user = sender(update)
-        if self.s.access.is_admin(user.id):
+    @command("whoami", "your Telegram user id and rights")
+    async def whoami(self, call: Call) -> None:
+        user = call.user
+        if self.access.is_admin(user.id):
             rights = "admin (every machine)"
         else:
-            names = ", ".join(m.name for m in self.s.access.machines_for(user.id))
+            names = ", ".join(m.name for m in self.access.machines_for(user.id))
             rights = f"operator of {names}"
         handle = f" (@{user.username})" if user.username else ""
-        await message.reply_text(f"You are {user.id}{handle}: {rights}.")
+        await call.reply(f"You are {user.id}{handle}: {rights}.")
 
-    async def machines(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message, user = sender(update)
-        machines = self.s.access.machines_for(user.id)
+    @command("machines", "the machines you may act on")
+    async def machines(self, call: Call) -> None:
+        machines = self.access.machines_for(call.user.id)
         if not machines:
-            await message.reply_text("No machines in the inventory.")
+            await call.reply("No machines in the inventory.")
             return
-        known = await self.s.store.machines()
+        known = await self.store.machines()
         lines = [f"Machines ({len(machines)}):"]
         lines += [describe_machine(m, known.get(m.name) or MachineState(m.name)) for m in machines]
-        await message.reply_text("\n".join(lines))
+        await call.reply("\n".join(lines))
 
-    async def status(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message, user = sender(update)
-        parsed = self._parse(update)
-        if parsed is not None and parsed.machine is not None:
-            machine = self.s.inventory.get(parsed.machine)
-            assert machine is not None  # the gate refused unknown machines
-            machines = [machine]
-        else:
-            machines = self.s.access.machines_for(user.id)
+    @command(
+        "status",
+        "last known state and a quick probe",
+        arg=Arg.OPTIONAL_MACHINE,
+        right=Right.MACHINE,
+    )
+    async def status(self, call: Call) -> None:
+        machines = [call.machine] if call.machine else self.access.machines_for(call.user.id)
         if not machines:
-            await message.reply_text("No machines in the inventory.")
+            await call.reply("No machines in the inventory.")
             return
         statuses = await asyncio.gather(
-            *(quick_status(m, self.s.store, probe=self.s.probes_enabled) for m in machines)
+            *(quick_status(m, self.store, probe=self.probes_enabled) for m in machines)
         )
         watched = await asyncio.gather(*(watch_lines(m, self.health) for m in machines))
-        await message.reply_text(
+        await call.reply(
             "\n".join(
                 "\n".join([describe_status(s), *w]) for s, w in zip(statuses, watched, strict=True)
             )
         )
 
-    async def audit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message, _ = sender(update)
-        entries = await self.s.store.recent_audit(20)
+    @command("audit", "the last 20 audit entries", right=Right.ADMIN)
+    async def audit(self, call: Call) -> None:
+        entries = await self.store.recent_audit(20)
         lines = [f"Last {len(entries)} audit entries (newest first):"]
         for e in entries:
             who = f"{e.user_id}" + (f" @{e.username}" if e.username else "")
@@ -145,25 +156,4 @@ class InfoHandlers:
             lines.append(
                 f"{e.at[5:19].replace('T', ' ')} {who} {e.action}{where}: {e.decision}{why}"
             )
-        await message.reply_text("\n".join(lines))
-
-    def _parse(self, update: Update) -> ParsedCommand | None:
-        text = update.effective_message.text if update.effective_message else None
-        try:
-            return parse_command(text or "")
-        except CommandError:
-            return None
-
-
-def register(application: Application, services: Services) -> None:  # type: ignore[type-arg]
-    h = InfoHandlers(services)
-    for name, callback in (
-        ("start", h.start),
-        ("help", h.help),
-        ("whoami", h.whoami),
-        ("machines", h.machines),
-        ("status", h.status),
-        ("audit", h.audit),
-    ):
-        application.add_handler(CommandHandler(name, callback))
-        services.commands.add(name)
+        await call.reply("\n".join(lines))

@@ -2,48 +2,46 @@
 
 from __future__ import annotations
 
-from telegram import Update
-from telegram.ext import Application, CommandHandler, ContextTypes
-
-from bot.flows.services import Services
+from bot.chat.commands import Arg, Need, Right
+from bot.chat.port import ChatPort
+from bot.chat.questions import Answers
 from bot.flows.unlock import Unlocker
-from handlers.common import Background, named_machine, sender
+from handlers.common import Background
+from handlers.registry import Call, command
 
 
-class UnlockHandlers:
-    def __init__(self, services: Services, unlocker: Unlocker) -> None:
-        self.s = services
+class UnlockCommands:
+    def __init__(self, *, unlocker: Unlocker, answers: Answers, chat: ChatPort) -> None:
         self.unlocker = unlocker
+        self.answers = answers
+        self.chat = chat
         self.background = Background()
 
-    async def unlock(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message, user = sender(update)
-        machine = await named_machine(message, self.s.inventory)
-        if machine is None:
-            return
-        if not machine.luks:
-            await message.reply_text(f"{machine.name} has no LUKS disk: nothing to unlock.")
-            return
+    @command(
+        "unlock",
+        "unlock a machine waiting in its initrd",
+        arg=Arg.MACHINE,
+        right=Right.MACHINE,
+        needs=(Need.LUKS,),
+    )
+    async def unlock(self, call: Call) -> None:
+        machine = call.machine
+        assert machine is not None  # the gate resolved it
+        user_id = call.user.id
         if not self.unlocker.active(machine.name):
-            await message.reply_text(f"Checking {machine.name}'s initrd…")
-        elif self.s.answers.has_secret_pending(user.id):
-            await message.reply_text(f"{machine.name} is being unlocked already; answer my prompt.")
+            await call.reply(f"Checking {machine.name}'s initrd…")
+        elif self.answers.has_secret_pending(user_id):
+            await call.reply(f"{machine.name} is being unlocked already; answer my prompt.")
         else:
-            await message.reply_text(
+            await call.reply(
                 f"{machine.name} is being unlocked already; I will tell you how it ends."
             )
-        by = f"@{user.username}" if user.username else str(user.id)
 
         async def run() -> None:
-            result = await self.unlocker.unlock(machine, trigger=f"/unlock by {by}", ask=[user.id])
-            if message.chat.id not in result.told:
-                await self.s.chat.post(
-                    message.chat.id, ("✅ " if result.ok else "❌ ") + result.summary
-                )
+            result = await self.unlocker.unlock(
+                machine, trigger=f"/unlock by {call.by}", ask=[user_id]
+            )
+            if call.chat_id not in result.told:
+                await self.chat.post(call.chat_id, ("✅ " if result.ok else "❌ ") + result.summary)
 
         self.background.spawn(run(), f"unlock-command-{machine.name}")
-
-
-def register(application: Application, services: Services, unlocker: Unlocker) -> None:  # type: ignore[type-arg]
-    application.add_handler(CommandHandler("unlock", UnlockHandlers(services, unlocker).unlock))
-    services.commands.add("unlock")

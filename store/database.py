@@ -166,6 +166,8 @@ class Store:
         unknown = set(fields) - _MACHINE_FIELDS
         if unknown:
             raise ValueError(f"unknown machine fields: {sorted(unknown)}")
+        # Plain text only: a state may arrive as a StrEnum member.
+        fields = {name: str(value) for name, value in fields.items()}
 
         def write() -> MachineState:
             with self.db.atomic():

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.app import BotApplication, build_application
+from bot.app import BotApplication, Parts, build_application
 from bot.config.inventory import Inventory, load_inventory
 from bot.config.settings import Settings, load_settings
+from bot.config.tuning import Tuning
 from bot.flows.engine import Engine
-from bot.flows.services import Services, Tuning
 from store import Store
 from tests.fake_telegram import FakeMessage, FakeTelegram, FakeUser
 
@@ -38,7 +38,7 @@ class BotRig:
     env: dict[str, str] = field(default_factory=dict)
     tuning: Tuning = FAST
     app: BotApplication | None = None
-    services: Services | None = None
+    parts: Parts | None = None
     store: Store | None = None
     # How long the store waits for a database lock (None: the bot's default).
     db_busy_timeout: float | None = None
@@ -61,17 +61,15 @@ class BotRig:
         return path
 
     @property
-    def svc(self) -> Services:
-        assert self.services is not None, "the bot is not running"
-        return self.services
+    def svc(self) -> Parts:
+        """What the running bot was built of (its store, inventory, tuning …)."""
+        assert self.parts is not None, "the bot is not running"
+        return self.parts
 
     @property
     def engine(self) -> Engine:
         """The engine the running bot was built with (its deployer and unlocker)."""
-        assert self.app is not None, "the bot is not running"
-        engine = self.app.bot_data["engine"]
-        assert isinstance(engine, Engine)
-        return engine
+        return self.svc.engine
 
     async def start(self, inventory: str | None = None, **tuning: Any) -> BotRig:
         if inventory is not None:
@@ -85,7 +83,7 @@ class BotRig:
         else:
             self.store = await Store.open(settings.db, busy_timeout=self.db_busy_timeout)
         assert settings.token is not None
-        self.app, self.services = build_application(
+        self.app, self.parts = build_application(
             settings,
             loaded,
             self.store,
@@ -117,7 +115,7 @@ class BotRig:
         if self.store is not None:
             await self.store.close()
             self.store = None
-        self.services = None
+        self.parts = None
 
     async def restart(self) -> BotRig:
         await self.stop()

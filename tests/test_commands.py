@@ -6,7 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.chat.commands import COMMANDS, CommandError, parse_command
+from bot.chat.commands import CommandError
+from handlers import command_table
+
+TABLE = command_table()
+parse_command = TABLE.parse
 
 
 def test_parses_machine_and_job_arguments() -> None:
@@ -52,7 +56,7 @@ def test_any_text_parses_or_is_refused_cleanly(text: str) -> None:
     if message:
         assert "\n" not in message
         return
-    assert parsed.spec.name in COMMANDS
+    assert parsed.spec.name in TABLE
     for arg in parsed.args:
         assert (
             arg.lstrip("#")

@@ -16,8 +16,7 @@ WEEKLY = "0 4 * * 0"
 
 
 def schedules(world: World) -> Schedules:
-    assert world.rig.app is not None
-    found = world.rig.app.bot_data["schedules"]
+    found = world.rig.svc.schedules
     assert isinstance(found, Schedules)
     return found
 

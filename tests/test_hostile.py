@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bot.chat.commands import COMMANDS
 from bot.chat.confirm import Confirmations, Press
 from bot.config.inventory import InventoryError, Machine, parse_inventory
 from bot.flows.deploy.nixos_anywhere import (
@@ -27,6 +26,7 @@ from bot.flows.deploy.nixos_anywhere import (
     parse_prefix,
 )
 from bot.flows.deploy.staging import persist_root
+from handlers import command_table
 from tests.botrig import BotRig
 from tests.people import ADMIN, OPERATOR, OTHER_OPERATOR, STRANGER
 from tests.world import World
@@ -187,7 +187,7 @@ def canary(tmp_path: Path) -> Path:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(command=st.sampled_from(sorted(COMMANDS)), payload=hostile_text)
+@given(command=st.sampled_from(sorted(spec.name for spec in command_table())), payload=hostile_text)
 async def test_hostile_commands_get_one_clear_answer_and_run_nothing(
     rig: BotRig, canary: Path, caplog: pytest.LogCaptureFixture, command: str, payload: str
 ) -> None:

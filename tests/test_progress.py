@@ -8,7 +8,6 @@ import pytest_asyncio
 from telegram import Bot
 
 from bot.chat.port import MessageRef
-from bot.chat.questions import Answers
 from bot.jobs.progress import Progress, ProgressState
 from handlers.chat_port import TelegramChat
 from tests.fake_telegram import FakeTelegram
@@ -18,7 +17,7 @@ from tests.fake_telegram import FakeTelegram
 async def chat(fake_telegram: FakeTelegram) -> AsyncIterator[TelegramChat]:
     bot = Bot(fake_telegram.token, base_url=fake_telegram.base_url)
     async with bot:
-        yield TelegramChat(bot, Answers())
+        yield TelegramChat(bot)
 
 
 async def test_a_burst_of_output_costs_few_edits(

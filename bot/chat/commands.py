@@ -1,16 +1,21 @@
-"""The chat commands, their arguments and who may run them — one table, read by the gate,
-by ``/help`` and by the handlers, so the three never disagree.
+"""Chat commands as data: name, argument, the right they need, their preconditions.
+
+Each command is declared once, beside its handler (``handlers/registry.py``'s
+``@command``); the gate, ``/help`` and Telegram's command menu all read the same
+:class:`CommandTable`, so they never disagree. Nothing here knows about Telegram.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
 MAX_MESSAGE = 1000
 MAX_ARG = 64
+MAX_JOB_DIGITS = 12
 _ARG = re.compile(r"^#?[A-Za-z0-9_.:@-]+$")
 
 
@@ -24,11 +29,23 @@ class Arg(Enum):
 
 
 class Right(Enum):
-    """Who may run a command: any known user, the machine's operators, or admins only."""
+    """Who may run a command: any known user, the machine's operators, or admins only.
+
+    ``MACHINE`` is judged on the named machine, or on the job's machine for a job.
+    """
 
     USER = "user"
     MACHINE = "machine"
     ADMIN = "admin"
+
+
+class Need(Enum):
+    """What must hold of the named machine (or the chat) before the handler runs."""
+
+    LUKS = "a LUKS disk"
+    PINNED = "a pinned host key"
+    INSTALLED_BY_BOT = "an install by this bot"
+    PRIVATE_CHAT = "our private chat"
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,7 @@ class CommandSpec:
     arg: Arg
     right: Right
     summary: str
+    needs: frozenset[Need] = frozenset()
 
     @property
     def usage(self) -> str:
@@ -47,30 +65,6 @@ class CommandSpec:
             Arg.JOB: " <job>",
         }[self.arg]
         return f"/{self.name}{suffix}"
-
-
-COMMANDS: dict[str, CommandSpec] = {
-    spec.name: spec
-    for spec in (
-        CommandSpec("start", Arg.NONE, Right.USER, "what this bot does"),
-        CommandSpec("help", Arg.NONE, Right.USER, "the commands you may run"),
-        CommandSpec("whoami", Arg.NONE, Right.USER, "your Telegram user id and rights"),
-        CommandSpec("machines", Arg.NONE, Right.USER, "the machines you may act on"),
-        CommandSpec(
-            "status", Arg.OPTIONAL_MACHINE, Right.MACHINE, "last known state and a quick probe"
-        ),
-        CommandSpec("deploy", Arg.MACHINE, Right.MACHINE, "install a machine (erases its disk)"),
-        CommandSpec("reinstall", Arg.MACHINE, Right.MACHINE, "reinstall an installed machine"),
-        CommandSpec("unlock", Arg.MACHINE, Right.MACHINE, "unlock a machine waiting in its initrd"),
-        CommandSpec("reboot", Arg.MACHINE, Right.MACHINE, "reboot test: down, unlock, healthy"),
-        CommandSpec("check", Arg.MACHINE, Right.MACHINE, "run the health checks now"),
-        CommandSpec("jobs", Arg.NONE, Right.USER, "recent jobs"),
-        CommandSpec("log", Arg.JOB, Right.MACHINE, "a job's log"),
-        CommandSpec("cancel", Arg.JOB, Right.MACHINE, "stop a running job"),
-        CommandSpec("schedule", Arg.NONE, Right.USER, "scheduled probes and reboot tests"),
-        CommandSpec("audit", Arg.NONE, Right.ADMIN, "the last 20 audit entries"),
-    )
-}
 
 
 class CommandError(ValueError):
@@ -106,33 +100,61 @@ def command_name(text: str, bot_username: str | None = None) -> str | None:
     return name.lower()
 
 
-def parse_command(text: str, bot_username: str | None = None) -> ParsedCommand:
-    """Parse and validate a command message; raise CommandError with a one-line answer."""
-    if len(text) > MAX_MESSAGE:
-        raise CommandError(
-            f"That message is too long ({len(text)} characters); commands are short."
-        )
-    if any(unicodedata.category(ch) in ("Cc", "Cf") and ch not in " \t\n" for ch in text):
-        raise CommandError("That message has control characters; type the command plainly.")
-    name = command_name(text, bot_username)
-    if name is None:
-        raise CommandError("Not a command. /help lists the commands.")
-    spec = COMMANDS.get(name)
-    if spec is None:
-        shown = name[:32] if _ARG.match(name[:32] or "x") else "that"
-        raise CommandError(f"Unknown command /{shown}. /help lists the commands.")
-    args = tuple(text.split()[1:])
-    wanted = {Arg.NONE: (0, 0), Arg.MACHINE: (1, 1), Arg.OPTIONAL_MACHINE: (0, 1), Arg.JOB: (1, 1)}
-    low, high = wanted[spec.arg]
-    if not low <= len(args) <= high:
-        if len(args) > high:
-            raise CommandError(f"Too many arguments. Usage: {spec.usage}")
-        raise CommandError(f"Missing argument. Usage: {spec.usage}")
-    for arg in args:
-        if len(arg) > MAX_ARG or not _ARG.match(arg):
-            raise CommandError(f"{spec.usage}: that argument is not a name I know.")
-    if spec.arg is Arg.JOB and not args[0].lstrip("#").isdigit():
-        raise CommandError(f"Usage: {spec.usage} — a job number from /jobs.")
-    if spec.arg is Arg.JOB:
-        args = (args[0].lstrip("#"),)
-    return ParsedCommand(spec=spec, args=args)
+class CommandTable:
+    """Every command the bot answers, in the order ``/help`` lists them."""
+
+    def __init__(self, specs: Iterable[CommandSpec]) -> None:
+        self._specs: dict[str, CommandSpec] = {}
+        for spec in specs:
+            if spec.name in self._specs:
+                raise ValueError(f"/{spec.name} is declared twice")
+            self._specs[spec.name] = spec
+
+    def __iter__(self) -> Iterator[CommandSpec]:
+        return iter(self._specs.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def get(self, name: str) -> CommandSpec | None:
+        return self._specs.get(name)
+
+    def parse(self, text: str, bot_username: str | None = None) -> ParsedCommand:
+        """Parse and validate a command message; raise CommandError with a one-line answer."""
+        if len(text) > MAX_MESSAGE:
+            raise CommandError(
+                f"That message is too long ({len(text)} characters); commands are short."
+            )
+        if any(unicodedata.category(ch) in ("Cc", "Cf") and ch not in " \t\n" for ch in text):
+            raise CommandError("That message has control characters; type the command plainly.")
+        name = command_name(text, bot_username)
+        if name is None:
+            raise CommandError("Not a command. /help lists the commands.")
+        spec = self._specs.get(name)
+        if spec is None:
+            shown = name[:32] if _ARG.match(name[:32] or "x") else "that"
+            raise CommandError(f"Unknown command /{shown}. /help lists the commands.")
+        args = tuple(text.split()[1:])
+        wanted = {
+            Arg.NONE: (0, 0),
+            Arg.MACHINE: (1, 1),
+            Arg.OPTIONAL_MACHINE: (0, 1),
+            Arg.JOB: (1, 1),
+        }
+        low, high = wanted[spec.arg]
+        if not low <= len(args) <= high:
+            if len(args) > high:
+                raise CommandError(f"Too many arguments. Usage: {spec.usage}")
+            raise CommandError(f"Missing argument. Usage: {spec.usage}")
+        for arg in args:
+            if len(arg) > MAX_ARG or not _ARG.match(arg):
+                raise CommandError(f"{spec.usage}: that argument is not a name I know.")
+        if spec.arg is Arg.JOB:
+            digits = args[0].lstrip("#")
+            if not digits.isdigit() or len(digits) > MAX_JOB_DIGITS:
+                raise CommandError(f"Usage: {spec.usage} — a job number from /jobs.")
+            args = (digits,)
+        return ParsedCommand(spec=spec, args=args)

@@ -1,7 +1,9 @@
 """The chat port: how the engine talks to people without knowing about Telegram.
 
-The engine's flows (deploy, unlock, health, jobs) only see this protocol; ``handlers``
-implements it with python-telegram-bot, and tests drive that real implementation.
+The engine's flows (deploy, unlock, health, jobs) only see this protocol: post, edit,
+delete, send a file. Waiting for answers is ``bot.chat.asker``'s job, on top of it.
+``handlers`` implements the port with python-telegram-bot, and tests drive that real
+implementation.
 """
 
 from __future__ import annotations
@@ -9,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
-
-from bot.core.secret import Secret
 
 
 @dataclass(frozen=True)
@@ -54,15 +54,3 @@ class ChatPort(Protocol):
     async def send_file(
         self, chat_id: int, filename: str, data: bytes, *, caption: str = ""
     ) -> bool: ...
-
-    async def ask_text(
-        self, user_id: int, prompt: str, *, purpose: str, timeout: float
-    ) -> str | None:
-        """Ask in the user's private chat; their next text there is the answer (None: timed out)."""
-        ...
-
-    async def ask_secret(
-        self, user_id: int, prompt: str, *, purpose: str, timeout: float
-    ) -> Secret | None:
-        """Like ``ask_text``, but the answer is deleted from the chat at once and never logged."""
-        ...

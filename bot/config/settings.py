@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.core.sops import KEY_VARIABLES, default_executable
+from bot.core.sops import KEY_VARIABLES, SopsReader, default_executable
 
 DEFAULT_API_URL = "https://api.telegram.org/bot"
 DEFAULT_NIXOS_ANYWHERE = "nix run github:nix-community/nixos-anywhere --"
@@ -37,6 +37,10 @@ class Settings:
     nixos_anywhere: tuple[str, ...] = ("nix", "run", "github:nix-community/nixos-anywhere", "--")
     sops: str = "sops"
     sops_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def sops_reader(self) -> SopsReader:
+        """sops as configured: the settings' key variables over the bot's environment."""
+        return SopsReader(self.sops, {**os.environ, **self.sops_env})
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -25,6 +25,7 @@ __all__ = [
     "Problem",
     "SopsError",
     "SopsErrorKind",
+    "SopsReader",
     "check_access",
     "decrypt_value",
     "default_executable",
@@ -177,6 +178,24 @@ async def check_access(
 
     rest = await asyncio.gather(*(gated(k) for k in wanted[1:]))
     return [p for p in (first, *rest) if p is not None]
+
+
+@dataclass(frozen=True)
+class SopsReader:
+    """The bot's way to read secrets: one sops executable and the key variables it passes,
+    so no caller merges environments of its own."""
+
+    executable: str
+    env: Mapping[str, str]
+    timeout: float = DEFAULT_TIMEOUT
+
+    async def value(self, file: Path, key: str) -> Secret:
+        """One value as a Secret; SopsError or ValueError (a bad key name) otherwise."""
+        return await decrypt_value(self.executable, file, key, env=self.env, timeout=self.timeout)
+
+    async def problems(self, file: Path, keys: Iterable[str]) -> list[Problem]:
+        """Which of ``keys`` cannot be read from ``file`` (values wiped at once)."""
+        return await check_access(self.executable, file, keys, self.env, timeout=self.timeout)
 
 
 def _map_failure(code: int, stderr: str, file: Path, key: str, excerpt: str) -> SopsError:

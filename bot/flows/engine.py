@@ -4,29 +4,74 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.config.inventory import Machine
+from bot.chat.access import Access
+from bot.chat.asker import Asker
+from bot.chat.confirm import Confirmations
+from bot.chat.port import ChatPort
+from bot.chat.questions import Answers
+from bot.config.inventory import Inventory, Machine
+from bot.config.settings import Settings
+from bot.config.tuning import Tuning
 from bot.flows.deploy.pipeline import Deployer
-from bot.flows.services import Services
 from bot.flows.unlock import Unlocker
+from bot.flows.watch.outbox import Outbox
 from bot.flows.watch.reboot_test import RebootTester
 from bot.flows.watch.watcher import Watcher
-from bot.jobs.runner import JobContext, JobFailed
+from bot.jobs.runner import JobContext, JobFailed, JobRunner
+from bot.remote.fleet import Fleet
+from bot.remote.target import Reach
+from store import Store
+from store.health import HealthStore
 
 
 @dataclass
 class Engine:
+    fleet: Fleet
+    asker: Asker
     deployer: Deployer
     unlocker: Unlocker
     watcher: Watcher
     reboot_tester: RebootTester
+    outbox: Outbox
 
     async def shutdown(self) -> None:
         await self.watcher.shutdown()
         await self.unlocker.shutdown()
 
 
-def build_engine(services: Services) -> Engine:
-    unlocker = Unlocker(services)
+def build_engine(
+    *,
+    settings: Settings,
+    tuning: Tuning,
+    inventory: Inventory,
+    store: Store,
+    chat: ChatPort,
+    answers: Answers,
+    confirmations: Confirmations,
+    access: Access,
+    jobs: JobRunner,
+    probes_enabled: bool = True,
+) -> Engine:
+    reach = Reach(
+        client_key=settings.ssh_key,
+        ssh_timeout=tuning.ssh_timeout,
+        check_timeout=tuning.check_timeout,
+        disk_limit=tuning.disk_alert_percent,
+        poll=tuning.reboot_poll,
+    )
+    fleet = Fleet(store, reach)
+    sops = settings.sops_reader()
+    asker = Asker(chat, answers, confirmations)
+    unlocker = Unlocker(
+        fleet=fleet,
+        store=store,
+        chat=chat,
+        asker=asker,
+        access=access,
+        sops=sops,
+        prompt_timeout=tuning.ssh_timeout,
+        settle=tuning.unlock_settle,
+    )
 
     async def after_install(machine: Machine, ctx: JobContext) -> str:
         """A fresh LUKS install waits in its initrd: unlock it as part of the job."""
@@ -36,10 +81,38 @@ def build_engine(services: Services) -> Engine:
             raise JobFailed(result.summary, phase="unlock")
         return result.summary
 
-    watcher = Watcher(services, unlocker)
-    return Engine(
-        deployer=Deployer(services, on_initrd=after_install),
+    outbox = Outbox(chat, tuning.alert_batch)
+    watcher = Watcher(
+        inventory=inventory,
+        fleet=fleet,
+        store=store,
+        records=HealthStore(store),
+        access=access,
+        outbox=outbox,
+        unlocker=unlocker,
+        concurrency=tuning.probe_concurrency,
+        alert_after=tuning.alert_after,
+        enabled=probes_enabled,
+    )
+    deployer = Deployer(
+        jobs=jobs,
+        fleet=fleet,
+        store=store,
+        chat=chat,
+        asker=asker,
+        sops=sops,
+        settings=settings,
+        tuning=tuning,
+        on_initrd=after_install,
+    )
+    tester = RebootTester(
+        jobs=jobs,
+        fleet=fleet,
+        store=store,
+        chat=chat,
+        access=access,
         unlocker=unlocker,
         watcher=watcher,
-        reboot_tester=RebootTester(services, unlocker, watcher),
+        down_timeout=tuning.reboot_down_timeout,
     )
+    return Engine(fleet, asker, deployer, unlocker, watcher, tester, outbox)

@@ -8,6 +8,7 @@ machine whose job was interrupted is probed so the chat is told where it stands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -15,10 +16,11 @@ from pathlib import Path
 
 from bot.config.inventory import Machine
 from bot.core.keys import fingerprint
+from bot.core.poll import PollTimeout, poll_until
 from bot.flows.deploy import staging
-from bot.flows.services import Services
-from bot.remote.reboot_watch import Seen, look, same_key
-from store import utcnow
+from bot.remote.fleet import Fleet
+from bot.remote.place import Place
+from store import Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +40,14 @@ async def clear_crash_leftovers(state_dir: Path) -> list[str]:
     stopped = [pid for pid in _processes_staging_from(parent) if pid != os.getpid()]
     for pid in stopped:
         _signal_group_of(pid, signal.SIGTERM)
-    for _ in range(int(ORPHAN_GRACE / ORPHAN_POLL)):
-        if not any(_alive(pid) for pid in stopped):
-            break
-        await asyncio.sleep(ORPHAN_POLL)
+
+    async def survivors() -> bool:
+        return any(_alive(pid) for pid in stopped)
+
+    with contextlib.suppress(PollTimeout):
+        await poll_until(
+            survivors, lambda alive: not alive, timeout=ORPHAN_GRACE, interval=ORPHAN_POLL
+        )
     for pid in stopped:
         if _alive(pid):
             _signal_group_of(pid, signal.SIGKILL)
@@ -93,23 +99,20 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-async def look_after_interruption(services: Services, machine: Machine) -> str:
+async def look_after_interruption(fleet: Fleet, store: Store, machine: Machine) -> str:
     """Look at a machine whose job was interrupted and record where it stands now."""
-    known = await services.store.machine(machine.name)
-    sighting = await look(machine, host_key=known.host_key, initrd_key=known.initrd_host_key)
+    seen = await (await fleet.target(machine)).locate()
     name = machine.name
-    if sighting.seen is Seen.SYSTEM:
-        state, text = "up", f"{name} answers with its installed system's key: it is up"
-    elif sighting.seen is Seen.INITRD:
-        state = "initrd"
-        text = f"{name} waits in its initrd (key verified): /unlock {name}"
-    elif sighting.seen is Seen.NOTHING:
-        state, text = "down", f"{name} does not answer on SSH now"
-    elif known.installer_host_key and same_key(sighting.presented, known.installer_host_key):
-        state = "installer"
-        text = f"{name} is still in its installer; its disk may be half written: /deploy {name}"
-    else:
-        state = "unknown"
-        text = f"{name} answers with a key I do not know ({fingerprint(sighting.presented)})"
-    await services.store.update_machine(name, state=state, detail=text, last_probe_at=utcnow())
+    texts = {
+        Place.SYSTEM: f"{name} answers with its installed system's key: it is up",
+        Place.INITRD: f"{name} waits in its initrd (key verified): /unlock {name}",
+        Place.NOTHING: f"{name} does not answer on SSH now",
+        Place.INSTALLER: (
+            f"{name} is still in its installer; its disk may be half written: /deploy {name}"
+        ),
+    }
+    text = texts.get(
+        seen.place, f"{name} answers with a key I do not know ({fingerprint(seen.presented)})"
+    )
+    await store.update_machine(name, state=seen.place, detail=text, last_probe_at=utcnow())
     return text

@@ -15,24 +15,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from dataclasses import dataclass
 
 import asyncssh
 
-from bot.chat.port import MessageRef
-from bot.chat.questions import Question
+from bot.chat.access import Access
+from bot.chat.asker import Answer, Asker, Tidy
+from bot.chat.port import ChatPort
 from bot.config.inventory import Machine, UnlockMode
 from bot.core.durations import format_duration
 from bot.core.keys import fingerprint
+from bot.core.poll import PollTimeout, poll_until
 from bot.core.secret import Secret
-from bot.core.sops import SopsError, decrypt_value
-from bot.flows.services import Services
-from bot.remote.detect import Detection, Found, Pins, detect
+from bot.core.sops import SopsError, SopsReader
+from bot.remote.fleet import Fleet
 from bot.remote.initrd import Relay, RelayOutcome, relay_passphrase
-from bot.remote.reboot_watch import BootTimeout, Seen, presented_key, same_key, wait_for_boot
-from bot.remote.ssh import HostKeyMismatch, SshEndpoint, SshError, connect, probe_tcp
+from bot.remote.place import Location, Pins, Place
+from bot.remote.ssh import HostKeyMismatch, SshError, probe_tcp
+from bot.remote.target import Target
+from store import Store
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
@@ -51,15 +53,14 @@ class UnlockResult:
 class _Link:
     """The pinned SSH connection to the initrd, reopened once when it went stale."""
 
-    def __init__(self, endpoint: SshEndpoint, timeout: float) -> None:
-        self.endpoint = endpoint
-        self.timeout = timeout
+    def __init__(self, target: Target) -> None:
+        self.target = target
         self.conn: asyncssh.SSHClientConnection | None = None
 
     async def open(self) -> asyncssh.SSHClientConnection:
         if self.conn is None or self.conn.is_closed():
             self.close()
-            self.conn = await connect(self.endpoint, timeout=self.timeout)
+            self.conn = await self.target.initrd()
         return self.conn
 
     def close(self) -> None:
@@ -71,8 +72,26 @@ class _Link:
 class Unlocker:
     """One unlock session per machine at a time; callers share the running one."""
 
-    def __init__(self, services: Services) -> None:
-        self.s = services
+    def __init__(
+        self,
+        *,
+        fleet: Fleet,
+        store: Store,
+        chat: ChatPort,
+        asker: Asker,
+        access: Access,
+        sops: SopsReader,
+        prompt_timeout: float,
+        settle: float,
+    ) -> None:
+        self.fleet = fleet
+        self.store = store
+        self.chat = chat
+        self.asker = asker
+        self.access = access
+        self.sops = sops
+        self.prompt_timeout = prompt_timeout
+        self.settle = settle
         self._sessions: dict[str, asyncio.Task[UnlockResult]] = {}
         self._cooldown_until: dict[str, float] = {}
         # ``unlock = auto``: which way the machine's initrd took a passphrase last time.
@@ -87,12 +106,12 @@ class Unlocker:
         *,
         trigger: str,
         ask: list[int] | None = None,
-        seen: Detection | None = None,
+        seen: Location | None = None,
     ) -> UnlockResult:
         """Unlock ``machine`` (or join the session already running) and report the outcome.
 
         ``ask`` narrows who is prompted (default: its operators and the admins); ``seen`` is
-        a detection the caller just made, so it is not made twice.
+        a look the caller just took, so it is not taken twice.
         """
         task = self._sessions.get(machine.name)
         if task is None:
@@ -108,20 +127,22 @@ class Unlocker:
     ) -> UnlockResult:
         """Follow an expected reboot of a machine seen going down: look about once a second
         (``reboot_poll``) until its initrd answers (then unlock it) or its system is up."""
-        pins = await self._pins(machine)
+        target = await self.fleet.target(machine)
         limit = machine.boot_timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
-        while True:
-            seen = await detect(machine, pins, timeout=self.s.tuning.ssh_timeout)
-            if seen.found is Found.UP:
-                await self.s.store.update_machine(machine.name, state="up")
-                return UnlockResult(True, f"{machine.name} is up")
-            if seen.found in (Found.INITRD, Found.MISMATCH):
-                return await self.unlock(machine, trigger=trigger, seen=seen)
-            if time.monotonic() >= deadline:
-                text = f"{machine.name} did not come back within {format_duration(limit)}"
-                return UnlockResult(False, text)
-            await asyncio.sleep(self.s.tuning.reboot_poll)
+        try:
+            seen = await poll_until(
+                lambda: target.locate(timeout=target.reach.ssh_timeout),
+                lambda s: s.place in (Place.SYSTEM, Place.INITRD) or _initrd_mismatch(s),
+                timeout=limit,
+                interval=target.reach.poll,
+            )
+        except PollTimeout:
+            text = f"{machine.name} did not come back within {format_duration(limit)}"
+            return UnlockResult(False, text)
+        if seen.place is Place.SYSTEM:
+            await self.store.update_machine(machine.name, state=Place.SYSTEM)
+            return UnlockResult(True, f"{machine.name} is up")
+        return await self.unlock(machine, trigger=trigger, seen=seen)
 
     async def shutdown(self) -> None:
         for task in list(self._sessions.values()):
@@ -132,14 +153,8 @@ class Unlocker:
 
     # -- the session ------------------------------------------------------------------------
 
-    async def _pins(self, m: Machine) -> Pins:
-        known = await self.s.store.machine(m.name)
-        if known.initrd_host_key:
-            return Pins(known.initrd_host_key, known.host_key, "recorded at deploy")
-        return Pins(m.initrd_host_key, known.host_key, "initrd_host_key in the inventory")
-
     async def _session(
-        self, m: Machine, trigger: str, ask: list[int] | None, seen: Detection | None
+        self, m: Machine, trigger: str, ask: list[int] | None, seen: Location | None
     ) -> UnlockResult:
         until = self._cooldown_until.get(m.name, 0.0)
         if time.monotonic() < until:
@@ -147,32 +162,33 @@ class Unlocker:
             return UnlockResult(
                 False, f"{m.name} is cooling down after wrong passphrases ({left} left)"
             )
-        pins = await self._pins(m)
+        target = await self.fleet.target(m)
+        pins = target.pins
         if not pins.initrd:
             told = await self._refuse(m, trigger, "no pinned initrd host key", pins)
             text = f"{m.name}: no pinned initrd host key; passphrase not sent"
             return UnlockResult(False, text, told)
         if seen is None:
-            seen = await detect(m, pins, timeout=self.s.tuning.ssh_timeout)
-        if seen.found is Found.UP:
-            await self.s.store.update_machine(m.name, state="up")
+            seen = await target.locate(timeout=target.reach.ssh_timeout)
+        if seen.place is Place.SYSTEM:
+            await self.store.update_machine(m.name, state=Place.SYSTEM)
             return UnlockResult(True, f"{m.name} is already up")
-        if seen.found is Found.MISMATCH:
+        if _initrd_mismatch(seen):
             told = await self._refuse(m, trigger, "initrd host key mismatch", pins, seen.presented)
             return UnlockResult(False, _mismatch_summary(m, pins.initrd, seen.presented), told)
-        if seen.found is not Found.INITRD:
+        if seen.place is not Place.INITRD:
             await self._audit(m, None, "", "not waiting", f"{trigger}: {seen.detail}")
             return UnlockResult(False, f"{m.name} is not waiting in its initrd ({seen.detail})")
-        await self.s.store.update_machine(m.name, state="initrd")
-        link = _Link(self._endpoint(m, pins), self.s.tuning.ssh_timeout)
+        await self.store.update_machine(m.name, state=Place.INITRD)
+        link = _Link(target)
         try:
             refused = await self._login(m, trigger, pins, link)
             if refused is not None:
                 return refused
             verified = fingerprint(pins.initrd)
             if m.auto_unlock and m.luks_passphrase_secret and m.secrets_file is not None:
-                return await self._auto(m, link, pins, verified, trigger)
-            return await self._prompted(m, link, pins, verified, ask)
+                return await self._auto(m, link, target, verified, trigger)
+            return await self._prompted(m, link, target, verified, ask)
         finally:
             link.close()
 
@@ -194,15 +210,13 @@ class Unlocker:
         return None
 
     async def _auto(
-        self, m: Machine, link: _Link, pins: Pins, verified: str, trigger: str
+        self, m: Machine, link: _Link, target: Target, verified: str, trigger: str
     ) -> UnlockResult:
         assert m.secrets_file is not None
-        env = {**os.environ, **self.s.settings.sops_env}
+        pins = target.pins
         started = time.monotonic()
         try:
-            secret = await decrypt_value(
-                self.s.settings.sops, m.secrets_file, m.luks_passphrase_secret, env=env
-            )
+            secret = await self.sops.value(m.secrets_file, m.luks_passphrase_secret)
         except SopsError as exc:
             text = f"🚨 {m.name} waits in its initrd, and auto-unlock failed: {exc}"
             await self._audit(m, None, "", "failed", str(exc)[:200], action="auto-unlock")
@@ -215,7 +229,7 @@ class Unlocker:
         if outcome.result is not Relay.ACCEPTED:
             text = f"🚨 auto-unlock of {m.name} failed: {_explain(outcome)}"
             return UnlockResult(False, text, await self._alert(m, text))
-        up = await self._wait_up(m, pins.system)
+        up = await self._wait_up(target)
         took = format_duration(time.monotonic() - started)
         if not up:
             return UnlockResult(False, _not_up(m), await self._alert(m, _not_up(m)))
@@ -226,9 +240,10 @@ class Unlocker:
         return UnlockResult(True, f"auto-unlocked, up after {took}", await self._alert(m, text))
 
     async def _prompted(
-        self, m: Machine, link: _Link, pins: Pins, verified: str, ask: list[int] | None
+        self, m: Machine, link: _Link, target: Target, verified: str, ask: list[int] | None
     ) -> UnlockResult:
-        people = ask or self.s.access.people_for(m)
+        pins = target.pins
+        people = ask or self.access.people_for(m)
         if not people:
             return UnlockResult(False, f"nobody may unlock {m.name}: add operators or admins")
         attempt = 1
@@ -245,13 +260,13 @@ class Unlocker:
                 text = f"🚨 nobody unlocked {m.name} within {waited}; it still waits in its initrd"
                 await self._audit(m, None, "", "expired", f"nobody answered within {waited}")
                 return UnlockResult(False, text, await self._alert(m, text))
-            user_id, by, secret, tidy = answer
+            user_id, by, secret = answer.user_id, answer.by, answer.secret
             started = time.monotonic()
             try:
                 outcome = await self._relay(m, link, pins, secret)
             finally:
                 secret.wipe()
-                await tidy
+                await answer.tidying
             await self._audit(
                 m, user_id, by, outcome.result.value, f"attempt {attempt}, {outcome.flavour}"
             )
@@ -261,17 +276,17 @@ class Unlocker:
                 note = f"❌ wrong passphrase, attempt {attempt} of {MAX_ATTEMPTS}."
                 continue
             if outcome.result is not Relay.ACCEPTED:
-                return await self._undelivered(m, pins, outcome)
-            await self.s.chat.post(
+                return await self._undelivered(m, target, outcome)
+            await self.chat.post(
                 user_id, f"Passphrase handed to {m.name}'s initrd; waiting for the system…"
             )
-            return await self._report_up(m, pins, user_id, by, started)
+            return await self._report_up(m, target, user_id, by, started)
         return await self._cool_down(m)
 
     async def _report_up(
-        self, m: Machine, pins: Pins, user_id: int, by: str, started: float
+        self, m: Machine, target: Target, user_id: int, by: str, started: float
     ) -> UnlockResult:
-        up = await self._wait_up(m, pins.system)
+        up = await self._wait_up(target)
         took = format_duration(time.monotonic() - started)
         if not up:
             await self._audit(m, user_id, by, "not up", f"within {format_duration(m.boot_timeout)}")
@@ -280,10 +295,10 @@ class Unlocker:
         text = f"🔓 {m.name} unlocked by {by}, up after {took}"
         return UnlockResult(True, f"unlocked by {by}, up after {took}", await self._alert(m, text))
 
-    async def _undelivered(self, m: Machine, pins: Pins, outcome: RelayOutcome) -> UnlockResult:
+    async def _undelivered(self, m: Machine, target: Target, outcome: RelayOutcome) -> UnlockResult:
         """The initrd stopped asking, or went away, before it took the passphrase."""
-        if await self._system_up(m, pins.system):
-            await self.s.store.update_machine(m.name, state="up")
+        if target.pins.system and (await target.locate()).place is Place.SYSTEM:
+            await self.store.update_machine(m.name, state=Place.SYSTEM)
             return UnlockResult(True, f"{m.name} is up (unlocked elsewhere)")
         text = (
             f"⚠️ {m.name}: {_explain(outcome)}. The passphrase was NOT sent. "
@@ -302,82 +317,29 @@ class Unlocker:
 
     async def _collect(
         self, m: Machine, people: list[int], verified: str, note: str
-    ) -> tuple[int, str, Secret, asyncio.Task[None]] | None:
-        """Ask everyone at once; the first answer wins and the other prompts say who answered.
-
-        Besides the answer, returns the edits of the prompts still to be made, so they go out
-        while the passphrase is being relayed rather than before.
-        """
+    ) -> Answer | None:
+        """Ask everyone at once; the first answer wins and the other prompts say who answered."""
         prompt = (
             f"🔐 {m.name} is waiting for its disk passphrase; initrd key {verified} verified.\n"
             "Reply with the passphrase: I delete your message at once and never store it."
         )
         if note:
             prompt = f"{note}\n{prompt}"
-        asked = await self._ask_all(m, people, prompt)
-        winner: Question | None = None
-        try:
-            done, _ = await asyncio.wait(
-                [q.future for q, _ in asked],
-                timeout=m.unlock_timeout,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            winner = next(
-                (q for q, _ in asked if q.future in done and not q.future.cancelled()), None
-            )
-        finally:
-            late = (
-                f"{winner.answered_by} already answered for {m.name}; I deleted your message."
-                if winner is not None
+        return await self.asker.ask_first(
+            people,
+            prompt,
+            purpose=f"unlock {m.name}",
+            timeout=m.unlock_timeout,
+            tidy=Tidy(
+                answered=f"🔐 {m.name}: passphrase received and deleted.",
+                others=f"🔐 {m.name}: {{by}} is unlocking it.",
+                expired=f"⌛ The prompt to unlock {m.name} expired.",
+            ),
+            late=lambda by: (
+                f"{by} already answered for {m.name}; I deleted your message."
+                if by is not None
                 else f"That prompt for {m.name} expired; I deleted your message."
-            )
-            for question, _ in asked:
-                if question is not winner:
-                    self.s.answers.close(question, late_note=late)
-        tidy = asyncio.create_task(self._tidy(m, asked, winner), name=f"unlock-tidy-{m.name}")
-        if winner is None:
-            await tidy
-            return None
-        secret = Secret(winner.future.result().encode())
-        return winner.user_id, winner.answered_by or str(winner.user_id), secret, tidy
-
-    async def _ask_all(
-        self, m: Machine, people: list[int], prompt: str
-    ) -> list[tuple[Question, MessageRef | None]]:
-        questions = [
-            self.s.answers.ask(p, p, secret=True, purpose=f"unlock {m.name}") for p in people
-        ]
-        refs = await asyncio.gather(
-            *(self.s.chat.post(p, prompt, force_reply=True) for p in people)
-        )
-        for question, ref in zip(questions, refs, strict=True):
-            if ref is not None:
-                question.prompt_message_id = ref.message_id
-        return list(zip(questions, refs, strict=True))
-
-    async def _tidy(
-        self, m: Machine, asked: list[tuple[Question, MessageRef | None]], winner: Question | None
-    ) -> None:
-        edits = []
-        for question, ref in asked:
-            if ref is None:
-                continue
-            if winner is None:
-                text = f"⌛ The prompt to unlock {m.name} expired."
-            elif question is winner:
-                text = f"🔐 {m.name}: passphrase received and deleted."
-            else:
-                text = f"🔐 {m.name}: {winner.answered_by} is unlocking it."
-            edits.append(self.s.chat.edit(ref, text))
-        await asyncio.gather(*edits)
-
-    def _endpoint(self, m: Machine, pins: Pins) -> SshEndpoint:
-        return SshEndpoint(
-            host=m.host,
-            port=m.initrd_port,
-            user="root",
-            client_key=self.s.settings.ssh_key,
-            host_key=pins.initrd,
+            ),
         )
 
     async def _relay(self, m: Machine, link: _Link, pins: Pins, secret: Secret) -> RelayOutcome:
@@ -398,8 +360,8 @@ class Unlocker:
                 conn,
                 secret,
                 mode=mode,
-                prompt_timeout=self.s.tuning.ssh_timeout,
-                settle=self.s.tuning.unlock_settle,
+                prompt_timeout=self.prompt_timeout,
+                settle=self.settle,
             )
             if outcome.result is not Relay.DROPPED:
                 break
@@ -408,36 +370,26 @@ class Unlocker:
             self._flavour[m.name] = outcome.flavour
         return outcome
 
-    async def _wait_up(self, m: Machine, host_key: str) -> bool:
-        if not host_key:
-            deadline = time.monotonic() + m.boot_timeout
-            while time.monotonic() < deadline:
-                if await probe_tcp(m.host, m.ssh_port, timeout=2.0):
-                    await self.s.store.update_machine(
-                        m.name, state="up", detail="host key not pinned"
-                    )
-                    return True
-                await asyncio.sleep(self.s.tuning.reboot_poll)
-            return False
+    async def _wait_up(self, target: Target) -> bool:
+        """Wait for the system's SSH: its pinned key, or (none pinned) an open port."""
+        m = target.machine
         try:
-            await wait_for_boot(
-                m,
-                host_key=host_key,
-                initrd_key="",
-                timeout=m.boot_timeout,
-                poll=self.s.tuning.reboot_poll,
-                want=frozenset({Seen.SYSTEM}),
-            )
-        except BootTimeout:
+            if not target.pins.system:
+                await poll_until(
+                    lambda: probe_tcp(m.host, m.ssh_port, timeout=2.0),
+                    bool,
+                    timeout=m.boot_timeout,
+                    interval=target.reach.poll,
+                )
+                await self.store.update_machine(
+                    m.name, state=Place.SYSTEM, detail="host key not pinned"
+                )
+                return True
+            await target.wait_for({Place.SYSTEM}, timeout=m.boot_timeout)
+        except PollTimeout:
             return False
-        await self.s.store.update_machine(m.name, state="up")
+        await self.store.update_machine(m.name, state=Place.SYSTEM)
         return True
-
-    async def _system_up(self, m: Machine, host_key: str) -> bool:
-        if not host_key:
-            return False
-        presented, _ = await presented_key(m.host, m.ssh_port, timeout=self.s.tuning.ssh_timeout)
-        return presented is not None and same_key(presented, host_key)
 
     async def _refuse(
         self, m: Machine, trigger: str, why: str, pins: Pins, presented: str = ""
@@ -445,7 +397,7 @@ class Unlocker:
         """The loud alert when the passphrase must not go out, with both fingerprints."""
         lines = [f"🚨 {m.name}: {why}. The passphrase was NOT sent."]
         if pins.initrd:
-            lines.append(f"pinned:    {fingerprint(pins.initrd)} ({pins.source})")
+            lines.append(f"pinned:    {fingerprint(pins.initrd)} ({pins.initrd_source})")
         if presented:
             shown = presented if presented.startswith("SHA256:") else fingerprint(presented)
             lines.append(f"presented: {shown}")
@@ -460,8 +412,8 @@ class Unlocker:
         return await self._alert(m, "\n".join(lines))
 
     async def _alert(self, m: Machine, text: str) -> frozenset[int]:
-        people = self.s.access.people_for(m)
-        await asyncio.gather(*(self.s.chat.post(p, text) for p in people))
+        people = self.access.people_for(m)
+        await asyncio.gather(*(self.chat.post(p, text) for p in people))
         return frozenset(people)
 
     async def _audit(
@@ -475,7 +427,7 @@ class Unlocker:
         action: str = "unlock",
     ) -> None:
         """Every attempt and verdict: who, which machine, what came of it — never the secret."""
-        await self.s.store.audit(
+        await self.store.audit(
             user_id=user_id,
             username=username.lstrip("@"),
             action=action,
@@ -483,6 +435,11 @@ class Unlocker:
             decision=decision,
             detail=detail,
         )
+
+
+def _initrd_mismatch(seen: Location) -> bool:
+    """Something answers on the initrd port with a key other than the pinned one."""
+    return seen.place is Place.WRONG_KEY and seen.on_initrd_port
 
 
 def _mismatch_summary(m: Machine, pinned: str, presented: str) -> str:

@@ -1,47 +1,25 @@
-"""Health of a booted machine, and one probe of where a machine is, over pinned SSH.
+"""Health of a booted machine, read over a pinned SSH login.
 
-Everything is read from the machine itself over the bot's own SSH login: systemd's
-verdict and failed units, disk usage, uptime, the boot id, and the inventory's
-``checks`` (``tcp:PORT`` with ``nc -z`` and URLs with ``curl``, both run on the machine
-against 127.0.0.1), so no service needs to be exposed for the bot to watch it.
+Everything is read from the machine itself: systemd's verdict and failed units, disk
+usage, uptime, the boot id, and the inventory's ``checks`` (``tcp:PORT`` with ``nc -z`` and
+URLs with ``curl``, both run on the machine against 127.0.0.1), so no service needs to be
+exposed for the bot to watch it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from enum import Enum
-from pathlib import Path
 
 import asyncssh
 
 from bot.config.inventory import Machine
 from bot.core.durations import format_duration
-from bot.core.keys import fingerprint
-from bot.remote.reboot_watch import same_key
-from bot.remote.ssh import (
-    AuthRefused,
-    CommandResult,
-    HostKeyMismatch,
-    SshEndpoint,
-    SshError,
-    connect,
-    fetch_host_key,
-    run,
-)
+from bot.remote.place import Place
+from bot.remote.ssh import CommandResult, run
 
 BOOT_ID = ["cat", "/proc/sys/kernel/random/boot_id"]
 _CHANNELS = 4
-
-
-class State(Enum):
-    """Where a probe found the machine."""
-
-    UP = "up"
-    INITRD = "initrd"
-    INSTALLER = "installer"
-    DOWN = "down"
-    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -109,134 +87,81 @@ class Health:
 class Probe:
     """One probe: the state, a short reason, and the health when the system is up."""
 
-    state: State
+    state: Place
     detail: str = ""
     health: Health | None = None
 
     @property
     def ok(self) -> bool:
-        return self.state is State.UP and self.health is not None and self.health.ok
+        return self.state is Place.SYSTEM and self.health is not None and self.health.ok
 
     @property
     def problem(self) -> str:
-        if self.state is State.UP and self.health is not None:
+        if self.state is Place.SYSTEM and self.health is not None:
             return "; ".join(self.health.problems())
         return f"{self.state.value}" + (f" ({self.detail})" if self.detail else "")
 
 
-@dataclass(frozen=True)
-class Keys:
-    """The pinned keys a probe judges the machine by."""
-
-    host_key: str
-    initrd_host_key: str = ""
-    installer_host_key: str = ""
+FAILED_UNITS = ["systemctl", "--failed", "--no-legend", "--plain"]
 
 
-@dataclass
-class HealthReader:
-    """Runs the health commands on one machine; timeouts come from Tuning."""
+def failed_units(text: str) -> tuple[str, ...]:
+    """The unit names of ``systemctl --failed --no-legend --plain``."""
+    return tuple(line.split()[0] for line in text.splitlines() if line.strip())
 
-    client_key: Path
-    ssh_timeout: float
-    check_timeout: float
-    disk_limit: int = 90
 
-    def endpoint(self, machine: Machine, host_key: str, *, initrd: bool = False) -> SshEndpoint:
-        return SshEndpoint(
-            host=machine.host,
-            port=machine.initrd_port if initrd else machine.ssh_port,
-            user="root" if initrd else machine.ssh_user,
-            client_key=self.client_key,
-            host_key=host_key,
-        )
+async def read_health(
+    conn: asyncssh.SSHClientConnection,
+    machine: Machine,
+    *,
+    ssh_timeout: float,
+    check_timeout: float,
+    disk_limit: int = 90,
+) -> Health:
+    """Every health command on one connection, a few channels at a time."""
+    mounts = ["/"] + ([machine.persist_dir] if machine.persist_dir not in ("", "/") else [])
+    channels = asyncio.Semaphore(_CHANNELS)
 
-    async def probe(self, machine: Machine, keys: Keys) -> Probe:
-        """Log in with the pinned system key; if that fails, find out where the machine is."""
-        try:
-            conn = await connect(self.endpoint(machine, keys.host_key), timeout=self.ssh_timeout)
-        except HostKeyMismatch as exc:
-            if keys.installer_host_key and exc.actual_fingerprint == fingerprint(
-                keys.installer_host_key
-            ):
-                return Probe(State.INSTALLER, "answers with its installer's key")
-            return Probe(State.UNKNOWN, f"answers with another host key ({exc.actual_fingerprint})")
-        except AuthRefused:
-            return Probe(State.UNKNOWN, "refuses the bot's key")
-        except SshError as exc:
-            if machine.luks and await self.in_initrd(machine, keys.initrd_host_key):
-                return Probe(State.INITRD, "waits for its disk passphrase")
-            return Probe(State.DOWN, _short(str(exc)))
-        try:
-            health = await self.read(conn, machine)
-        except SshError as exc:
-            return Probe(State.UNKNOWN, f"login worked, then {_short(str(exc))}")
-        finally:
-            conn.close()
-        return Probe(State.UP, health=health)
+    async def one(argv: list[str]) -> CommandResult:
+        async with channels:
+            return await run(conn, argv, timeout=check_timeout + ssh_timeout)
 
-    async def in_initrd(self, machine: Machine, initrd_key: str) -> bool:
-        if not initrd_key:
-            return False
-        try:
-            presented = await fetch_host_key(
-                machine.host, machine.initrd_port, timeout=self.ssh_timeout
-            )
-        except SshError:
-            return False
-        return same_key(presented, initrd_key)
+    boot, state, failed, df, uptime, *checks = await asyncio.gather(
+        one(BOOT_ID),
+        one(["systemctl", "is-system-running"]),
+        one(FAILED_UNITS),
+        one(["df", "-P", *mounts]),
+        one(["cat", "/proc/uptime"]),
+        *(one(check_argv(c, check_timeout)) for c in machine.checks),
+    )
+    return Health(
+        boot_id=boot.stdout_text.strip(),
+        system=state.stdout_text.strip() or "unknown",
+        failed_units=failed_units(failed.stdout_text),
+        disks=_disks(df.stdout_text),
+        uptime=_uptime(uptime.stdout_text),
+        checks=tuple(_judge(c, r) for c, r in zip(machine.checks, checks, strict=True)),
+        disk_limit=disk_limit,
+    )
 
-    async def read(self, conn: asyncssh.SSHClientConnection, machine: Machine) -> Health:
-        """Every health command on one connection, a few channels at a time."""
-        mounts = ["/"] + ([machine.persist_dir] if machine.persist_dir not in ("", "/") else [])
-        channels = asyncio.Semaphore(_CHANNELS)
 
-        async def one(argv: list[str]) -> CommandResult:
-            async with channels:
-                return await self._run(conn, argv)
-
-        boot, state, failed, df, uptime, *checks = await asyncio.gather(
-            one(BOOT_ID),
-            one(["systemctl", "is-system-running"]),
-            one(["systemctl", "--failed", "--no-legend", "--plain"]),
-            one(["df", "-P", *mounts]),
-            one(["cat", "/proc/uptime"]),
-            *(one(self._check_argv(c)) for c in machine.checks),
-        )
-        return Health(
-            boot_id=boot.stdout_text.strip(),
-            system=state.stdout_text.strip() or "unknown",
-            failed_units=tuple(
-                line.split()[0] for line in failed.stdout_text.splitlines() if line.strip()
-            ),
-            disks=_disks(df.stdout_text),
-            uptime=_uptime(uptime.stdout_text),
-            checks=tuple(_judge(c, r) for c, r in zip(machine.checks, checks, strict=True)),
-            disk_limit=self.disk_limit,
-        )
-
-    async def boot_id(self, conn: asyncssh.SSHClientConnection) -> str:
-        return (await self._run(conn, BOOT_ID)).stdout_text.strip()
-
-    def _check_argv(self, check: str) -> list[str]:
-        seconds = str(max(1, round(self.check_timeout)))
-        if check.startswith("tcp:"):
-            return ["nc", "-z", "-w", seconds, "127.0.0.1", check[4:]]
-        return [
-            "curl",
-            "--silent",
-            "--show-error",
-            "--output",
-            "/dev/null",
-            "--max-time",
-            seconds,
-            "--write-out",
-            "%{http_code}",
-            check,
-        ]
-
-    async def _run(self, conn: asyncssh.SSHClientConnection, argv: list[str]) -> CommandResult:
-        return await run(conn, argv, timeout=self.check_timeout + self.ssh_timeout)
+def check_argv(check: str, timeout: float) -> list[str]:
+    """The command that runs one inventory check on the machine."""
+    seconds = str(max(1, round(timeout)))
+    if check.startswith("tcp:"):
+        return ["nc", "-z", "-w", seconds, "127.0.0.1", check[4:]]
+    return [
+        "curl",
+        "--silent",
+        "--show-error",
+        "--output",
+        "/dev/null",
+        "--max-time",
+        seconds,
+        "--write-out",
+        "%{http_code}",
+        check,
+    ]
 
 
 def _judge(check: str, result: CommandResult) -> CheckResult:

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.chat.asker import Asker
 from bot.chat.port import ChatPort
 from bot.config.inventory import Machine
+from bot.config.settings import Settings
+from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
 from bot.core.keys import fingerprint, generate_ed25519
+from bot.core.poll import PollTimeout, poll_until
 from bot.core.secret import Secret
-from bot.core.sops import SopsError, decrypt_value
+from bot.core.sops import SopsError, SopsReader
 from bot.flows.deploy import staging
 from bot.flows.deploy.nixos_anywhere import (
     DISK_KEY_FD_AUTO,
@@ -31,8 +34,7 @@ from bot.flows.deploy.nixos_anywhere import (
     child_env,
     run_nixos_anywhere,
 )
-from bot.flows.services import Services
-from bot.jobs.runner import JobCancelled, JobContext, JobFailed, Outcome
+from bot.jobs.runner import JobCancelled, JobContext, JobFailed, JobRunner, Outcome
 from bot.remote.facts import (
     TargetFacts,
     is_nixos_installer,
@@ -40,9 +42,11 @@ from bot.remote.facts import (
     parse_mem_total_mib,
     parse_os_release,
 )
-from bot.remote.reboot_watch import BootTimeout, Seen, same_key, wait_for_boot
-from bot.remote.ssh import SshEndpoint, SshError, connect, fetch_host_key, run
-from store import Job, utcnow
+from bot.remote.fleet import Fleet
+from bot.remote.place import Location, Place, same_key
+from bot.remote.ssh import SshError, fetch_host_key, run
+from bot.remote.target import Target
+from store import Job, Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +73,28 @@ class Preflight:
 class Deployer:
     """Starts deploy jobs; one instance per bot."""
 
-    def __init__(self, services: Services, on_initrd: InitrdHandover | None = None) -> None:
-        self.s = services
+    def __init__(
+        self,
+        *,
+        jobs: JobRunner,
+        fleet: Fleet,
+        store: Store,
+        chat: ChatPort,
+        asker: Asker,
+        sops: SopsReader,
+        settings: Settings,
+        tuning: Tuning,
+        on_initrd: InitrdHandover | None = None,
+    ) -> None:
+        self.jobs = jobs
+        self.fleet = fleet
+        self.store = store
+        self.chat = chat
+        self.asker = asker
+        self.sops = sops
+        self.settings = settings
+        self.tuning = tuning
         self.on_initrd = on_initrd
-
-    @property
-    def chat(self) -> ChatPort:
-        return self.s.chat
 
     async def start(self, machine: Machine, *, user_id: int, chat_id: int, reinstall: bool) -> Job:
         """Create the job (JobConflict when the machine is busy) and run it in the background."""
@@ -90,7 +109,7 @@ class Deployer:
                 ctx, machine, user_id=user_id, chat_id=chat_id, reinstall=reinstall
             )
 
-        return await self.s.jobs.start(
+        return await self.jobs.start(
             kind=kind,
             title=f"{kind.capitalize()} {machine.name}",
             machine=machine.name,
@@ -109,7 +128,8 @@ class Deployer:
         staged_root: Path | None = None
         try:
             await ctx.enter(PREFLIGHT)
-            pre = await self._preflight(ctx, machine, reinstall=reinstall)
+            target = await self.fleet.target(machine)
+            pre = await self._preflight(ctx, target, reinstall=reinstall)
             await ctx.enter(CONFIRM)
             await self._confirm(
                 ctx, machine, pre, user_id=user_id, chat_id=chat_id, reinstall=reinstall
@@ -122,22 +142,23 @@ class Deployer:
                 ctx.hide(disk_key)
             await ctx.enter(STAGING)
             staged_root = await asyncio.to_thread(
-                staging.make_staging_dir, self.s.settings.state_dir, ctx.job.id
+                staging.make_staging_dir, self.settings.state_dir, ctx.job.id
             )
             host_key, initrd_key = await self._stage(ctx, machine, staged_root, secrets)
             if pre.facts.installer and machine.rw_store_size:
                 await ctx.enter(REMOUNT)
-                await self._remount(ctx, machine, pre)
+                await self._remount(ctx, target, pre)
             else:
                 ctx.skip(REMOUNT)
             await ctx.enter(INSTALL)
-            await self._still_confirmed_target(ctx, machine, pre)
+            await self._still_confirmed_target(ctx, target, pre)
             await self._nixos_anywhere(ctx, machine, staged_root, disk_key)
             for secret in secrets:
                 secret.wipe()
             await ctx.enter(REBOOT)
-            status = await self._follow_reboot(ctx, machine, host_key, initrd_key)
-            await self.s.store.update_machine(machine.name, installed_at=utcnow())
+            installed = target.with_pins(system=host_key, initrd=initrd_key)
+            status = await self._follow_reboot(ctx, installed)
+            await self.store.update_machine(machine.name, installed_at=utcnow())
             return Outcome(summary=status)
         finally:
             for secret in secrets:
@@ -145,25 +166,15 @@ class Deployer:
             if staged_root is not None:
                 await asyncio.to_thread(staging.remove, staged_root)
 
-    def _endpoint(
-        self, machine: Machine, host_key: str | None, *, user: str = "root"
-    ) -> SshEndpoint:
-        return SshEndpoint(
-            host=machine.host,
-            port=machine.ssh_port,
-            user=user,
-            client_key=self.s.settings.ssh_key,
-            host_key=host_key,
-        )
-
-    async def _preflight(self, ctx: JobContext, machine: Machine, *, reinstall: bool) -> Preflight:
-        timeout = self.s.tuning.ssh_timeout
+    async def _preflight(self, ctx: JobContext, target: Target, *, reinstall: bool) -> Preflight:
+        machine = target.machine
+        timeout = self.tuning.ssh_timeout
         try:
             presented = await fetch_host_key(machine.host, machine.ssh_port, timeout=timeout)
         except SshError as exc:
             raise ctx.fail(f"cannot reach {machine.host}:{machine.ssh_port}: {exc}") from None
-        known = await self.s.store.machine(machine.name)
-        installed_system = bool(known.host_key) and same_key(presented, known.host_key)
+        pinned = target.pins.system
+        installed_system = bool(pinned) and same_key(presented, pinned)
         if installed_system and not reinstall:
             raise ctx.fail(
                 f"{machine.name} is installed: it answers with its pinned host key. To erase "
@@ -171,7 +182,7 @@ class Deployer:
             )
         ctx.output(f"{machine.host}:{machine.ssh_port} presents {fingerprint(presented)}")
         try:
-            conn = await connect(self._endpoint(machine, presented), timeout=timeout)
+            conn = await target.installer(presented)
         except SshError as exc:
             raise ctx.fail(f"cannot log in as root@{machine.host}: {exc}") from None
         async with conn:
@@ -200,7 +211,7 @@ class Deployer:
             raise ctx.fail(refusal)
         if warning:
             await ctx.note(warning)
-        await self.s.store.update_machine(machine.name, installer_host_key=presented)
+        await self.fleet.pin(machine, installer=presented)
         return Preflight(facts=facts, host_key=presented, installed_system=installed_system)
 
     async def _confirm(
@@ -213,7 +224,7 @@ class Deployer:
         chat_id: int,
         reinstall: bool,
     ) -> None:
-        timeout = self.s.tuning.confirm_timeout
+        timeout = self.tuning.confirm_timeout
         key_line = (
             f"its pinned host key {fingerprint(pre.host_key)} ✓"
             if pre.installed_system
@@ -223,13 +234,13 @@ class Deployer:
         summary = (
             f"⚠️ This erases the whole disk of {machine.name}.\n"
             f"Target: root@{machine.host}:{machine.ssh_port}\n"
-            f"Flake: {self.s.settings.flake}#{machine.flake_attr}\n"
+            f"Flake: {self.settings.flake}#{machine.flake_attr}\n"
             f"Answers with {key_line}\n"
             f"System: {pre.facts.describe()}\n"
             f"Disk: {'LUKS-encrypted' if machine.luks else 'not encrypted'}"
         )
         if reinstall:
-            answer = await self.chat.ask_text(
+            answer = await self.asker.ask_text(
                 user_id,
                 f"{summary}\n\nTo reinstall, type the machine's name ({machine.name}) "
                 f"within {format_duration(timeout)}.",
@@ -241,21 +252,18 @@ class Deployer:
             if answer.strip() != machine.name:
                 raise JobCancelled("the typed name did not match; nothing was changed")
         else:
-            confirmation = self.s.confirmations.open(user_id)
-            ref = await self.chat.post(
+            answer_yes = await self.asker.confirm(
                 chat_id,
+                user_id,
                 f"{summary}\n\nConfirm within {format_duration(timeout)}.",
-                buttons=confirmation.buttons(f"Erase and install {machine.name}"),
+                yes=f"Erase and install {machine.name}",
+                timeout=timeout,
             )
-            answer_yes = await self.s.confirmations.wait(confirmation, timeout)
-            verdict = {True: "✅ confirmed", False: "🚫 cancelled", None: "⌛ expired"}[answer_yes]
-            if ref is not None:
-                await self.chat.edit(ref, f"{summary}\n\n{verdict}")
             if answer_yes is None:
                 raise JobCancelled("the confirmation expired; nothing was changed")
             if not answer_yes:
                 raise JobCancelled("cancelled at the confirmation; nothing was changed")
-        await self.s.store.audit(
+        await self.store.audit(
             user_id=user_id,
             username="",
             action="reinstall" if reinstall else "deploy",
@@ -268,8 +276,8 @@ class Deployer:
         if machine.luks_passphrase_secret and machine.secrets_file is not None:
             ctx.output(f"disk passphrase from sops key {machine.luks_passphrase_secret}")
             return await self._sops(ctx, machine.secrets_file, machine.luks_passphrase_secret)
-        timeout = self.s.tuning.answer_timeout
-        first = await self.chat.ask_secret(
+        timeout = self.tuning.answer_timeout
+        first = await self.asker.ask_secret(
             user_id,
             f"New disk passphrase for {machine.name}? I delete your message at once and never "
             "store it. (Telegram keeps chats on its servers: deleting is hygiene, not secrecy.)",
@@ -279,7 +287,7 @@ class Deployer:
         if first is None:
             raise JobCancelled("no disk passphrase was given; nothing was changed")
         ctx.hide(first)
-        second = await self.chat.ask_secret(
+        second = await self.asker.ask_secret(
             user_id,
             f"Type the disk passphrase for {machine.name} again.",
             purpose=f"disk passphrase {machine.name} (again)",
@@ -303,9 +311,8 @@ class Deployer:
         return first
 
     async def _sops(self, ctx: JobContext, file: Path, key: str) -> Secret:
-        env = {**os.environ, **self.s.settings.sops_env}
         try:
-            return await decrypt_value(self.s.settings.sops, file, key, env=env)
+            return await self.sops.value(file, key)
         except SopsError as exc:
             raise ctx.fail(str(exc)) from None
         except ValueError as exc:
@@ -333,44 +340,43 @@ class Deployer:
         except ValueError as exc:
             raise ctx.fail(f"the host key from sops is unusable: {exc}") from None
         host_key.wipe()
-        await self.s.store.update_machine(
-            machine.name,
-            host_key=staged.host_public_key,
-            initrd_host_key=staged.initrd_public_key,
+        await self.fleet.pin(
+            machine, system=staged.host_public_key, initrd=staged.initrd_public_key
         )
         ctx.output(f"machine-id {staged.machine_id}")
         ctx.output(f"host key {fingerprint(staged.host_public_key)} pinned")
         ctx.output(f"initrd key {fingerprint(staged.initrd_public_key)} pinned")
         return staged.host_public_key, staged.initrd_public_key
 
-    async def _remount(self, ctx: JobContext, machine: Machine, pre: Preflight) -> None:
-        timeout = self.s.tuning.ssh_timeout
-        argv = ["mount", "-o", f"remount,size={machine.rw_store_size}", "/nix/.rw-store"]
+    async def _remount(self, ctx: JobContext, target: Target, pre: Preflight) -> None:
+        size = target.machine.rw_store_size
+        argv = ["mount", "-o", f"remount,size={size}", "/nix/.rw-store"]
         try:
-            conn = await connect(self._endpoint(machine, pre.host_key), timeout=timeout)
+            conn = await target.installer(pre.host_key)
             async with conn:
-                result = await run(conn, argv, timeout=timeout)
+                result = await run(conn, argv, timeout=self.tuning.ssh_timeout)
         except SshError as exc:
             raise ctx.fail(f"could not remount /nix/.rw-store: {exc}") from None
         if not result.ok:
             raise ctx.fail(
-                f"mount -o remount,size={machine.rw_store_size} /nix/.rw-store failed "
+                f"mount -o remount,size={size} /nix/.rw-store failed "
                 f"(exit {result.exit_status}): {result.stderr_text.strip()[:200]}"
             )
-        ctx.output(f"/nix/.rw-store remounted with size={machine.rw_store_size}")
+        ctx.output(f"/nix/.rw-store remounted with size={size}")
 
     async def _still_confirmed_target(
-        self, ctx: JobContext, machine: Machine, pre: Preflight
+        self, ctx: JobContext, target: Target, pre: Preflight
     ) -> None:
         """The disk erased must belong to the machine whose key the user confirmed.
 
         nixos-anywhere does not check host keys, and the confirmation may have waited for
         minutes: a target that now answers with another key is not the one confirmed.
         """
+        machine = target.machine
         where = f"{machine.host}:{machine.ssh_port}"
         try:
             presented = await fetch_host_key(
-                machine.host, machine.ssh_port, timeout=self.s.tuning.ssh_timeout
+                machine.host, machine.ssh_port, timeout=self.tuning.ssh_timeout
             )
         except SshError as exc:
             raise ctx.fail(f"cannot reach {where} any more: {exc}") from None
@@ -384,7 +390,7 @@ class Deployer:
     async def _nixos_anywhere(
         self, ctx: JobContext, machine: Machine, root: Path, disk_key: Secret | None
     ) -> None:
-        settings = self.s.settings
+        settings = self.settings
         try:
             argv = build_argv(
                 list(settings.nixos_anywhere),
@@ -414,7 +420,7 @@ class Deployer:
                 on_line=on_line,
                 env=child_env(),
                 cwd=None,
-                timeout=self.s.tuning.nixos_anywhere_timeout,
+                timeout=self.tuning.nixos_anywhere_timeout,
                 redact_also=ctx.log.secrets,
             )
         except NixosAnywhereError as exc:
@@ -423,57 +429,56 @@ class Deployer:
         if not outcome.ok:
             raise JobFailed(outcome.reason, phase=f"{INSTALL} ({outcome.failed_phase or 'start'})")
 
-    async def _follow_reboot(
-        self, ctx: JobContext, machine: Machine, host_key: str, initrd_key: str
-    ) -> str:
-        ctx.output(
-            f"waiting up to {format_duration(machine.boot_timeout)} for {machine.name} to boot"
-        )
+    async def _follow_reboot(self, ctx: JobContext, target: Target) -> str:
+        machine = target.machine
+        within = format_duration(machine.boot_timeout)
+        ctx.output(f"waiting up to {within} for {machine.name} to boot")
+        wrong: list[Location] = []
+
+        async def look() -> Location:
+            seen = await target.locate()
+            if seen.place is Place.WRONG_KEY:
+                wrong.append(seen)  # kept so a timeout can say "answered with another key"
+            return seen
+
         try:
-            sighting = await wait_for_boot(
-                machine,
-                host_key=host_key,
-                initrd_key=initrd_key,
+            seen = await poll_until(
+                look,
+                lambda s: s.place in (Place.SYSTEM, Place.INITRD),
                 timeout=machine.boot_timeout,
-                poll=self.s.tuning.reboot_poll,
+                interval=self.tuning.reboot_poll,
             )
-        except BootTimeout as exc:
-            seen = exc.last
+        except PollTimeout:
             detail = (
-                f"; {seen.where} answered with another key ({fingerprint(seen.presented)})"
-                if seen.seen is Seen.WRONG_KEY
+                f"; {wrong[-1].where} answered with another key "
+                f"({fingerprint(wrong[-1].presented)})"
+                if wrong
                 else ""
             )
-            within = format_duration(machine.boot_timeout)
             raise ctx.fail(f"{machine.name} did not come back within {within}{detail}") from None
-        if sighting.seen is Seen.INITRD:
-            await self.s.store.update_machine(machine.name, state="initrd")
-            ctx.output(f"{machine.name} is in its initrd ({fingerprint(initrd_key)} verified)")
+        if seen.place is Place.INITRD:
+            await self.store.update_machine(machine.name, state=Place.INITRD)
+            ctx.output(
+                f"{machine.name} is in its initrd ({fingerprint(target.pins.initrd)} verified)"
+            )
             if self.on_initrd is None:
                 ctx.skip(HEALTH)
                 return f"installed; {machine.name} is waiting for unlock in its initrd"
             status = await self.on_initrd(machine, ctx)
             await ctx.enter(HEALTH)
-            return f"{status}; {await self._health(ctx, machine, host_key)}"
+            return f"{status}; {await self._health(ctx, target)}"
         await ctx.enter(HEALTH)
-        return await self._health(ctx, machine, host_key)
+        return await self._health(ctx, target)
 
-    async def _health(self, ctx: JobContext, machine: Machine, host_key: str) -> str:
-        timeout = self.s.tuning.ssh_timeout
+    async def _health(self, ctx: JobContext, target: Target) -> str:
         try:
-            conn = await connect(
-                self._endpoint(machine, host_key, user=machine.ssh_user), timeout=timeout
-            )
+            conn = await target.system()
             async with conn:
-                state = await run(conn, ["systemctl", "is-system-running"], timeout=timeout)
-                failed = await run(
-                    conn, ["systemctl", "--failed", "--no-legend", "--plain"], timeout=timeout
-                )
+                health = await target.read_health(conn)
         except SshError as exc:
             raise ctx.fail(f"the installed system does not answer as expected: {exc}") from None
-        running = state.stdout_text.strip() or "unknown"
-        units = [line.split()[0] for line in failed.stdout_text.splitlines() if line.strip()]
-        await self.s.store.update_machine(machine.name, state="up", detail=f"system {running}")
+        running, units = health.system, health.failed_units
+        await self.store.update_machine(target.name, state=Place.SYSTEM, detail=f"system {running}")
         ctx.output(f"system: {running}; failed units: {', '.join(units) or 'none'}")
         if units:
             return f"installed and up, {running}: failed {', '.join(units[:5])}"

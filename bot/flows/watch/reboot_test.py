@@ -15,15 +15,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from bot.chat.access import Access
+from bot.chat.port import ChatPort
 from bot.config.inventory import Machine
 from bot.core.durations import format_duration
-from bot.flows.services import Services
+from bot.core.poll import PollTimeout, poll_until
 from bot.flows.unlock import Unlocker
 from bot.flows.watch.watcher import Watcher
-from bot.jobs.runner import JobContext, JobFailed, Outcome
-from bot.remote.health import HealthReader
-from bot.remote.ssh import SshError, connect, run
-from store import Job
+from bot.jobs.runner import JobContext, JobFailed, JobRunner, Outcome
+from bot.remote.fleet import Fleet
+from bot.remote.place import Place
+from bot.remote.target import RebootFailed, Target
+from store import Job, Store
 
 REBOOT, DOWN, INITRD, UNLOCK, BOOT, HEALTH = "reboot", "down", "initrd", "unlock", "boot", "health"
 PHASES = (REBOOT, DOWN, INITRD, UNLOCK, BOOT, HEALTH)
@@ -63,11 +66,26 @@ class Timeline:
 class RebootTester:
     """Runs reboot tests as jobs; one per machine at a time (the job runner enforces it)."""
 
-    def __init__(self, services: Services, unlocker: Unlocker, watcher: Watcher) -> None:
-        self.s = services
+    def __init__(
+        self,
+        *,
+        jobs: JobRunner,
+        fleet: Fleet,
+        store: Store,
+        chat: ChatPort,
+        access: Access,
+        unlocker: Unlocker,
+        watcher: Watcher,
+        down_timeout: float,
+    ) -> None:
+        self.jobs = jobs
+        self.fleet = fleet
+        self.store = store
+        self.chat = chat
+        self.access = access
         self.unlocker = unlocker
         self.watcher = watcher
-        self.reader: HealthReader = watcher.reader
+        self.down_timeout = down_timeout
 
     async def start(
         self, machine: Machine, *, trigger: str, user_id: int | None, chat_id: int | None
@@ -78,7 +96,7 @@ class RebootTester:
         async def work(ctx: JobContext) -> Outcome:
             return await self._run(ctx, machine, trigger=trigger, chat_id=chat_id)
 
-        return await self.s.jobs.start(
+        return await self.jobs.start(
             kind=KIND,
             title=f"Reboot test {machine.name}",
             machine=machine.name,
@@ -95,7 +113,7 @@ class RebootTester:
             machine.name, job_id=ctx.job.id, trigger=trigger
         )
         timeline = Timeline()
-        people = [chat_id] if chat_id is not None else self.s.access.people_for(machine)
+        people = [chat_id] if chat_id is not None else self.access.people_for(machine)
         with self.watcher.silence(machine.name):
             try:
                 summary = await self._stages(ctx, machine, timeline, trigger)
@@ -135,25 +153,26 @@ class RebootTester:
     async def _stages(
         self, ctx: JobContext, machine: Machine, timeline: Timeline, trigger: str
     ) -> str:
-        known = await self.s.store.machine(machine.name)
-        host_key = known.host_key
-        initrd_key = known.initrd_host_key or machine.initrd_host_key
-        if not host_key:
+        target = await self.fleet.target(machine)
+        if not target.pins.system:
             raise Stalled(REBOOT, "no pinned host key: install it with the bot first")
-        if machine.luks and not initrd_key:
+        if machine.luks and not target.pins.initrd:
             raise Stalled(REBOOT, "no pinned initrd host key")
-        tuning = self.s.tuning
 
         await ctx.enter(REBOOT)
-        old = await self._reboot(machine, host_key)
+        try:
+            old = await target.reboot()
+        except RebootFailed as exc:
+            raise Stalled(REBOOT, str(exc)) from None
         ctx.output(f"boot id before: {old}")
         timeline.done(REBOOT)
 
         await ctx.enter(DOWN)
         seen = await self._until(
+            target,
             DOWN,
-            tuning.reboot_down_timeout,
-            lambda: self._gone(machine, host_key, initrd_key, old),
+            self.down_timeout,
+            lambda: self._gone(target, old),
             f"it still answers with boot id {old[:8]}",
         )
         ctx.output(f"down: {seen}")
@@ -162,9 +181,10 @@ class RebootTester:
         if machine.luks:
             await ctx.enter(INITRD)
             new = await self._until(
+                target,
                 INITRD,
                 machine.boot_timeout,
-                lambda: self._boot_id(machine, initrd_key, initrd=True),
+                lambda: target.boot_id(initrd=True),
                 "its initrd did not answer with its pinned key",
             )
             if new == old:
@@ -180,9 +200,10 @@ class RebootTester:
 
         await ctx.enter(BOOT)
         new = await self._until(
+            target,
             BOOT,
             machine.boot_timeout,
-            lambda: self._boot_id(machine, host_key, initrd=False),
+            target.boot_id,
             "the system did not answer with its pinned key",
         )
         if new == old:
@@ -194,71 +215,33 @@ class RebootTester:
         probe = await self.watcher.check_now(machine)
         if probe.health is None:
             raise Stalled(HEALTH, probe.problem)
-        await self.s.store.update_machine(machine.name, boot_id=probe.health.boot_id)
+        await self.store.update_machine(machine.name, boot_id=probe.health.boot_id)
         timeline.done(HEALTH)
         if not probe.ok:
             raise Stalled(HEALTH, "; ".join(probe.health.problems()))
         return f"boot id {old[:8]} → {new[:8]}; {probe.health.summary()}"
 
-    async def _reboot(self, machine: Machine, host_key: str) -> str:
-        """Read the boot id, then ask systemd to reboot; a dropped connection is expected."""
-        timeout = self.s.tuning.ssh_timeout
-        try:
-            conn = await connect(self.reader.endpoint(machine, host_key), timeout=timeout)
-        except SshError as exc:
-            raise Stalled(REBOOT, f"cannot log in: {exc}") from None
-        async with conn:
-            try:
-                old = await self.reader.boot_id(conn)
-            except SshError as exc:
-                raise Stalled(REBOOT, f"cannot read the boot id: {exc}") from None
-            if not old:
-                raise Stalled(REBOOT, "the machine reports no boot id")
-            try:
-                result = await run(conn, ["systemctl", "reboot"], timeout=timeout)
-            except SshError:
-                return old
-            if not result.ok:
-                raise Stalled(REBOOT, f"systemctl reboot failed: {result.stderr_text.strip()}")
-        return old
-
-    async def _gone(self, machine: Machine, host_key: str, initrd_key: str, old: str) -> str:
+    @staticmethod
+    async def _gone(target: Target, old: str) -> str:
         """Why the old boot is over ("" while it still runs)."""
-        new = await self._boot_id(machine, host_key, initrd=False)
+        new = await target.boot_id()
         if new and new != old:
             return f"back already with boot id {new[:8]}"
         if new:
             return ""
-        if machine.luks and await self.reader.in_initrd(machine, initrd_key):
+        if target.machine.luks and (await target.locate()).place is Place.INITRD:
             return "its initrd answers"
         return "nothing answers"
 
-    async def _boot_id(self, machine: Machine, key: str, *, initrd: bool) -> str:
-        """The boot id read over SSH with the pinned key; "" if that fails."""
-        endpoint = self.reader.endpoint(machine, key, initrd=initrd)
-        try:
-            conn = await connect(endpoint, timeout=self.s.tuning.ssh_timeout)
-        except SshError:
-            return ""
-        try:
-            return await self.reader.boot_id(conn)
-        except SshError:
-            return ""
-        finally:
-            conn.close()
-
+    @staticmethod
     async def _until(
-        self, stage: str, timeout: float, look: Callable[[], Awaitable[str]], why: str
+        target: Target, stage: str, timeout: float, look: Callable[[], Awaitable[str]], why: str
     ) -> str:
         """Poll ``look`` until it returns text; Stalled at ``stage`` after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = await look()
-            if found:
-                return found
-            if time.monotonic() >= deadline:
-                raise Stalled(stage, f"{why} within {format_duration(timeout)}")
-            await asyncio.sleep(self.s.tuning.reboot_poll)
+        try:
+            return await poll_until(look, bool, timeout=timeout, interval=target.reach.poll)
+        except PollTimeout:
+            raise Stalled(stage, f"{why} within {format_duration(timeout)}") from None
 
     async def _report(self, chats: list[int], text: str) -> None:
-        await asyncio.gather(*(self.s.chat.post(chat, text) for chat in chats))
+        await asyncio.gather(*(self.chat.post(chat, text) for chat in chats))

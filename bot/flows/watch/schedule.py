@@ -16,8 +16,10 @@ from typing import Any, Protocol
 
 from apscheduler.triggers.cron import CronTrigger
 
+from bot.chat.access import Access
 from bot.config.inventory import Inventory, Machine
 from bot.core.durations import format_duration
+from bot.flows.watch.outbox import Outbox
 from bot.flows.watch.reboot_test import RebootTester
 from bot.flows.watch.watcher import Watcher
 from store import JobConflict
@@ -77,11 +79,18 @@ class Schedules:
         inventory: Inventory,
         watcher: Watcher,
         tester: RebootTester,
+        access: Access,
+        outbox: Outbox,
+        *,
+        enabled: bool = True,
     ) -> None:
         self.queue = queue
         self.inventory = inventory
         self.watcher = watcher
         self.tester = tester
+        self.access = access
+        self.outbox = outbox
+        self.enabled = enabled
         self._every: dict[str, str] = {}
 
     def start(self) -> None:
@@ -90,7 +99,7 @@ class Schedules:
         Nothing is registered when probes are off (the example inventory names hosts that
         are not the user's: never reboot them).
         """
-        if not self.watcher.s.probes_enabled:
+        if not self.enabled:
             return
         for machine in self.inventory:
             self.queue.run_repeating(
@@ -143,11 +152,11 @@ class Schedules:
 
     def _reboot_callback(self, machine: Machine) -> Callable[[object], Awaitable[None]]:
         async def reboot_test(context: object) -> None:
-            people = self.watcher.s.access.people_for(machine)
+            people = self.access.people_for(machine)
             try:
                 await self.tester.start(machine, trigger="scheduled", user_id=None, chat_id=None)
             except JobConflict as exc:
-                self.watcher.outbox.add(
+                self.outbox.add(
                     people,
                     f"⏭ Scheduled reboot test of {machine.name} skipped: job {exc.job.id} "
                     f"({exc.job.kind}) is running.",

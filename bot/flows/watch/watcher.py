@@ -16,12 +16,15 @@ from collections.abc import Coroutine, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from bot.config.inventory import Machine
+from bot.chat.access import Access
+from bot.config.inventory import Inventory, Machine
 from bot.core.durations import format_duration
-from bot.flows.services import Services
 from bot.flows.unlock import Unlocker
-from bot.remote.health import HealthReader, Keys, Probe, State
-from store import MachineState, utcnow
+from bot.flows.watch.outbox import Outbox
+from bot.remote.fleet import Fleet
+from bot.remote.health import Probe
+from bot.remote.place import Place
+from store import MachineState, Store, utcnow
 from store.health import HealthStore, Incident
 
 log = logging.getLogger(__name__)
@@ -36,58 +39,34 @@ def since(iso: str) -> float:
     return max(0.0, (datetime.fromisoformat(utcnow()) - then).total_seconds())
 
 
-class Outbox:
-    """Alerts gathered for ``window`` seconds, then one message per person."""
-
-    def __init__(self, services: Services, window: float) -> None:
-        self.s = services
-        self.window = window
-        self._pending: dict[int, list[str]] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    def add(self, people: Iterable[int], text: str) -> None:
-        for person in people:
-            self._pending.setdefault(person, []).append(text)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._later(), name="alert-outbox")
-
-    async def _later(self) -> None:
-        await asyncio.sleep(self.window)
-        await self.flush()
-
-    async def flush(self) -> None:
-        pending, self._pending = self._pending, {}
-        for person, texts in pending.items():
-            if len(texts) == 1:
-                await self.s.chat.post(person, texts[0])
-            else:
-                body = "\n".join(texts)
-                await self.s.chat.post(person, f"📋 {len(texts)} alerts at once:\n{body}")
-
-    async def close(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.flush()
-
-
 class Watcher:
     """Probes machines, bounded in number at a time, and turns results into incidents."""
 
-    def __init__(self, services: Services, unlocker: Unlocker) -> None:
-        self.s = services
+    def __init__(
+        self,
+        *,
+        inventory: Inventory,
+        fleet: Fleet,
+        store: Store,
+        records: HealthStore,
+        access: Access,
+        outbox: Outbox,
+        unlocker: Unlocker,
+        concurrency: int,
+        alert_after: int,
+        enabled: bool = True,
+    ) -> None:
+        self.inventory = inventory
+        self.fleet = fleet
+        self.store = store
+        self.records = records
+        self.access = access
+        self.outbox = outbox
         self.unlocker = unlocker
-        tuning = services.tuning
-        self.records = HealthStore(services.store)
-        self.reader = HealthReader(
-            client_key=services.settings.ssh_key,
-            ssh_timeout=tuning.ssh_timeout,
-            check_timeout=tuning.check_timeout,
-            disk_limit=tuning.disk_alert_percent,
-        )
-        self.outbox = Outbox(services, tuning.alert_batch)
-        self._slots = asyncio.Semaphore(tuning.probe_concurrency)
+        self.alert_after = alert_after
+        # The example inventory names hosts that are not the user's: never probe them.
+        self.enabled = enabled
+        self._slots = asyncio.Semaphore(concurrency)
         self._failures: dict[str, int] = {}
         self._failing_since: dict[str, str] = {}
         self._incidents: dict[str, Incident] | None = None
@@ -118,19 +97,20 @@ class Watcher:
 
     async def probe_round(self, machines: Iterable[Machine] | None = None) -> list[Probe | None]:
         """Probe every machine at once (bounded by ``probe_concurrency``)."""
-        chosen = list(self.s.inventory if machines is None else machines)
+        chosen = list(self.inventory if machines is None else machines)
         return list(await asyncio.gather(*(self.probe_machine(m) for m in chosen)))
 
     async def probe_machine(self, machine: Machine) -> Probe | None:
         """One scheduled probe; None when the machine is not watched right now."""
-        if self.silenced(machine.name) or not self.s.probes_enabled:
+        if self.silenced(machine.name) or not self.enabled:
             return None
         try:
-            known = await self.s.store.machine(machine.name)
-            if not known.host_key or await self.s.store.active_job(machine.name) is not None:
+            known = await self.store.machine(machine.name)
+            if not known.host_key or await self.store.active_job(machine.name) is not None:
                 return None
+            target = await self.fleet.target(machine)
             async with self._slots:
-                probe = await self.reader.probe(machine, _keys(machine, known))
+                probe = await target.health()
             if self.silenced(machine.name):
                 return None
             await self._judge(machine, known, probe)
@@ -141,8 +121,7 @@ class Watcher:
 
     async def check_now(self, machine: Machine) -> Probe:
         """The health checks on demand (/check); recorded, but no incident bookkeeping."""
-        known = await self.s.store.machine(machine.name)
-        probe = await self.reader.probe(machine, _keys(machine, known))
+        probe = await (await self.fleet.target(machine)).health()
         await self._record(machine, probe)
         return probe
 
@@ -161,12 +140,12 @@ class Watcher:
             await self.records.save_check(
                 machine.name, state=probe.state.value, ok=False, summary=probe.problem
             )
-        await self.s.store.update_machine(machine.name, **fields)
+        await self.store.update_machine(machine.name, **fields)
 
     async def _judge(self, machine: Machine, known: MachineState, probe: Probe) -> None:
         name = machine.name
-        people = self.s.access.people_for(machine)
-        await self.records.record_probe(name, up=probe.state is State.UP)
+        people = self.access.people_for(machine)
+        await self.records.record_probe(name, up=probe.state is Place.SYSTEM)
         await self._record(machine, probe)
         incidents = await self._open_incidents()
         rebooted = ""
@@ -180,7 +159,7 @@ class Watcher:
                 uptime = probe.health.uptime
                 up = f", up {format_duration(uptime)}" if uptime is not None else ""
                 self.outbox.add(people, f"⚠️ {name} rebooted unexpectedly ({rebooted}{up}).")
-        if probe.state is State.INITRD and name not in self._initrd_told:
+        if probe.state is Place.INITRD and name not in self._initrd_told:
             self._initrd_told.add(name)
             self.outbox.add(
                 people, f"⚠️ {name} rebooted unexpectedly and waits in its initrd: unlocking it."
@@ -205,7 +184,7 @@ class Watcher:
         count = self._failures.get(name, 0) + 1
         self._failures[name] = count
         self._failing_since.setdefault(name, utcnow())
-        if count >= self.s.tuning.alert_after and name not in incidents:
+        if count >= self.alert_after and name not in incidents:
             incident = await self.records.open_incident(
                 name, probe.problem, started_at=self._failing_since[name]
             )
@@ -229,11 +208,3 @@ class Watcher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.outbox.close()
-
-
-def _keys(machine: Machine, known: MachineState) -> Keys:
-    return Keys(
-        host_key=known.host_key,
-        initrd_host_key=known.initrd_host_key or machine.initrd_host_key,
-        installer_host_key=known.installer_host_key,
-    )

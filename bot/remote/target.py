@@ -1,0 +1,204 @@
+"""One machine as the bot reaches it: every SSH action on a machine goes through its Target.
+
+A Target knows the machine's address, the bot's client key and the keys the machine must
+present (:class:`~bot.remote.place.Pins`), so no flow builds an endpoint or a polling loop
+of its own. Connections are always pinned: to the system key, the initrd key, or the
+installer key a person confirmed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import asyncssh
+
+from bot.config.inventory import Machine
+from bot.core.keys import fingerprint
+from bot.core.poll import poll_until
+from bot.remote.health import BOOT_ID, Health, Probe, read_health
+from bot.remote.place import Location, Pins, Place, locate
+from bot.remote.ssh import (
+    AuthRefused,
+    HostKeyMismatch,
+    SshEndpoint,
+    SshError,
+    connect,
+    probe_tcp,
+    run,
+)
+
+LOOK_TIMEOUT = 3.0
+
+
+class RebootFailed(Exception):
+    """The machine could not be asked to reboot; the message says why."""
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How the bot reaches machines: its key and its patience."""
+
+    client_key: Path
+    ssh_timeout: float = 10.0
+    check_timeout: float = 5.0
+    disk_limit: int = 90
+    poll: float = 1.0
+
+
+class Target:
+    """A machine, its pins and the bot's way in."""
+
+    def __init__(self, machine: Machine, pins: Pins, reach: Reach) -> None:
+        self.machine = machine
+        self.pins = pins
+        self.reach = reach
+
+    @property
+    def name(self) -> str:
+        return self.machine.name
+
+    def with_pins(self, **changes: str) -> Target:
+        """The same machine judged by other pins (a deploy's new keys)."""
+        return Target(self.machine, replace(self.pins, **changes), self.reach)
+
+    # -- connections -----------------------------------------------------------------------
+
+    def endpoint(
+        self, *, initrd: bool = False, key: str | None = None, user: str = ""
+    ) -> SshEndpoint:
+        m = self.machine
+        return SshEndpoint(
+            host=m.host,
+            port=m.initrd_port if initrd else m.ssh_port,
+            user=user or ("root" if initrd else m.ssh_user),
+            client_key=self.reach.client_key,
+            host_key=key if key is not None else (self.pins.initrd if initrd else self.pins.system),
+        )
+
+    async def system(self) -> asyncssh.SSHClientConnection:
+        """A login to the booted system, pinned to its system key."""
+        return await connect(self.endpoint(), timeout=self.reach.ssh_timeout)
+
+    async def initrd(self) -> asyncssh.SSHClientConnection:
+        """A login to the initrd as root, pinned to its initrd key."""
+        return await connect(self.endpoint(initrd=True), timeout=self.reach.ssh_timeout)
+
+    async def installer(self, key: str) -> asyncssh.SSHClientConnection:
+        """A root login to whatever answers on the SSH port, pinned to ``key`` (the key a
+        person confirmed at first contact)."""
+        return await connect(self.endpoint(key=key, user="root"), timeout=self.reach.ssh_timeout)
+
+    # -- looking -----------------------------------------------------------------------------
+
+    async def locate(self, *, timeout: float = LOOK_TIMEOUT) -> Location:
+        """Where the machine is now (one look at its ports)."""
+        return await locate(self.machine, self.pins, timeout=timeout)
+
+    async def wait_for(
+        self, places: Collection[Place], *, timeout: float, poll: float | None = None
+    ) -> Location:
+        """Look every ``poll`` seconds until the machine is in one of ``places``;
+        PollTimeout (its ``last`` the final Location) otherwise."""
+        wanted = frozenset(places)
+        return await poll_until(
+            self.locate,
+            lambda seen: seen.place in wanted,
+            timeout=timeout,
+            interval=self.reach.poll if poll is None else poll,
+        )
+
+    async def ports_open(self) -> tuple[bool, bool | None]:
+        """Whether the SSH port and (LUKS) the initrd port accept TCP; never raises."""
+        m = self.machine
+        ssh = await probe_tcp(m.host, m.ssh_port, timeout=LOOK_TIMEOUT)
+        if not m.luks:
+            return ssh, None
+        return ssh, await probe_tcp(m.host, m.initrd_port, timeout=LOOK_TIMEOUT)
+
+    async def boot_id(self, *, initrd: bool = False) -> str:
+        """The boot id, read over a pinned login; "" when that fails."""
+        try:
+            conn = await (self.initrd() if initrd else self.system())
+        except SshError:
+            return ""
+        try:
+            result = await run(conn, BOOT_ID, timeout=self.reach.ssh_timeout)
+        except SshError:
+            return ""
+        finally:
+            conn.close()
+        return result.stdout_text.strip()
+
+    async def health(self) -> Probe:
+        """Log in with the pinned system key and read its health; if that fails, say where
+        the machine is instead."""
+        try:
+            conn = await self.system()
+        except HostKeyMismatch as exc:
+            if self.pins.installer and exc.actual_fingerprint == fingerprint(self.pins.installer):
+                return Probe(Place.INSTALLER, "answers with its installer's key")
+            return Probe(
+                Place.WRONG_KEY, f"answers with another host key ({exc.actual_fingerprint})"
+            )
+        except AuthRefused:
+            return Probe(Place.WRONG_KEY, "refuses the bot's key")
+        except SshError as exc:
+            if self.machine.luks and await self._in_initrd():
+                return Probe(Place.INITRD, "waits for its disk passphrase")
+            return Probe(Place.NOTHING, _short(str(exc)))
+        try:
+            health = await self.read_health(conn)
+        except SshError as exc:
+            return Probe(Place.WRONG_KEY, f"login worked, then {_short(str(exc))}")
+        finally:
+            conn.close()
+        return Probe(Place.SYSTEM, health=health)
+
+    async def read_health(self, conn: asyncssh.SSHClientConnection) -> Health:
+        return await read_health(
+            conn,
+            self.machine,
+            ssh_timeout=self.reach.ssh_timeout,
+            check_timeout=self.reach.check_timeout,
+            disk_limit=self.reach.disk_limit,
+        )
+
+    async def _in_initrd(self) -> bool:
+        if not self.pins.initrd:
+            return False
+        seen = await self.locate(timeout=self.reach.ssh_timeout)
+        return seen.place is Place.INITRD
+
+    # -- acting ------------------------------------------------------------------------------
+
+    async def reboot(self) -> str:
+        """Read the boot id, then ask systemd to reboot; returns the old boot id.
+
+        A connection dropped by the reboot itself is expected, not a failure.
+        """
+        timeout = self.reach.ssh_timeout
+        try:
+            conn = await self.system()
+        except SshError as exc:
+            raise RebootFailed(f"cannot log in: {exc}") from None
+        async with conn:
+            try:
+                old = (await run(conn, BOOT_ID, timeout=timeout)).stdout_text.strip()
+            except SshError as exc:
+                raise RebootFailed(f"cannot read the boot id: {exc}") from None
+            if not old:
+                raise RebootFailed("the machine reports no boot id")
+            try:
+                result = await run(conn, ["systemctl", "reboot"], timeout=timeout)
+            except SshError:
+                return old
+            if not result.ok:
+                raise RebootFailed(f"systemctl reboot failed: {result.stderr_text.strip()}")
+        return old
+
+
+def _short(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
