@@ -127,7 +127,8 @@ def check_caption(shown: str) -> None:
 
 
 def check_upload(size: int, limit: int = MAX_UPLOAD_BYTES) -> None:
-    """Files up to 50 MB; a bigger request is refused before it is read, as HTTP 413."""
+    """Files up to 50 MB; past that the whole request is refused as HTTP 413, whatever the
+    method (PTB raises ``NetworkError("Request Entity Too Large")``, not ``BadRequest``)."""
     if size > limit:
         raise Refused(413, "Request Entity Too Large")
 
