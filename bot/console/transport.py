@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 from telegram.request import BaseRequest, RequestData
 
+from bot.telegram_limits import Refused, check_request, upload_sizes
+
 CONSOLE_TOKEN = "0:console"  # noqa: S105 - not a secret: the console never reaches Telegram
 BOT_ID = 1_000_000_001
 BUTTON_HINT = "(type [N] to press a button)"
@@ -131,6 +133,11 @@ class ConsoleBotApi(BaseRequest):
     ) -> tuple[int, bytes]:
         name = url.rsplit("/", 1)[-1]
         params: dict[str, Any] = dict(request_data.parameters) if request_data else {}
+        try:  # what Telegram would refuse fails here too, as BadRequest
+            files = request_data.multipart_data if request_data else {}
+            check_request(name, params, upload_sizes(files))
+        except Refused as refused:
+            return refused.status, refused.payload()
         handler: Callable[[dict[str, Any]], Any] | None = getattr(self, f"_api_{name}", None)
         result: Any = True if handler is None else handler(params)
         return 200, json.dumps({"ok": True, "result": result}).encode()

@@ -9,11 +9,13 @@ Methods: getMe, getUpdates (long polling on an asyncio.Condition; ``offset`` con
 ``limit``, ``timeout``, ``allowed_updates``), deleteWebhook, getWebhookInfo, setMyCommands,
 getMyCommands, deleteMyCommands, sendMessage, editMessageText, editMessageReplyMarkup,
 deleteMessage, deleteMessages, answerCallbackQuery, sendDocument, sendChatAction, getChat.
-Anything else is 404 ``Not Found``. Checked like Telegram: text ≤ 4096 (``message is too
-long``), caption ≤ 1024, callback_data 1-64 bytes (``BUTTON_DATA_INVALID``), documents ≤
-50 MB (413), identical edits (``message is not modified: ...``), unknown or deleted messages
-(``message to edit not found``, ``message to delete not found``), ``parse_mode="HTML"``
-(tags stripped into entities; bad markup is ``can't parse entities: ...``). Editing text
+Anything else is 404 ``Not Found``. What Telegram refuses for a request's content (text
+over 4096 characters or empty, caption over 1024, callback_data over 64 bytes, a markup other
+than an inline keyboard on an edit, files over 50 MB as 413) is checked by
+``bot.telegram_limits``, shared with the console (docs/telegram-limits.md); the server adds
+what depends on state: identical edits (``message is not modified: ...``), unknown or deleted
+messages (``message to edit not found``, ``message to delete not found``). ``parse_mode="HTML"``
+strips tags into entities; bad markup is ``can't parse entities: ...``. Editing text
 without ``reply_markup`` removes the inline keyboard, as on Telegram.
 
 Usage::

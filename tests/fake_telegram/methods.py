@@ -10,6 +10,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bot.telegram_limits import (
+    NOT_MODIFIED,
+    Refused,
+    bad_request,
+    check_callback_answer,
+    check_caption,
+    check_raw_text,
+    check_reply_markup,
+    check_text,
+)
+
 from .formatting import ParseError, parse_html
 from .state import (
     DEFAULT_ALLOWED_UPDATES,
@@ -19,16 +30,10 @@ from .state import (
     FakeMessage,
     Revision,
     State,
-    utf16_len,
 )
 
-MAX_TEXT = 4096
-MAX_CAPTION = 1024
-MAX_CALLBACK_DATA = 64
-NOT_MODIFIED = (
-    "message is not modified: specified new message content and reply markup "
-    "are exactly the same as a current content and reply markup of the message"
-)
+# Every refusal is a ``bot.telegram_limits.Refused``: one shape for the server and the console.
+ApiError = Refused
 JSON_PARAMS = frozenset(
     {
         "reply_markup",
@@ -69,22 +74,8 @@ BOOL_PARAMS = frozenset(
 )
 
 
-class ApiError(Exception):
-    """A Bot API error answer: ``{"ok": false, "error_code": status, ...}``."""
-
-    def __init__(self, status: int, description: str, retry_after: float | None = None) -> None:
-        super().__init__(description)
-        self.status = status
-        self.description = description
-        self.retry_after = retry_after
-
-
 class DropConnection(Exception):
     """Close the connection without answering."""
-
-
-def bad_request(what: str) -> ApiError:
-    return ApiError(400, f"Bad Request: {what}")
 
 
 @dataclass(frozen=True)
@@ -95,6 +86,7 @@ class Upload:
     filename: str | None
     content_type: str | None
     data: bytes
+    size: int
 
 
 def decode_params(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -196,19 +188,13 @@ class Call:
         entities = self.params.get("entities") or self.params.get("caption_entities") or []
         return text, list(entities)
 
-    def reply_markup(self) -> JSON | None:
+    def reply_markup(self, *, inline_only: bool = False) -> JSON | None:
+        """The decoded reply_markup, checked as Telegram checks it (``bot.telegram_limits``)."""
         markup = self.params.get("reply_markup")
         if markup is None:
             return None
-        if not isinstance(markup, dict):
-            raise bad_request("can't parse reply keyboard markup JSON object")
-        for row in markup.get("inline_keyboard", []):
-            for button in row:
-                data = button.get("callback_data")
-                if data is not None and not 1 <= len(str(data).encode()) <= MAX_CALLBACK_DATA:
-                    raise bad_request("BUTTON_DATA_INVALID")
-                if not button.get("text"):
-                    raise bad_request("text buttons are unallowed in the inline keyboard")
+        check_reply_markup(markup, inline_only=inline_only)
+        assert isinstance(markup, dict)
         return markup
 
     def reply_to(self, chat: FakeChat) -> FakeMessage | None:
@@ -340,11 +326,9 @@ async def delete_my_commands(call: Call) -> bool:
 async def send_message(call: Call) -> JSON:
     chat = call.writable_chat()
     raw = call.opt_str("text") or ""
+    check_raw_text(raw)
     text, entities = call.formatted(raw)
-    if not text.strip():
-        raise bad_request("message text is empty")
-    if utf16_len(text) > MAX_TEXT:
-        raise bad_request("message is too long")
+    check_text(text)
     markup = call.reply_markup()
     reply_to = call.reply_to(chat)
     message = call.state.add_message(
@@ -384,12 +368,10 @@ async def edit_message_text(call: Call) -> JSON:
     if message.text is None:
         raise bad_request("there is no text in the message to edit")
     raw = call.opt_str("text") or ""
+    check_raw_text(raw)
     text, entities = call.formatted(raw)
-    if not text.strip():
-        raise bad_request("message text is empty")
-    if utf16_len(text) > MAX_TEXT:
-        raise bad_request("message is too long")
-    markup = call.reply_markup()
+    check_text(text)
+    markup = call.reply_markup(inline_only=True)
     if text == message.text and markup == message.reply_markup and entities == message.entities:
         raise bad_request(NOT_MODIFIED)
     _apply_edit(call, message, text, markup)
@@ -402,7 +384,7 @@ async def edit_message_text(call: Call) -> JSON:
 @method("editMessageReplyMarkup")
 async def edit_message_reply_markup(call: Call) -> JSON:
     message = _editable(call)
-    markup = call.reply_markup()
+    markup = call.reply_markup(inline_only=True)
     if markup == message.reply_markup:
         raise bad_request(NOT_MODIFIED)
     _apply_edit(call, message, message.text, markup)
@@ -446,8 +428,7 @@ async def answer_callback_query(call: Call) -> bool:
     if query_id not in state.callback_queries or query_id in state.callback_answers:
         raise bad_request("query is too old and response timeout expired or query ID is invalid")
     text = call.opt_str("text")
-    if text is not None and len(text) > 200:
-        raise bad_request("MESSAGE_TOO_LONG")
+    check_callback_answer(text)
     state.callback_answers[query_id] = CallbackAnswer(
         query_id=query_id,
         text=text,
@@ -468,8 +449,6 @@ async def send_document(call: Call) -> JSON:
     if isinstance(document, str) and document.startswith("attach://"):
         upload = call.uploads.get(document.removeprefix("attach://"))
     if upload is not None:
-        if len(upload.data) > state.max_document_bytes:
-            raise ApiError(413, "Request Entity Too Large")
         mime = upload.content_type
         if not mime or mime == "application/octet-stream":
             mime = mimetypes.guess_type(upload.filename or "")[0] or "application/octet-stream"
@@ -484,9 +463,9 @@ async def send_document(call: Call) -> JSON:
     caption: str | None = None
     entities: list[JSON] = []
     if caption_raw:
+        check_raw_text(caption_raw, caption=True)
         caption, entities = call.formatted(caption_raw)
-        if utf16_len(caption) > MAX_CAPTION:
-            raise bad_request("message caption is too long")
+        check_caption(caption)
     message = state.add_message(
         chat,
         state.bot,

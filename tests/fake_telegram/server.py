@@ -9,6 +9,8 @@ from typing import Any, NoReturn
 
 from aiohttp import BodyPartReader, web
 
+from bot.telegram_limits import check_upload
+
 from .faults import Fault, Faults
 from .methods import METHODS, ApiError, Call, DropConnection, Upload, decode_params
 from .state import RecordedRequest, State, UploadInfo
@@ -28,14 +30,7 @@ def _answer(result: Any) -> web.Response:
 
 
 def _failure(error: ApiError) -> web.Response:
-    body: dict[str, Any] = {
-        "ok": False,
-        "error_code": error.status,
-        "description": error.description,
-    }
-    if error.retry_after is not None:
-        body["parameters"] = {"retry_after": _seconds(error.retry_after)}
-    return web.json_response(body, status=error.status)
+    return web.json_response(error.body(), status=error.status)
 
 
 def _fault_error(fault: Fault) -> ApiError:
@@ -45,7 +40,23 @@ def _fault_error(fault: Fault) -> ApiError:
     return ApiError(fault.status, fault.description)
 
 
-async def _read_params(request: web.Request) -> tuple[dict[str, Any], list[Upload]]:
+async def _read_file(part: BodyPartReader, limit: int) -> tuple[bytes, int]:
+    """The part's bytes and size; past ``limit`` the rest is counted and dropped, not kept."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await part.read_chunk(1 << 20):
+        size += len(chunk)
+        if size <= limit:
+            chunks.append(bytes(chunk))
+        else:
+            chunks.clear()
+    return b"".join(chunks), size
+
+
+async def _read_params(
+    request: web.Request, max_file_bytes: int
+) -> tuple[dict[str, Any], list[Upload]]:
+    """Decode the body; a file over ``max_file_bytes`` keeps its size but not its bytes."""
     raw: dict[str, Any] = dict(request.query)
     uploads: list[Upload] = []
     if not request.body_exists:
@@ -61,9 +72,9 @@ async def _read_params(request: web.Request) -> tuple[dict[str, Any], list[Uploa
             if not isinstance(part, BodyPartReader) or part.name is None:
                 continue
             if part.filename is not None:
-                data = bytes(await part.read())
+                data, size = await _read_file(part, max_file_bytes)
                 ctype = part.headers.get("Content-Type")
-                uploads.append(Upload(part.name, part.filename, ctype, data))
+                uploads.append(Upload(part.name, part.filename, ctype, data, size))
             else:
                 raw[part.name] = await part.text()
     else:
@@ -145,10 +156,13 @@ class BotApiServer:
             if _TOKEN_SHAPE.match(token):
                 raise ApiError(401, "Unauthorized")
             raise ApiError(404, "Not Found")
-        raw, uploads = await _read_params(request)
+        raw, uploads = await _read_params(request, self.state.max_document_bytes)
         params = decode_params(raw)
         record.params = params
-        record.files = [UploadInfo(u.field, u.filename, len(u.data)) for u in uploads]
+        record.files = [UploadInfo(u.field, u.filename, u.size) for u in uploads]
+        # Telegram answers 413 for the whole request, before looking at the method.
+        for upload in uploads:
+            check_upload(upload.size, self.state.max_document_bytes)
         if self.state.offline:
             record.fault = "offline"
             _drop(request)
