@@ -28,8 +28,8 @@ from telegram import (
 from telegram.error import BadRequest, NetworkError
 from telegram.request import RequestData
 
-from bot.console import CONSOLE_TOKEN, ConsoleBotApi
-from bot.telegram_limits import MAX_UPLOAD_BYTES, NOT_MODIFIED
+from bot.console.transport import CONSOLE_TOKEN, ConsoleBotApi
+from bot.core.telegram_limits import MAX_UPLOAD_BYTES, NOT_MODIFIED
 from tests.fake_telegram import FakeTelegram, FakeUser, fixtures
 
 fake_telegram = fixtures.fake_telegram

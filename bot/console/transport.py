@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from telegram.request import BaseRequest, RequestData
 
-from bot.telegram_limits import Refused, check_request, upload_sizes
+from bot.core.telegram_limits import Refused, check_request, upload_sizes
 
 CONSOLE_TOKEN = "0:console"  # noqa: S105 - not a secret: the console never reaches Telegram
 BOT_ID = 1_000_000_001

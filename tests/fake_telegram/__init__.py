@@ -12,7 +12,7 @@ deleteMessage, deleteMessages, answerCallbackQuery, sendDocument, sendChatAction
 Anything else is 404 ``Not Found``. What Telegram refuses for a request's content (text
 over 4096 characters or empty, caption over 1024, callback_data over 64 bytes, a markup other
 than an inline keyboard on an edit, files over 50 MB as 413) is checked by
-``bot.telegram_limits``, shared with the console (docs/telegram-limits.md); the server adds
+``bot.core.telegram_limits``, shared with the console (docs/telegram-limits.md); the server adds
 what depends on state: identical edits (``message is not modified: ...``), unknown or deleted
 messages (``message to edit not found``, ``message to delete not found``). ``parse_mode="HTML"``
 strips tags into entities; bad markup is ``can't parse entities: ...``. Editing text

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.telegram_limits import (
+from bot.core.telegram_limits import (
     NOT_MODIFIED,
     Refused,
     bad_request,
@@ -32,7 +32,7 @@ from .state import (
     State,
 )
 
-# Every refusal is a ``bot.telegram_limits.Refused``: one shape for the server and the console.
+# Every refusal is a ``bot.core.telegram_limits.Refused``: one shape for the server and the console.
 ApiError = Refused
 JSON_PARAMS = frozenset(
     {
@@ -189,7 +189,7 @@ class Call:
         return text, list(entities)
 
     def reply_markup(self, *, inline_only: bool = False) -> JSON | None:
-        """The decoded reply_markup, checked as Telegram checks it (``bot.telegram_limits``)."""
+        """The decoded reply_markup, checked as Telegram checks it (bot.core.telegram_limits)."""
         markup = self.params.get("reply_markup")
         if markup is None:
             return None

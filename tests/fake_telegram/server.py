@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 from aiohttp import BodyPartReader, web
 
-from bot.telegram_limits import check_upload
+from bot.core.telegram_limits import check_upload
 
 from .faults import Fault, Faults
 from .methods import METHODS, ApiError, Call, DropConnection, Upload, decode_params
