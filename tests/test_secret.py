@@ -115,4 +115,5 @@ def test_redactor_reuses_needles() -> None:
 @given(secret=st.text(min_size=1, max_size=40), before=st.text(), after=st.text())
 def test_redact_property(secret: str, before: str, after: str) -> None:
     out = redact(before + secret + after, [Secret(secret)])
-    assert secret.strip() == "" or secret not in out
+    # The mask itself may be made of the secret's characters ("*"): look past it.
+    assert secret.strip() == "" or secret not in out.replace(MASK, "")
