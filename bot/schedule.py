@@ -144,6 +144,15 @@ class Schedules:
     def _reboot_callback(self, machine: Machine) -> Callable[[object], Awaitable[None]]:
         async def reboot_test(context: object) -> None:
             people = self.watcher.s.access.people_for(machine)
+            known = await self.watcher.s.store.machine(machine.name)
+            if not known.host_key:
+                # Nothing to reboot yet: a machine the bot never installed has no pinned
+                # key to follow it through a reboot, and that is not a stall.
+                self.watcher.outbox.add(
+                    people,
+                    f"⏭ Scheduled reboot test of {machine.name} skipped: not installed yet.",
+                )
+                return
             try:
                 await self.tester.start(machine, trigger="scheduled", user_id=None, chat_id=None)
             except JobConflict as exc:
