@@ -25,18 +25,30 @@ from bot.answers import Question
 from bot.chat import MessageRef
 from bot.detect import Detection, Found, Pins, detect
 from bot.durations import format_duration
-from bot.initrd import Relay, RelayOutcome, relay_passphrase
+from bot.initrd import (
+    AGENT,
+    MAX_QUERIES,
+    SYSTEMD_TRIES,
+    Query,
+    Relay,
+    RelayOutcome,
+    boot_id,
+    list_queries,
+    relay_passphrase,
+)
 from bot.inventory import Machine, UnlockMode
 from bot.keys import fingerprint
 from bot.reboot_watch import BootTimeout, Seen, presented_key, same_key, wait_for_boot
 from bot.secret import Secret
 from bot.services import Services
 from bot.sops import SopsError, decrypt_value
-from bot.ssh import HostKeyMismatch, SshEndpoint, SshError, connect, probe_tcp
+from bot.ssh import HostKeyMismatch, SshEndpoint, SshError, connect, probe_tcp, run
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 COOLDOWN = 300.0
+#: Prompts in one systemd session: every try of every disk, and a few refusals.
+MAX_SYSTEMD_ROUNDS = SYSTEMD_TRIES * MAX_QUERIES + 3
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,11 @@ class Unlocker:
         self._cooldown_until: dict[str, float] = {}
         # ``unlock = auto``: which way the machine's initrd took a passphrase last time.
         self._flavour: dict[str, UnlockMode] = {}
+        # systemd initrd: tries used per (machine, boot id, query message). systemd-cryptsetup
+        # allows 3 per boot (docs/initrd.md), so the count restarts only with a new boot id.
+        self._tries: dict[tuple[str, str, str], int] = {}
+        # Pending "reboot it now?" offers after an initrd gave up, one per machine.
+        self._offers: dict[str, asyncio.Task[None]] = {}
 
     def active(self, machine: str) -> bool:
         return machine in self._sessions
@@ -124,11 +141,16 @@ class Unlocker:
             await asyncio.sleep(self.s.tuning.reboot_poll)
 
     async def shutdown(self) -> None:
-        for task in list(self._sessions.values()):
+        tasks = [*self._sessions.values(), *self._offers.values()]
+        for task in tasks:
             task.cancel()
-        for task in list(self._sessions.values()):
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    def tries_used(self, machine: str, boot: str) -> int:
+        """systemd initrd: tries the bot spent on ``machine`` during boot ``boot``."""
+        return sum(n for (name, b, _), n in self._tries.items() if name == machine and b == boot)
 
     # -- the session ------------------------------------------------------------------------
 
@@ -208,7 +230,11 @@ class Unlocker:
             await self._audit(m, None, "", "failed", str(exc)[:200], action="auto-unlock")
             return UnlockResult(False, text, await self._alert(m, text))
         try:
-            outcome = await self._relay(m, link, pins, secret)
+            for _ in range(MAX_QUERIES):
+                outcome = await self._relay(m, link, pins, secret)
+                # systemd: one query per LUKS volume; the sops passphrase is for all of them.
+                if outcome.result is not Relay.ACCEPTED or not outcome.pending:
+                    break
         finally:
             secret.wipe()
         await self._audit(m, None, "", outcome.result.value, outcome.flavour, action="auto-unlock")
@@ -231,6 +257,8 @@ class Unlocker:
         people = ask or self.s.access.people_for(m)
         if not people:
             return UnlockResult(False, f"nobody may unlock {m.name}: add operators or admins")
+        if await self._initrd_flavour(m, link) == "systemd":
+            return await self._prompted_systemd(m, link, pins, verified, people)
         attempt = 1
         resent = False
         note = ""
@@ -252,6 +280,10 @@ class Unlocker:
             finally:
                 secret.wipe()
                 await tidy
+            if outcome.result is Relay.REFUSED:
+                note = await self._refused_passphrase(m, user_id, outcome)
+                people = [user_id]
+                continue
             await self._audit(
                 m, user_id, by, outcome.result.value, f"attempt {attempt}, {outcome.flavour}"
             )
@@ -267,6 +299,225 @@ class Unlocker:
             )
             return await self._report_up(m, pins, user_id, by, started)
         return await self._cool_down(m)
+
+    async def _initrd_flavour(self, m: Machine, link: _Link) -> UnlockMode:
+        """askpass or systemd: the inventory's choice, what worked last time, or whether the
+        initrd has the systemd agent at all (``--list`` is read-only)."""
+        mode = self._flavour.get(m.name, m.unlock)
+        if mode != "auto":
+            return mode
+        try:
+            conn = await link.open()
+            listed = await conn.run(f"{AGENT} --list", timeout=self.s.tuning.ssh_timeout)
+        except (SshError, asyncssh.Error, OSError):
+            return "auto"
+        return "askpass" if listed.exit_status == 127 else "systemd"
+
+    async def _queries(self, link: _Link) -> tuple[str, list[Query]] | None:
+        """The boot id and the pending queries, waiting up to ``unlock_settle`` for the first
+        one (systemd-cryptsetup may start asking after the initrd's sshd is up)."""
+        deadline = time.monotonic() + self.s.tuning.unlock_settle
+        while True:
+            try:
+                conn = await link.open()
+            except SshError:
+                return None
+            boot = await boot_id(conn, self.s.tuning.ssh_timeout)
+            queries = await list_queries(conn, self.s.tuning.ssh_timeout)
+            if queries is None:
+                return None
+            if queries or time.monotonic() >= deadline:
+                return boot, queries
+            await asyncio.sleep(0.5)
+
+    async def _prompted_systemd(
+        self, m: Machine, link: _Link, pins: Pins, verified: str, people: list[int]
+    ) -> UnlockResult:
+        """One query per LUKS volume, 3 tries per boot each: ask for the disk that is
+        asking, answer that query only, judge it, and go on until none is left."""
+        resent = False
+        note = ""
+        last_user: int | None = None
+        current = ""
+        for _ in range(MAX_SYSTEMD_ROUNDS):
+            found = await self._queries(link)
+            if found is None:
+                outcome = RelayOutcome(Relay.DROPPED, "systemd", "no answer on its login")
+                return await self._undelivered(m, pins, outcome)
+            boot, queries = found
+            if not queries:
+                return await self._not_asking(m, pins, boot, last_user)
+            # Stay with the disk being answered; otherwise take them in a stable order (the
+            # agent's own order is the directory's, which changes with every new query).
+            target = next(
+                (q for q in queries if q.message == current),
+                min(queries, key=lambda q: q.message),
+            )
+            current = target.message
+            key = (m.name, boot, target.message)
+            used = self._tries.get(key, 0)
+            detail = f"Disk {target.disk}: try {used + 1} of {SYSTEMD_TRIES} this boot."
+            if len(queries) > 1:
+                detail += f" ({len(queries)} disks are asking; one at a time.)"
+            what = f"disk {target.what}"
+            answer = await self._collect(m, people, verified, note, what=what, detail=detail)
+            if answer is None:
+                if not resent:
+                    resent = True
+                    note = "(asking again: nobody answered)"
+                    continue
+                waited = format_duration(2 * m.unlock_timeout)
+                text = f"🚨 nobody unlocked {m.name} within {waited}; it still waits in its initrd"
+                await self._audit(m, None, "", "expired", f"nobody answered within {waited}")
+                return UnlockResult(False, text, await self._alert(m, text))
+            user_id, by, secret, tidy = answer
+            last_user = user_id
+            people = [user_id]
+            started = time.monotonic()
+            try:
+                outcome = await self._relay(m, link, pins, secret, target)
+            finally:
+                secret.wipe()
+                await tidy
+            if outcome.result is Relay.REFUSED:
+                note = await self._refused_passphrase(m, user_id, outcome)
+                continue
+            if outcome.result in (Relay.WRONG, Relay.ACCEPTED):
+                self._tries[key] = used + 1
+            last_try = used + 1 >= SYSTEMD_TRIES
+            verdict = outcome.result
+            if verdict is Relay.ACCEPTED and outcome.stayed and last_try and not outcome.pending:
+                # The last try, and the initrd stays without asking again: systemd-cryptsetup
+                # has given up (its verdict goes to the console only).
+                verdict = Relay.GAVE_UP
+            await self._audit(
+                m,
+                user_id,
+                by,
+                verdict.value,
+                f"disk {target.disk[:60]}, try {used + 1} of {SYSTEMD_TRIES} this boot",
+            )
+            if verdict is Relay.GAVE_UP:
+                return await self._gave_up(m, pins, last_user)
+            if verdict is Relay.WRONG:
+                note = f"❌ wrong {target.what}, attempt {used + 2} of {SYSTEMD_TRIES}."
+                continue
+            if verdict is not Relay.ACCEPTED:
+                return await self._undelivered(m, pins, outcome)
+            others = [q for q in outcome.pending if q.message != target.message]
+            if others:
+                note = f"✅ disk {target.disk} took it; {len(others)} more disk(s) to go."
+                continue
+            await self.s.chat.post(
+                user_id, f"Passphrase handed to {m.name}'s initrd; waiting for the system…"
+            )
+            return await self._report_up(m, pins, user_id, by, started)
+        text = f"🚨 {m.name}: too many prompts in one unlock session; /unlock {m.name} again"
+        return UnlockResult(False, text, await self._alert(m, text))
+
+    async def _refused_passphrase(self, m: Machine, user_id: int, outcome: RelayOutcome) -> str:
+        """A passphrase that cannot be typed into the prompt: say why; nothing was sent."""
+        await self._audit(m, user_id, "", "refused", "control characters in the passphrase")
+        await self.s.chat.post(
+            user_id,
+            f"⚠️ I did not send that passphrase to {m.name}: {outcome.detail}. "
+            "Nothing was sent and no try was used.",
+        )
+        return "⚠️ the last answer was not sent (control characters); answer again."
+
+    async def _not_asking(
+        self, m: Machine, pins: Pins, boot: str, user_id: int | None
+    ) -> UnlockResult:
+        """A systemd initrd with no pending query: out of tries, or unlocked meanwhile."""
+        if await self._system_up(m, pins.system):
+            await self.s.store.update_machine(m.name, state="up")
+            return UnlockResult(True, f"{m.name} is up (unlocked elsewhere)")
+        if boot and self.tries_used(m.name, boot) >= SYSTEMD_TRIES:
+            return await self._gave_up(m, pins, user_id)
+        text = (
+            f"⚠️ {m.name} waits in its initrd but nothing there asks for a passphrase. "
+            f"systemd-cryptsetup stops asking after {SYSTEMD_TRIES} wrong tries per boot; "
+            "if that happened, only a reboot brings new tries. The passphrase was NOT sent."
+        )
+        await self._audit(m, None, "", "not waiting", "no pending password query")
+        told = await self._alert(m, text)
+        self._offer_reboot(m, pins, [user_id] if user_id is not None else list(told))
+        return UnlockResult(False, text, told)
+
+    async def _gave_up(self, m: Machine, pins: Pins, user_id: int | None) -> UnlockResult:
+        text = (
+            f"🚨 {m.name}: its initrd has given up after {SYSTEMD_TRIES} wrong tries this boot "
+            "(systemd-cryptsetup asks 3 times per boot). Only a reboot brings new tries."
+        )
+        await self._audit(m, user_id, "", "gave up", f"{SYSTEMD_TRIES} tries this boot")
+        told = await self._alert(m, text)
+        self._offer_reboot(m, pins, [user_id] if user_id is not None else list(told))
+        return UnlockResult(False, text, told)
+
+    def _offer_reboot(self, m: Machine, pins: Pins, people: list[int]) -> None:
+        """Offer each of ``people`` a button that reboots the machine from its initrd."""
+        if not people or m.name in self._offers:
+            return
+        task = asyncio.create_task(self._reboot_offer(m, pins, people), name=f"reboot-{m.name}")
+        self._offers[m.name] = task
+        task.add_done_callback(lambda _: self._offers.pop(m.name, None))
+
+    async def _reboot_offer(self, m: Machine, pins: Pins, people: list[int]) -> None:
+        confirmations = {p: self.s.confirmations.open(p) for p in people}
+        question = f"🔁 Reboot {m.name} now, through its initrd login, to get new tries?"
+        refs = await asyncio.gather(
+            *(
+                self.s.chat.post(p, question, buttons=c.buttons(f"Reboot {m.name} now"))
+                for p, c in confirmations.items()
+            )
+        )
+        futures = {c.future: p for p, c in confirmations.items()}
+        try:
+            done, _ = await asyncio.wait(
+                futures, timeout=self.s.tuning.confirm_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for confirmation in confirmations.values():
+                self.s.confirmations.close(confirmation)
+        pressed = next((futures[f] for f in done if not f.cancelled() and f.result() is True), None)
+        verdict = "⌛ expired" if not done else "🚫 not rebooted"
+        if pressed is not None:
+            verdict = "🔁 rebooting"
+        for ref in refs:
+            if ref is not None:
+                await self.s.chat.edit(ref, f"{question}\n\n{verdict}")
+        if pressed is None:
+            return
+        await self._audit(m, pressed, "", "reboot", "from the initrd after it gave up")
+        timeout = self.s.tuning.ssh_timeout
+        try:
+            conn = await connect(self._endpoint(m, pins), timeout=timeout)
+            async with conn:
+                old = await boot_id(conn, timeout)
+                await run(conn, ["reboot"], timeout=timeout)
+        except SshError as exc:
+            await self.s.chat.post(pressed, f"❌ could not reboot {m.name}: {exc}")
+            return
+        await self.s.chat.post(
+            pressed, f"🔁 {m.name} is rebooting; I will ask for its passphrase when it is back."
+        )
+        await self._until_gone(m, pins, old)
+        await self.follow_boot(m, trigger="reboot after the initrd gave up")
+
+    async def _until_gone(self, m: Machine, pins: Pins, old: str) -> None:
+        """Wait (bounded) until the initrd no longer answers with the old boot id, so the
+        boot that follows is the new one."""
+        deadline = time.monotonic() + self.s.tuning.reboot_down_timeout
+        while time.monotonic() < deadline:
+            try:
+                conn = await connect(self._endpoint(m, pins), timeout=self.s.tuning.ssh_timeout)
+            except SshError:
+                return
+            async with conn:
+                current = await boot_id(conn, self.s.tuning.ssh_timeout)
+            if not old or current != old:
+                return
+            await asyncio.sleep(self.s.tuning.reboot_poll)
 
     async def _report_up(
         self, m: Machine, pins: Pins, user_id: int, by: str, started: float
@@ -301,7 +552,14 @@ class Unlocker:
         return UnlockResult(False, text, await self._alert(m, text))
 
     async def _collect(
-        self, m: Machine, people: list[int], verified: str, note: str
+        self,
+        m: Machine,
+        people: list[int],
+        verified: str,
+        note: str,
+        *,
+        what: str = "disk passphrase",
+        detail: str = "",
     ) -> tuple[int, str, Secret, asyncio.Task[None]] | None:
         """Ask everyone at once; the first answer wins and the other prompts say who answered.
 
@@ -309,8 +567,10 @@ class Unlocker:
         while the passphrase is being relayed rather than before.
         """
         prompt = (
-            f"🔐 {m.name} is waiting for its disk passphrase; initrd key {verified} verified.\n"
-            "Reply with the passphrase: I delete your message at once and never store it."
+            f"🔐 {m.name} is waiting for its {what}; initrd key {verified} verified.\n"
+            + (f"{detail}\n" if detail else "")
+            + f"Reply with the {what.removeprefix('disk ')}: I delete your message at once "
+            "and never store it."
         )
         if note:
             prompt = f"{note}\n{prompt}"
@@ -380,7 +640,9 @@ class Unlocker:
             host_key=pins.initrd,
         )
 
-    async def _relay(self, m: Machine, link: _Link, pins: Pins, secret: Secret) -> RelayOutcome:
+    async def _relay(
+        self, m: Machine, link: _Link, pins: Pins, secret: Secret, query: Query | None = None
+    ) -> RelayOutcome:
         """Hand ``secret`` over on the open link; a stale link is reopened once, since
         nothing was sent on it yet."""
         mode = self._flavour.get(m.name, m.unlock)
@@ -400,6 +662,7 @@ class Unlocker:
                 mode=mode,
                 prompt_timeout=self.s.tuning.ssh_timeout,
                 settle=self.s.tuning.unlock_settle,
+                query=query,
             )
             if outcome.result is not Relay.DROPPED:
                 break
