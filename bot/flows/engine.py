@@ -72,6 +72,8 @@ def build_engine(
         sops=sops,
         prompt_timeout=tuning.ssh_timeout,
         settle=tuning.unlock_settle,
+        confirm_timeout=tuning.confirm_timeout,
+        down_timeout=tuning.reboot_down_timeout,
     )
 
     async def after_install(machine: Machine, ctx: JobContext) -> str:
