@@ -1,7 +1,10 @@
 """Settings from the environment, or from a ``deploy.env`` file beside the bot.
 
 Real environment variables win over the file, so a secret can live in a service manager's
-environment while the rest sits in the file.
+environment while the rest sits in the file. Secrets can also stay in files of their own
+(``TELEGRAM_BOT_TOKEN_FILE``, ``SOPS_AGE_KEY_FILE``, ``DEPLOYBOT_SSH_KEY`` …): under systemd
+a relative name is a credential in ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=``), so
+neither the unit, the Nix store nor the process environment ever holds the secret itself.
 """
 
 from __future__ import annotations
@@ -16,6 +19,14 @@ from bot.sops import KEY_VARIABLES, default_executable
 
 DEFAULT_API_URL = "https://api.telegram.org/bot"
 DEFAULT_NIXOS_ANYWHERE = "nix run github:nix-community/nixos-anywhere --"
+#: Settings naming a file that holds a secret: a relative name is looked up in
+#: ``$CREDENTIALS_DIRECTORY`` when systemd set it (see :func:`secret_path`).
+SECRET_FILE_VARIABLES = (
+    "TELEGRAM_BOT_TOKEN_FILE",
+    "DEPLOYBOT_SSH_KEY",
+    "SOPS_AGE_KEY_FILE",
+    "SOPS_AGE_SSH_PRIVATE_KEY_FILE",
+)
 
 
 class SettingsError(ValueError):
@@ -74,6 +85,54 @@ def _parse_admins(text: str) -> frozenset[int]:
     return frozenset(admins)
 
 
+def secret_path(value: str, credentials: Path | None) -> Path:
+    """Where a secret file setting points: relative names are systemd credentials.
+
+    ``credentials`` is ``$CREDENTIALS_DIRECTORY`` (None outside a unit that loads any):
+    there a relative name is the credential's name, as ``LoadCredential=NAME:…`` wrote it.
+    Without it a relative name stays relative to the working directory, like every other
+    path setting. Absolute paths, and ``~`` ones, are used as they are.
+    """
+    path = Path(value).expanduser()
+    if credentials is not None and not path.is_absolute():
+        return credentials / path
+    return path
+
+
+def _credentials_directory(environ: Mapping[str, str]) -> Path | None:
+    value = environ.get("CREDENTIALS_DIRECTORY", "").strip()
+    return Path(value) if value else None
+
+
+def _read_token_file(value: str, credentials: Path | None) -> str:
+    """The token in TELEGRAM_BOT_TOKEN_FILE; errors name the file, never its content."""
+    path = secret_path(value, credentials)
+    where = f"TELEGRAM_BOT_TOKEN_FILE: {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        hint = (
+            f" (a relative name is a credential in CREDENTIALS_DIRECTORY={credentials})"
+            if credentials is not None and not Path(value).expanduser().is_absolute()
+            else ""
+        )
+        raise SettingsError(f"{where}: no such file{hint}") from None
+    except PermissionError:
+        raise SettingsError(f"{where}: not readable by this user") from None
+    except IsADirectoryError:
+        raise SettingsError(f"{where}: is a directory, not a file holding the token") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{where}: not a text file") from None
+    except OSError as exc:
+        raise SettingsError(f"{where}: cannot be read ({exc.strerror or 'error'})") from None
+    token = text.strip()
+    if not token:
+        raise SettingsError(f"{where}: the file is empty (put the token from @BotFather in it)")
+    if any(c.isspace() for c in token):
+        raise SettingsError(f"{where}: expected the token alone on one line")
+    return token
+
+
 def _default_sops() -> str:
     try:
         return default_executable()
@@ -112,16 +171,28 @@ def load_settings(
         raise SettingsError(
             f"TELEGRAM_API_URL must start with https:// or http://, not {api_url!r}"
         )
+    credentials = _credentials_directory(environ)
     sops_env = {k: merged[k] for k in KEY_VARIABLES if merged.get(k)}
+    for name in ("SOPS_AGE_KEY_FILE", "SOPS_AGE_SSH_PRIVATE_KEY_FILE"):
+        if name in sops_env:
+            sops_env[name] = str(secret_path(sops_env[name], credentials))
+    token = merged.get("TELEGRAM_BOT_TOKEN", "").strip() or None
+    token_file = merged.get("TELEGRAM_BOT_TOKEN_FILE", "").strip()
+    if token_file:
+        if token is not None:
+            raise SettingsError(
+                "TELEGRAM_BOT_TOKEN and TELEGRAM_BOT_TOKEN_FILE are both set: keep one"
+            )
+        token = _read_token_file(token_file, credentials)
     return Settings(
-        token=merged.get("TELEGRAM_BOT_TOKEN", "").strip() or None,
+        token=token,
         api_url=api_url,
         admins=_parse_admins(merged.get("DEPLOYBOT_ADMINS", "")),
         inventory=Path(get("DEPLOYBOT_INVENTORY", "machines.toml")).expanduser(),
         flake=get("DEPLOYBOT_FLAKE", "."),
         db=Path(get("DEPLOYBOT_DB", "deploybot.sqlite3")).expanduser(),
         state_dir=Path(get("DEPLOYBOT_STATE_DIR", "state")).expanduser(),
-        ssh_key=Path(get("DEPLOYBOT_SSH_KEY", "~/.ssh/id_ed25519")).expanduser(),
+        ssh_key=secret_path(get("DEPLOYBOT_SSH_KEY", "~/.ssh/id_ed25519"), credentials),
         nixos_anywhere=prefix,
         sops=get("DEPLOYBOT_SOPS", "") or _default_sops(),
         sops_env=sops_env,
