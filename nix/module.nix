@@ -328,10 +328,13 @@ in
         "nix-daemon.socket"
       ];
       inherit environment;
+      # Before the package's own nix (its wrapper only appends to PATH): nixos-anywhere and
+      # the bot then run the system's nix, the one that matches its nix-daemon.
+      path = [ config.nix.package ];
       reloadTriggers = [ inventoryFile ];
 
       serviceConfig = {
-        Type = "simple";
+        Type = "exec";
         ExecStart = "${lib.getExe cfg.package} run";
         ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
         Restart = "on-failure";

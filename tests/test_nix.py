@@ -136,6 +136,7 @@ def test_small_configuration(small: dict[str, Any]) -> None:
     assert config["LoadCredential"] == ["telegram-bot-token:/run/secrets/telegram-token"]
     assert {k: config.get(k) for k in HARDENING} == HARDENING
     assert service["wantedBy"] == ["multi-user.target"]
+    assert service["path"] == [f"{STORE}nix-2.28.3"]
     assert "network-online.target" in service["after"]
 
     env = service["environment"]
