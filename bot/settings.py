@@ -10,6 +10,7 @@ neither the unit, the Nix store nor the process environment ever holds the secre
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,14 +20,9 @@ from bot.sops import KEY_VARIABLES, default_executable
 
 DEFAULT_API_URL = "https://api.telegram.org/bot"
 DEFAULT_NIXOS_ANYWHERE = "nix run github:nix-community/nixos-anywhere --"
-#: Settings naming a file that holds a secret: a relative name is looked up in
-#: ``$CREDENTIALS_DIRECTORY`` when systemd set it (see :func:`secret_path`).
-SECRET_FILE_VARIABLES = (
-    "TELEGRAM_BOT_TOKEN_FILE",
-    "DEPLOYBOT_SSH_KEY",
-    "SOPS_AGE_KEY_FILE",
-    "SOPS_AGE_SSH_PRIVATE_KEY_FILE",
-)
+#: What a Bot API token looks like: named in TELEGRAM_BOT_TOKEN_FILE by mistake, it must not
+#: end up in an error message as a file name.
+_TOKEN_SHAPE = re.compile(r"\d{3,}:[A-Za-z0-9_-]{20,}")
 
 
 class SettingsError(ValueError):
@@ -106,6 +102,11 @@ def _credentials_directory(environ: Mapping[str, str]) -> Path | None:
 
 def _read_token_file(value: str, credentials: Path | None) -> str:
     """The token in TELEGRAM_BOT_TOKEN_FILE; errors name the file, never its content."""
+    if _TOKEN_SHAPE.search(value):
+        raise SettingsError(
+            "TELEGRAM_BOT_TOKEN_FILE holds what looks like the token itself: put the token "
+            "in a file and name the file here (or set TELEGRAM_BOT_TOKEN)"
+        )
     path = secret_path(value, credentials)
     where = f"TELEGRAM_BOT_TOKEN_FILE: {path}"
     try:

