@@ -219,7 +219,7 @@ in
         description = ''
           The flake with the machines' configurations (DEPLOYBOT_FLAKE); the bot passes
           `--flake <flake>#<flake_attr>`. A remote reference, or an absolute path readable
-          by the deploybot user.
+          by the deploybot user outside /home and /root (which the service cannot see).
         '';
       };
       apiUrl = mkOption {
