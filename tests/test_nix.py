@@ -24,6 +24,7 @@ from tests.service_tools import (
     evaluate_module,
     nix_eval,
     tool,
+    unavailable,
 )
 
 STORE = "/nix/store/00000000000000000000000000000000-"
@@ -329,3 +330,12 @@ def test_wrong_values_fail_evaluation_naming_the_option(
     with pytest.raises(NixError) as caught:
         evaluate_module(config)
     assert message in str(caught.value)
+
+
+def test_a_missing_tool_fails_under_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        unavailable("nix-instantiate not found")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="nix-instantiate not found"):
+        unavailable("nix-instantiate not found")
