@@ -309,6 +309,18 @@ WEB = {"host": "10.0.0.1"}
             "services.deploybot.machines.web.unlock' is not of type",
         ),
         (
+            with_options(SMALL, machines={"web": {**WEB, "checks": ["ping 10.0.0.1"]}}),
+            "services.deploybot.machines.web.checks' is not of type",
+        ),
+        (
+            with_options(SMALL, machines={"web": {**WEB, "secrets_file": "secrets.yaml"}}),
+            "services.deploybot.machines.web.secrets_file' is not of type",
+        ),
+        (
+            with_options(SMALL, settings={"flake": ".", "nixosAnywhere": []}),
+            "services.deploybot.settings.nixosAnywhere' is not of type",
+        ),
+        (
             with_options(SMALL, machines={"Web": WEB}),
             "services.deploybot.machines: machine names are lowercase",
         ),
