@@ -310,7 +310,7 @@ WEB = {"host": "10.0.0.1"}
         ),
         (
             with_options(SMALL, machines={"web": {**WEB, "checks": ["ping 10.0.0.1"]}}),
-            "services.deploybot.machines.web.checks' is not of type",
+            'services.deploybot.machines.web.checks."[definition 1-entry 1]"\' is not of type',
         ),
         (
             with_options(SMALL, machines={"web": {**WEB, "secrets_file": "secrets.yaml"}}),
