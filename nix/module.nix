@@ -62,6 +62,11 @@ let
     // {
       description = "OpenSSH public key line (\"ssh-ed25519 AAAA…\") or \"\"";
     };
+  cron =
+    types.strMatching "([^[:space:]]+([[:space:]]+[^[:space:]]+){4})?"
+    // {
+      description = "cron expression of five fields, or \"\"";
+    };
   check =
     types.strMatching "tcp:[0-9]+|https?://[^[:space:]]+"
     // {
@@ -120,7 +125,7 @@ let
         boot_timeout = optional duration "How long a boot may take (bot default: 15m).";
         unlock_timeout = optional duration "How long the bot waits for a passphrase (bot default: 30m).";
         rollback_timeout = optional duration "Within this an update must prove the bot can still log in (bot default: 90s).";
-        reboot_check = optional types.str ''
+        reboot_check = optional cron ''
           Cron expression of the scheduled reboot test, e.g. "0 4 * * 0"; "" is none
           (the default).
         '';

@@ -313,6 +313,10 @@ WEB = {"host": "10.0.0.1"}
             'services.deploybot.machines.web.checks."[definition 1-entry 1]"\' is not of type',
         ),
         (
+            with_options(SMALL, machines={"web": {**WEB, "reboot_check": "0 4 * *"}}),
+            "services.deploybot.machines.web.reboot_check' is not of type",
+        ),
+        (
             with_options(SMALL, machines={"web": {**WEB, "secrets_file": "secrets.yaml"}}),
             "services.deploybot.machines.web.secrets_file' is not of type",
         ),
