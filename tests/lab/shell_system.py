@@ -74,14 +74,15 @@ def cmd_hostname(ctx: Ctx, args: list[str]) -> int:
 
 
 def cmd_uname(ctx: Ctx, args: list[str]) -> int:
+    release = updates.booted_kernel(ctx)
     if not args or args == ["-s"]:
         ctx.out("Linux\n")
     elif args == ["-m"]:
         ctx.out("x86_64\n")
     elif args == ["-r"]:
-        ctx.out("6.12.33\n")
+        ctx.out(f"{release}\n")
     else:
-        ctx.out(f"Linux {ctx.state.name} 6.12.33 #1-NixOS SMP PREEMPT_DYNAMIC x86_64 GNU/Linux\n")
+        ctx.out(f"Linux {ctx.state.name} {release} #1-NixOS SMP PREEMPT_DYNAMIC x86_64 GNU/Linux\n")
     return 0
 
 

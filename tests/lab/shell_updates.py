@@ -53,6 +53,16 @@ def cmd_readlink(ctx: Ctx, args: list[str]) -> int:
     return status
 
 
+def booted_kernel(ctx: Ctx) -> str:
+    """The kernel release the booted system started (``uname -r``)."""
+    if ctx.stage == "booted":
+        booted = gen.run_link(ctx.paths.root, "booted-system")
+        info = gen.system_info(ctx.paths.root, booted) if booted else None
+        if info is not None:
+            return str(info.get("kernel", gen.DEFAULT_KERNEL))
+    return gen.DEFAULT_KERNEL
+
+
 # ---------------------------------------------------------------------------- nix-env
 
 
@@ -301,17 +311,14 @@ def cmd_systemd_run(ctx: Ctx, args: list[str]) -> int:
             i += 1
             break
         name, eq, value = arg.partition("=")
-        if name in _SHORT_VALUE:
-            name = _SHORT_VALUE[name]
-            if not eq:
-                value = arg[2:] if len(arg) > 2 else (args[i + 1] if i + 1 < len(args) else "")
-                i += 0 if len(arg) > 2 else 1
+        if arg[:2] in _SHORT_VALUE:
+            name, value, eq = _SHORT_VALUE[arg[:2]], arg[2:], "=" if len(arg) > 2 else ""
         elif name in _SHORT_FLAGS and not eq:
             flags.add(_SHORT_FLAGS[name])
             i += 1
             continue
         if name in _VALUE_OPTIONS:
-            if not eq and name.startswith("--"):
+            if not eq:
                 if i + 1 >= len(args):
                     return ctx.fail(f"systemd-run: option '{name}' requires an argument")
                 value = args[i + 1]
