@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
@@ -237,6 +238,13 @@ def copy(lab_dir: Path, words: list[str], flags: set[str]) -> int:
         ssh.append("-C")
     ssh += ["--", "nix-store", "--serve", "--write"]
     proc = subprocess.Popen(ssh, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def terminate(signum: int, frame: object) -> None:
+        proc.kill()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
     assert proc.stdin is not None
     assert proc.stdout is not None
     try:

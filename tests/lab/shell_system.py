@@ -265,7 +265,7 @@ def cmd_systemctl(ctx: Ctx, args: list[str]) -> int:
         ctx.ask("poweroff" if verb in ("poweroff", "halt") else "reboot")
         return 0
     if ctx.stage == "booted":
-        handled = updates.systemctl(ctx, verb, units, flags)
+        handled = updates.systemctl(ctx, verb, units, flags, args)
         if handled is not None:
             return handled
     failed = updates.failed_units(state) if ctx.stage == "booted" else []

@@ -479,10 +479,14 @@ def unit_state(state: HostState, name: str) -> str:
     return "active"
 
 
-def systemctl(ctx: Ctx, verb: str, units: list[str], flags: set[str]) -> int | None:
-    """The verbs for transient units (``stop``, ``reset-failed``, ``list-timers``);
-    None for the others."""
+def systemctl(
+    ctx: Ctx, verb: str, units: list[str], flags: set[str], args: list[str]
+) -> int | None:
+    """The verbs for transient units (``stop``, ``reset-failed``, ``list-timers``,
+    ``show``); None for the others."""
     state = ctx.state
+    if verb == "show":
+        return _show(ctx, args)
     if verb == "stop":
         status = 0
         loaded = []
@@ -503,6 +507,59 @@ def systemctl(ctx: Ctx, verb: str, units: list[str], flags: set[str]) -> int | N
         _list_timers(ctx, units, legend="--no-legend" not in flags, show_all="--all" in flags)
         return 0
     return None
+
+
+def _show(ctx: Ctx, args: list[str]) -> int:
+    """``systemctl show UNIT... [-p PROP[,PROP]]... [--value]``."""
+    wanted: list[str] = []
+    names: list[str] = []
+    it = iter(args[args.index("show") + 1 :])
+    for arg in it:
+        if arg in ("-p", "--property"):
+            wanted += next(it, "").split(",")
+        elif arg.startswith("--property="):
+            wanted += arg.removeprefix("--property=").split(",")
+        elif arg.startswith("-p") and len(arg) > 2:
+            wanted += arg[2:].split(",")
+        elif not arg.startswith("-"):
+            names.append(_unit_name(arg))
+    state = ctx.state
+    blocks = []
+    for name in names:
+        unit = state.units.get(name)
+        active = unit_state(state, name)
+        props = {"Id": name, "Names": name}
+        if unit is None:
+            loaded = active != "inactive"
+            props.update(
+                LoadState="loaded" if loaded else "not-found",
+                ActiveState=active,
+                SubState={"active": "running", "failed": "failed"}.get(active, "dead"),
+                Result="exit-code" if active == "failed" else "success",
+            )
+        elif unit["kind"] == "timer":
+            props.update(
+                LoadState="loaded",
+                ActiveState="active",
+                SubState=str(unit["state"]),
+                Unit=str(unit["activates"]),
+                Result="success",
+            )
+        else:
+            props.update(
+                LoadState="loaded",
+                ActiveState=str(unit["state"]),
+                SubState="running" if unit["state"] == "active" else "failed",
+                Result="success" if unit["state"] == "active" else "exit-code",
+                InvocationID=str(unit["invocation"]),
+            )
+        shown = [(k, props.get(k, "")) for k in wanted] if wanted else list(props.items())
+        if "--value" in args:
+            blocks.append("".join(f"{v}\n" for _, v in shown))
+        else:
+            blocks.append("".join(f"{k}={v}\n" for k, v in shown))
+    ctx.out("\n".join(blocks))
+    return 0
 
 
 def _list_timers(ctx: Ctx, patterns: list[str], *, legend: bool, show_all: bool) -> None:
