@@ -384,3 +384,64 @@ def test_kernel_change_then_reboot_boots_the_new_generation(lab: Lab, tmp_path: 
     assert first == second
     assert first.endswith("-linux-6.12.34/bzImage")
     assert ssh(lab, host, "uname -r", known).stdout == "6.12.34\n"
+
+
+# ------------------------------------------------------------------------- the rest
+
+
+def test_failed_unit_degrades_the_system_until_reset(lab: Lab) -> None:
+    host = lab.start_installed_host("fail", stage="booted", luks=False)
+    ran = ssh(lab, host, "systemd-run --unit=bad --wait false")
+    assert ran.returncode == 1
+    assert "Running as unit: bad.service; invocation ID: " in ran.stderr
+    assert "Finished with result: exit-code" in ran.stderr
+    assert "Main processes terminated with: code=exited/status=1/FAILURE" in ran.stderr
+    facts = ssh(
+        lab,
+        host,
+        "systemctl is-system-running; systemctl --failed --no-legend --plain; "
+        "systemctl show bad.service -p ActiveState,Result --value",
+    )
+    assert facts.stdout.splitlines() == [
+        "degraded",
+        "bad.service loaded failed failed bad",
+        "failed",
+        "exit-code",
+    ]
+    reset = ssh(lab, host, "systemctl reset-failed bad.service; systemctl is-system-running")
+    assert reset.stdout == "running\n"
+    collected = ssh(lab, host, "systemd-run --unit=bad --collect --wait --quiet false")
+    assert collected.returncode == 1
+    assert host.units == {}, "--collect unloads even a failed unit"
+
+
+def test_test_activation_in_the_session_is_not_what_boots(lab: Lab, tmp_path: Path) -> None:
+    host = lab.start_installed_host("tst", stage="booted", luks=False, down_delay=0.05)
+    old = host.current_system
+    flake = lab.make_flake({"tst": LabConfig(version="2")})
+    known = pinned(tmp_path, host)
+    new = update(lab, host, known, flake, "tst")
+    result = ssh(lab, host, f"{new}/bin/switch-to-configuration test", known)
+    assert result.returncode == 0, result.stderr
+    assert "updating GRUB 2 menu..." not in result.stderr
+    assert host.current_system == new
+    assert host.activations[-1].unit is None, "run inside the SSH session, not in a unit"
+    assert host.boot_system == old
+    boot_id = host.boot_id
+    ssh(lab, host, "systemctl reboot", known)
+    host.wait_until_sync(lambda: host.stage == "booted" and host.boot_id != boot_id, 10)
+    assert host.booted_system == host.current_system == old
+
+
+def test_power_cut_ends_timers_and_units(lab: Lab) -> None:
+    host = lab.start_installed_host("cut", stage="booted", luks=False, down_delay=0.05)
+    armed = ssh(lab, host, f"{guard_line(1, 1)} && systemd-run --unit=long sleep 60")
+    assert armed.returncode == 0, armed.stderr
+    assert {t.name for t in host.timers} == {"deploybot-guard.timer"}
+    assert "long.service" in host.units
+    host.crash()
+    assert host.timers == []
+    assert host.units == {}
+    host.power_on()
+    with pytest.raises(TimeoutError):
+        host.wait_until_sync(lambda: bool(host.activations), 2.5, "no activation")
