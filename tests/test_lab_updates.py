@@ -445,3 +445,24 @@ def test_power_cut_ends_timers_and_units(lab: Lab) -> None:
     host.power_on()
     with pytest.raises(TimeoutError):
         host.wait_until_sync(lambda: bool(host.activations), 2.5, "no activation")
+
+
+def test_rollback_is_one_step_down_not_the_previous_current(lab: Lab, tmp_path: Path) -> None:
+    host = lab.start_installed_host("gens", stage="booted", luks=False)
+    first = host.current_system
+    flake = lab.make_flake({"gens": LabConfig(version="2")})
+    known = pinned(tmp_path, host)
+    second = update(lab, host, known, flake, "gens")
+    lab.set_configuration(flake, "gens", version="3")
+    third = update(lab, host, known, flake, "gens")
+    steps = (
+        f"{set_line(second)}; nix-env -p {PROFILE} --switch-generation 1; "
+        f"{set_line(third)}; nix-env -p {PROFILE} --rollback; "
+        f"readlink {PROFILE} {PROFILE}-2-link {PROFILE}-3-link"
+    )
+    result = ssh(lab, host, steps, known)
+    assert "switching profile from version 2 to 1" in result.stderr
+    assert "switching profile from version 3 to 2" in result.stderr
+    assert result.stdout.splitlines() == ["system-2-link", second, third]
+    assert [g.path for g in host.generations] == [first, second, third]
+    assert host.current_generation == 2, "one step down from 3, not back to 1"

@@ -330,12 +330,6 @@ class SystemManager:
         state = self._host._state
         state.units, state.finished, state.sshd_broken = {}, {}, False
 
-    def close(self) -> None:
-        for service in self._services.values():
-            if service.proc is not None:
-                kill_tree(service.proc)
-        self._services.clear()
-
     # ---------------------------------------------------------------- internals
 
     def _perturb(self) -> float:
