@@ -3,7 +3,14 @@
 Each step stops the job at the first failure and says which step failed and why — the
 shell script it replaces carried on after errors. Secrets (the disk passphrase, the host's
 private key) live in ``Secret`` objects, reach nixos-anywhere through a pipe and the 0700
-staging folder, and are wiped and removed when the job ends, whatever the outcome.
+staging folder, and are wiped and removed as soon as nixos-anywhere exits.
+
+nixos-anywhere never checks the target's host key and builds for minutes before its first
+ssh (docs/nixos-anywhere.md), so the bot builds first, checks the key just before starting
+it, hands it the built paths (``--store-paths``: it connects at once) and the confirmed key
+(``GlobalKnownHostsFile``), and stops it the moment its ssh reports another key. Each of
+its steps has a bound (``Tuning.step_timeouts``): ssh-copy-id and the reboot wait would
+otherwise loop for ever.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +32,19 @@ from bot.keys import fingerprint, generate_ed25519
 from bot.nixos_anywhere import (
     DISK_KEY_FD_AUTO,
     NixosAnywhereError,
+    NixosAnywhereStopped,
     OutputParser,
+    Phase,
     PhaseChanged,
     build_argv,
     child_env,
     run_nixos_anywhere,
 )
+from bot.nixos_anywhere import build as nix_build
+from bot.nixos_anywhere.output import HOST_KEY_CHANGED, clean_line
 from bot.reboot_watch import BootTimeout, Seen, same_key, wait_for_boot
 from bot.secret import Secret
-from bot.services import Services
+from bot.services import STEP_TIMEOUTS, Services
 from bot.sops import SopsError, decrypt_value
 from bot.ssh import SshEndpoint, SshError, connect, fetch_host_key, run
 from bot.target import (
@@ -131,10 +143,17 @@ class Deployer:
             else:
                 ctx.skip(REMOUNT)
             await ctx.enter(INSTALL)
+            built = await self._build(ctx, machine)
             await self._still_confirmed_target(ctx, machine, pre)
-            await self._nixos_anywhere(ctx, machine, staged_root, disk_key)
-            for secret in secrets:
-                secret.wipe()
+            try:
+                await self._nixos_anywhere(ctx, machine, staged_root, disk_key, pre, built)
+            finally:
+                # The host's and the initrd's private keys: gone the moment it exits, not
+                # after the reboot and an unlock wait.
+                for secret in secrets:
+                    secret.wipe()
+                await asyncio.to_thread(staging.remove, staged_root)
+                staged_root = None
             await ctx.enter(REBOOT)
             status = await self._follow_reboot(ctx, machine, host_key, initrd_key)
             await self.s.store.update_machine(machine.name, installed_at=utcnow())
@@ -381,10 +400,54 @@ class Deployer:
                 f"Nothing was installed; run /deploy {machine.name} again to confirm the new key"
             )
 
+    async def _build(self, ctx: JobContext, machine: Machine) -> tuple[str, str]:
+        """``nix build`` the disko script and the system, bounded like every step."""
+        settings = self.s.settings
+        try:
+            argv = nix_build.build_argv(settings.nix, flake=settings.flake, attr=machine.flake_attr)
+        except ValueError as exc:
+            raise ctx.fail(f"refusing to build: {exc}") from None
+        ctx.progress.line(f"{INSTALL}: building {machine.flake_attr}")
+        lines: list[str] = []
+
+        def on_line(line: str) -> None:
+            lines.append(ctx.log.write(line)[:500])
+            del lines[:-200]
+
+        try:
+            code = await run_nixos_anywhere(
+                argv,
+                disk_key=None,
+                on_line=on_line,
+                env=child_env(),
+                cwd=None,
+                timeout=self.s.tuning.build_timeout,
+                kill_grace=self.s.tuning.stop_grace,
+            )
+        except NixosAnywhereError as exc:
+            text = str(exc).replace("nixos-anywhere", "nix build")
+            raise ctx.fail(f"building {machine.flake_attr}: {text}") from None
+        if code != 0:
+            last = next((clean_line(x) for x in reversed(lines) if clean_line(x)), "no output")
+            raise ctx.fail(f"nix build of {machine.flake_attr} failed (exit {code}): {last[:300]}")
+        try:
+            paths = nix_build.store_paths(lines)
+        except ValueError as exc:
+            raise ctx.fail(f"nix build of {machine.flake_attr}: {exc}") from None
+        ctx.output(f"built {paths[0]} and {paths[1]}")
+        return paths
+
     async def _nixos_anywhere(
-        self, ctx: JobContext, machine: Machine, root: Path, disk_key: Secret | None
+        self,
+        ctx: JobContext,
+        machine: Machine,
+        root: Path,
+        disk_key: Secret | None,
+        pre: Preflight,
+        built: tuple[str, str],
     ) -> None:
         settings = self.s.settings
+        pinned = await asyncio.to_thread(_write_known_hosts, root, machine, pre.host_key)
         try:
             argv = build_argv(
                 list(settings.nixos_anywhere),
@@ -395,17 +458,46 @@ class Deployer:
                 ssh_key=settings.ssh_key,
                 extra_files=root,
                 disk_key_fd=DISK_KEY_FD_AUTO if disk_key is not None else None,
+                ssh_options=("LogLevel=ERROR", f"GlobalKnownHostsFile={pinned}"),
+                store_paths=built,
             )
         except ValueError as exc:
             raise ctx.fail(f"refusing to run nixos-anywhere: {exc}") from None
         parser = OutputParser()
+        bounds = {**STEP_TIMEOUTS, **self.s.tuning.step_timeouts}
+        step = _Step("start", "starting", time.monotonic())
 
         def on_line(line: str) -> None:
-            shown = ctx.output(line)
-            for event in parser.feed(shown):
+            logged = ctx.log.write(line)
+            if HOST_KEY_CHANGED in logged and _before_kexec(parser.phase):
+                raise NixosAnywhereStopped(
+                    f"{machine.host}:{machine.ssh_port} answered with another host key than "
+                    f"the confirmed {fingerprint(pre.host_key)} (REMOTE HOST IDENTIFICATION "
+                    "HAS CHANGED): another machine may have taken the address. nixos-anywhere "
+                    "was stopped at its first, read-only login; nothing was written. Run "
+                    f"/deploy {machine.name} again to confirm the key it presents now"
+                )
+            for event in parser.feed(logged):
                 if isinstance(event, PhaseChanged):
-                    ctx.progress.line(f"{INSTALL}: {event.text}")
                     ctx.log.write(f"--- {event.phase.value}")
+            label = _step_label(logged)
+            if label:
+                step.begin(parser.phase.value if parser.phase else "start", label)
+                show()
+
+        def show() -> None:
+            took = format_duration(time.monotonic() - step.started)
+            ctx.progress.line(f"{INSTALL}: {step.text} ({took})")
+
+        def check() -> str | None:
+            show()
+            bound = bounds.get(step.phase, bounds["start"])
+            if time.monotonic() - step.started <= bound:
+                return None
+            return (
+                f'nixos-anywhere stalled at "{step.text}": no progress for '
+                f"{format_duration(bound)}; it was stopped"
+            )
 
         try:
             code = await run_nixos_anywhere(
@@ -416,7 +508,13 @@ class Deployer:
                 cwd=None,
                 timeout=self.s.tuning.nixos_anywhere_timeout,
                 redact_also=ctx.log.secrets,
+                kill_grace=self.s.tuning.stop_grace,
+                check=check,
+                check_interval=min(1.0, self.s.tuning.progress_interval),
             )
+        except NixosAnywhereStopped as exc:
+            where = parser.phase.value if parser.phase else "start"
+            raise JobFailed(exc.reason, phase=f"{INSTALL} ({where})") from None
         except NixosAnywhereError as exc:
             raise ctx.fail(str(exc)) from None
         outcome = parser.judge(code)
@@ -478,3 +576,38 @@ class Deployer:
         if units:
             return f"installed and up, {running}: failed {', '.join(units[:5])}"
         return f"installed and up, {running}"
+
+
+class _Step:
+    """The nixos-anywhere step running now, and since when (for its bound and display)."""
+
+    def __init__(self, phase: str, text: str, started: float) -> None:
+        self.phase, self.text, self.started = phase, text, started
+
+    def begin(self, phase: str, text: str) -> None:
+        self.phase, self.text, self.started = phase, text, time.monotonic()
+
+
+def _step_label(line: str) -> str:
+    """The text of a ``### step ###`` line, or ""."""
+    text = clean_line(line)
+    if text.startswith("### ") and text.endswith(" ###") and len(text) > 8:
+        return text[4:-4].strip()[:200]
+    return ""
+
+
+def _before_kexec(phase: Phase | None) -> bool:
+    """Whether the run is still at its first logins: after a kexec the installer may come
+    up with a host key of its own, which is expected."""
+    return phase in (None, Phase.UPLOAD_KEYS, Phase.FACTS)
+
+
+def _write_known_hosts(root: Path, machine: Machine, host_key: str) -> Path:
+    """The confirmed key as a known_hosts file (0600), beside the staged files, not in
+    them: it must not land on the target."""
+    path = root.parent / f"{root.name}.known_hosts"
+    host = machine.host if machine.ssh_port == 22 else f"[{machine.host}]:{machine.ssh_port}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"{host} {host_key.strip()}\n")
+    return path

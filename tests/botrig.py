@@ -8,6 +8,7 @@ the same database and state folder, like a service manager would.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from bot.services import Services, Tuning
 from bot.settings import Settings, load_settings
 from store import Store
 from tests.fake_telegram import FakeMessage, FakeTelegram, FakeUser
+from tests.waiting import eventually
 
 FAST = Tuning(
     confirm_timeout=20.0,
@@ -103,6 +105,7 @@ class BotRig:
         return self
 
     async def stop(self) -> None:
+        await self._let_jobs_end()
         app, self.app = self.app, None
         if app is not None:
             try:
@@ -118,6 +121,19 @@ class BotRig:
             await self.store.close()
             self.store = None
         self.services = None
+
+    async def _let_jobs_end(self, patience: float = 2.0) -> None:
+        """A test that saw a job's final message may stop the bot while the job still
+        records its end: give running jobs a moment (bounded) before stopping."""
+        if self.services is None:
+            return
+        jobs = self.services.jobs
+
+        async def ended() -> bool:
+            return not jobs.running()
+
+        with contextlib.suppress(TimeoutError):
+            await eventually(ended, timeout=patience, interval=0.02, what="jobs to end")
 
     async def restart(self) -> BotRig:
         await self.stop()

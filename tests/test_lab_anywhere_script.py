@@ -62,7 +62,7 @@ class Run:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        kill_tree(self.proc)  # type: ignore[arg-type]
+        kill_tree(self.proc)
 
 
 @pytest.fixture

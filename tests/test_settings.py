@@ -88,3 +88,13 @@ def test_format_duration() -> None:
     assert format_duration(4.2) == "4.2 s"
     assert format_duration(125) == "2 min 05 s"
     assert format_duration(3780) == "1 h 03 min"
+
+
+def test_nix_executable_defaults_to_nix_and_splits_like_a_shell(tmp_path: Path) -> None:
+    env = tmp_path / "deploy.env"
+    env.write_text("TELEGRAM_BOT_TOKEN=1:x\n")
+    assert load_settings(env, environ={}).nix == ("nix",)
+    custom = load_settings(env, environ={"DEPLOYBOT_NIX": "/opt/nix/bin/nix --option x 'a b'"})
+    assert custom.nix == ("/opt/nix/bin/nix", "--option", "x", "a b")
+    with pytest.raises(SettingsError, match="DEPLOYBOT_NIX"):
+        load_settings(env, environ={"DEPLOYBOT_NIX": "'unclosed"})

@@ -26,7 +26,12 @@ from bot.nixos_anywhere.output import (
     PhaseChanged,
     clean_line,
 )
-from bot.nixos_anywhere.process import NixosAnywhereError, NixosAnywhereTimeout, run_nixos_anywhere
+from bot.nixos_anywhere.process import (
+    NixosAnywhereError,
+    NixosAnywhereStopped,
+    NixosAnywhereTimeout,
+    run_nixos_anywhere,
+)
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -36,6 +41,7 @@ __all__ = [
     "ErrorSeen",
     "Event",
     "NixosAnywhereError",
+    "NixosAnywhereStopped",
     "NixosAnywhereTimeout",
     "Outcome",
     "OutputLine",
