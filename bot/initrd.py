@@ -314,20 +314,23 @@ async def _systemd(
         return RelayOutcome(
             Relay.NOT_WAITING, "systemd", f"the agent never asked for disk {target.disk}"
         )
-    return await _judge(conn, target, settle)
+    return await _judge(conn, target, prompt_timeout, settle)
 
 
-async def _judge(conn: asyncssh.SSHClientConnection, target: Query, settle: float) -> RelayOutcome:
+async def _judge(
+    conn: asyncssh.SSHClientConnection, target: Query, timeout: float, settle: float
+) -> RelayOutcome:
     """After an answer: the same disk asking again means wrong; the initrd going away
     means accepted; silence is accepted too, unless the caller knows the tries ran out."""
     deadline = time.monotonic() + settle
     pending: list[Query] = []
     while True:
-        listed = await list_queries(conn, min(5.0, settle))
-        if listed is None:
+        listed = await list_queries(conn, timeout)
+        if listed is None and conn.is_closed():
             return RelayOutcome(Relay.ACCEPTED, "systemd", "the initrd went away", answered=target)
-        pending = listed
-        if any(q.message == target.message for q in listed):
+        # A slow answer (a loaded initrd) is not a verdict: look again until the deadline.
+        pending = listed if listed is not None else pending
+        if listed is not None and any(q.message == target.message for q in listed):
             return RelayOutcome(Relay.WRONG, "systemd", answered=target, pending=tuple(listed))
         if time.monotonic() >= deadline:
             break

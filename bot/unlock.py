@@ -324,10 +324,10 @@ class Unlocker:
                 return None
             boot = await boot_id(conn, self.s.tuning.ssh_timeout)
             queries = await list_queries(conn, self.s.tuning.ssh_timeout)
-            if queries is None:
+            if queries is None and conn.is_closed():
                 return None
             if queries or time.monotonic() >= deadline:
-                return boot, queries
+                return (boot, queries) if queries is not None else None
             await asyncio.sleep(0.5)
 
     async def _prompted_systemd(
