@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -143,7 +144,9 @@ def parse_inventory(data: Mapping[str, Any], path: Path) -> Inventory:
             machines[machine.name] = machine
     seen: dict[tuple[str, int], str] = {}
     for machine in machines.values():
-        key = (machine.host.lower(), machine.ssh_port)
+        # 127.1, 0x7f.1 and 127.0.0.1 are one address: compare what they stand for.
+        address = numeric_address(machine.host) or machine.host.lower().rstrip(".")
+        key = (address, machine.ssh_port)
         if key in seen:
             problems.append(
                 f"{machine.name}: host {machine.host}:{machine.ssh_port} is also "
@@ -220,6 +223,12 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
     persist = entry.get("persist_dir", "/nix/persist/system")
     if (persist and not _PERSIST.fullmatch(persist)) or ".." in persist.split("/"):
         bad("persist_dir", f'{persist!r}: expected an absolute path such as /nix/persist, or ""')
+    elif persist and _under_boot(persist):
+        bad(
+            "persist_dir",
+            f"{persist!r} is on /boot, which is not encrypted: the host key "
+            "would lie there in the clear",
+        )
     size = entry.get("rw_store_size", "512M")
     if size and not _SIZE.fullmatch(size):
         bad("rw_store_size", f'{size!r}: expected a size such as 512M or 1G, or ""')
@@ -273,6 +282,31 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
         reboot_check=cron,
         checks=tuple(checks),
     )
+
+
+def _under_boot(path: str) -> bool:
+    """Whether ``path`` (``/./boot``, ``//boot/x`` …) names /boot or a folder in it."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    return bool(parts) and parts[0] == "boot"
+
+
+def numeric_address(host: str) -> str | None:
+    """The address a numeric host stands for (``127.1``, ``0x7f.1``, ``::ffff:127.0.0.1``
+    → ``127.0.0.1``), or None for a DNS name. No lookup: resolving names happens at the
+    deploy preflight (``bot.remote.address``)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            packed = socket.inet_aton(host)  # the forms inet_aton(3) accepts: 127.1, 0x7f.1
+        except OSError:
+            return None
+        if not re.fullmatch(r"[0-9a-fA-FxX.]+", host):
+            return None
+        address = ipaddress.IPv4Address(packed)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address)
 
 
 def _valid_host(host: str) -> bool:

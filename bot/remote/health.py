@@ -152,6 +152,7 @@ def check_argv(check: str, timeout: float) -> list[str]:
         return ["nc", "-z", "-w", seconds, "127.0.0.1", check[4:]]
     return [
         "curl",
+        "--globoff",  # [1-9999] and {a,b} in a URL are not a request storm
         "--silent",
         "--show-error",
         "--output",
