@@ -9,6 +9,7 @@ staging folder, and are wiped and removed when the job ends, whatever the outcom
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from bot.chat.asker import Asker
 from bot.chat.port import ChatPort
-from bot.config.inventory import Machine
+from bot.config.inventory import Inventory, Machine
 from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
@@ -25,6 +26,7 @@ from bot.core.poll import PollTimeout, poll_until
 from bot.core.secret import Secret
 from bot.core.sops import SopsError, SopsReader
 from bot.flows.deploy import staging
+from bot.flows.deploy.identity import NotThisMachine, address_of, key_owner
 from bot.flows.deploy.nixos_anywhere import (
     DISK_KEY_FD_AUTO,
     NixosAnywhereError,
@@ -68,6 +70,7 @@ class Preflight:
     facts: TargetFacts
     host_key: str  # the key the target presented (an installer's, or the pinned system key)
     installed_system: bool
+    address: str = ""  # the one address the host resolved to, used for the whole job
 
 
 class Deployer:
@@ -84,9 +87,11 @@ class Deployer:
         sops: SopsReader,
         settings: Settings,
         tuning: Tuning,
+        inventory: Inventory,
         on_initrd: InitrdHandover | None = None,
     ) -> None:
         self.jobs = jobs
+        self.inventory = inventory
         self.fleet = fleet
         self.store = store
         self.chat = chat
@@ -128,7 +133,12 @@ class Deployer:
         staged_root: Path | None = None
         try:
             await ctx.enter(PREFLIGHT)
-            target = await self.fleet.target(machine)
+            try:
+                address = await address_of(machine, self.inventory)
+            except NotThisMachine as exc:
+                raise ctx.fail(str(exc)) from None
+            # Every connection of the job, nixos-anywhere's included, goes to this address.
+            target = await self.fleet.target(dataclasses.replace(machine, host=address))
             pre = await self._preflight(ctx, target, reinstall=reinstall)
             await ctx.enter(CONFIRM)
             await self._confirm(
@@ -152,7 +162,7 @@ class Deployer:
                 ctx.skip(REMOUNT)
             await ctx.enter(INSTALL)
             await self._still_confirmed_target(ctx, target, pre)
-            await self._nixos_anywhere(ctx, machine, staged_root, disk_key)
+            await self._nixos_anywhere(ctx, target.machine, staged_root, disk_key)
             for secret in secrets:
                 secret.wipe()
             await ctx.enter(REBOOT)
@@ -181,6 +191,14 @@ class Deployer:
                 f"and reinstall it, use /reinstall {machine.name}"
             )
         ctx.output(f"{machine.host}:{machine.ssh_port} presents {fingerprint(presented)}")
+        owner = await key_owner(presented, machine, self.inventory, self.store)
+        if owner is not None:
+            other, kind = owner
+            raise ctx.fail(
+                f"{machine.name}'s host answers with {fingerprint(presented)}, the pinned "
+                f"{kind} key of machine {other}: that is {other}, not {machine.name}. "
+                f"Refusing to erase it; nothing was changed on {other} or {machine.name}."
+            )
         try:
             conn = await target.installer(presented)
         except SshError as exc:
@@ -212,7 +230,12 @@ class Deployer:
         if warning:
             await ctx.note(warning)
         await self.fleet.pin(machine, installer=presented)
-        return Preflight(facts=facts, host_key=presented, installed_system=installed_system)
+        return Preflight(
+            facts=facts,
+            host_key=presented,
+            installed_system=installed_system,
+            address=machine.host,
+        )
 
     async def _confirm(
         self,
@@ -225,6 +248,9 @@ class Deployer:
         reinstall: bool,
     ) -> None:
         timeout = self.tuning.confirm_timeout
+        where = machine.host
+        if pre.address and pre.address != machine.host:
+            where = f"{machine.host} ({pre.address})"
         key_line = (
             f"its pinned host key {fingerprint(pre.host_key)} ✓"
             if pre.installed_system
@@ -233,7 +259,7 @@ class Deployer:
         )
         summary = (
             f"⚠️ This erases the whole disk of {machine.name}.\n"
-            f"Target: root@{machine.host}:{machine.ssh_port}\n"
+            f"Target: root@{where}:{machine.ssh_port}\n"
             f"Flake: {self.settings.flake}#{machine.flake_attr}\n"
             f"Answers with {key_line}\n"
             f"System: {pre.facts.describe()}\n"
