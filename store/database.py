@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
+from bot.core.text import printable
 from store.migrations import migrations
 from store.records import (
     JOB_ACTIVE_STATES,
@@ -123,18 +124,32 @@ class Store:
         decision: str,
         machine: str = "",
         detail: str = "",
-    ) -> None:
-        """Record one decision; ``detail`` must never hold a secret (callers pass summaries)."""
+    ) -> int:
+        """Record one decision and return its id; ``detail`` must never hold a secret
+        (callers pass summaries). Names come from chat users: stored printable only."""
         record = {
             "at": utcnow(),
             "user_id": user_id,
-            "username": username[:64],
-            "action": action[:64],
-            "machine": machine[:64],
-            "decision": decision[:32],
-            "detail": detail[:500],
+            "username": printable(username, 64),
+            "action": printable(action, 64),
+            "machine": printable(machine, 64),
+            "decision": printable(decision, 32),
+            "detail": printable(detail, 500),
         }
-        await self._call(lambda: self.db.table("audit").insert(record))
+
+        def write() -> int:
+            entry_id = self.db.table("audit").insert(record).last_pk
+            assert isinstance(entry_id, int)
+            return entry_id
+
+        return await self._call(write)
+
+    async def update_audit(self, entry_id: int, *, detail: str, user_id: int | None = None) -> None:
+        """Rewrite one entry's detail (a repeated refusal counted on its first line)."""
+        fields: dict[str, object] = {"detail": printable(detail, 500)}
+        if user_id is not None:
+            fields["user_id"] = user_id
+        await self._call(lambda: self.db.table("audit").update(entry_id, fields))
 
     async def recent_audit(self, limit: int = 20) -> list[AuditEntry]:
         def read() -> list[AuditEntry]:
