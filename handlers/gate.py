@@ -117,7 +117,9 @@ class Gate:
             raise ApplicationHandlerStop
         # Display names are the sender's to choose (HTML, bidi overrides, fake audit lines):
         # only the id and the username (letters, digits, _) are kept.
-        name = user.username if _USERNAME.fullmatch(user.username or "") else ""
+        name = user.username or ""
+        if not _USERNAME.fullmatch(name):
+            name = ""
         if not self.access.is_known(user.id):
             action, machine = _describe(update, self._read_command(update, context.bot.username))
             spawn = context.application.create_task
