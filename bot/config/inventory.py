@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.core.durations import parse_duration
+from bot.core.text import printable
 
 UnlockMode = Literal["auto", "askpass", "systemd"]
 MACHINE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -30,7 +31,7 @@ _ATTR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.'-]{0,127}$")
 _SECRET_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _SIZE = re.compile(r"^\d+[KMGT]?$")
 _PERSIST = re.compile(r"/|(/[A-Za-z0-9._+-]+)+/?")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 
 
 class InventoryError(ValueError):
@@ -38,8 +39,9 @@ class InventoryError(ValueError):
 
     def __init__(self, path: Path, problems: list[str]) -> None:
         self.path = path
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
+        # Keys and values come from the file: shown printable only (no escapes, no bidi).
+        self.problems = [printable(p, 300) for p in problems]
+        lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{path}: the inventory is refused:\n{lines}")
 
 

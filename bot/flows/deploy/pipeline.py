@@ -25,6 +25,7 @@ from bot.core.keys import fingerprint, generate_ed25519
 from bot.core.poll import PollTimeout, poll_until
 from bot.core.secret import Secret
 from bot.core.sops import SopsError, SopsReader
+from bot.core.text import printable
 from bot.flows.deploy import staging
 from bot.flows.deploy.identity import NotThisMachine, address_of, key_owner
 from bot.flows.deploy.nixos_anywhere import (
@@ -60,6 +61,7 @@ REMOUNT = "remount rw-store"
 INSTALL = "nixos-anywhere"
 REBOOT = "reboot"
 HEALTH = "health"
+FACTS_BYTES = 64 * 1024
 
 # Called when a freshly installed LUKS machine sits in its initrd; returns a status line.
 InitrdHandover = Callable[[Machine, JobContext], Awaitable[str]]
@@ -205,20 +207,25 @@ class Deployer:
             raise ctx.fail(f"cannot log in as root@{machine.host}: {exc}") from None
         async with conn:
             try:
-                os_release = await run(conn, ["cat", "/etc/os-release"], timeout=timeout)
-                meminfo = await run(conn, ["cat", "/proc/meminfo"], timeout=timeout)
+                # Both files are a few hundred bytes; a target may send gigabytes.
+                os_release = await run(
+                    conn, ["cat", "/etc/os-release"], timeout=timeout, max_output=FACTS_BYTES
+                )
+                meminfo = await run(
+                    conn, ["cat", "/proc/meminfo"], timeout=timeout, max_output=FACTS_BYTES
+                )
             except SshError as exc:
                 raise ctx.fail(f"could not read the target's facts: {exc}") from None
         if not meminfo.ok:
             raise ctx.fail("could not read /proc/meminfo on the target")
-        release = parse_os_release(os_release.stdout_text)
+        release = await asyncio.to_thread(parse_os_release, os_release.stdout_text)
         try:
             mem_mib = parse_mem_total_mib(meminfo.stdout_text)
         except ValueError as exc:
             raise ctx.fail(str(exc)) from None
         facts = TargetFacts(
-            os_id=release.get("ID", "unknown"),
-            os_name=release.get("PRETTY_NAME", ""),
+            os_id=printable(release.get("ID", "unknown"), 64),
+            os_name=printable(release.get("PRETTY_NAME", ""), 120),
             installer=is_nixos_installer(release),
             mem_mib=mem_mib,
             rw_store="",
