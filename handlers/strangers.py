@@ -3,7 +3,8 @@
 The gate handles updates one at a time. An answer to a stranger is a rate-limited send
 (Telegram allows 20 messages a minute in a group), and awaiting it there let 60 fake
 accounts in a group hold up a waiting passphrase for minutes. So nothing here is awaited
-on the update path except the audit write:
+on the update path, not even the audit write (refusals are counted in memory and written
+together within FLUSH_DELAY, through tasks the Application's ``stop()`` waits for):
 
 - in a private chat, the one refusal an hour (with the user's id) is sent in the
   background, through a bounded set of tasks: past the bound, refusals are dropped;
@@ -17,10 +18,11 @@ on the update path except the audit write:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Bot, Update
@@ -28,6 +30,7 @@ from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import TelegramError
 
 from store import Store
+from store.database import StoreUnavailable
 
 log = logging.getLogger(__name__)
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[Any]"]
@@ -36,6 +39,7 @@ MAX_PENDING = 16  # background answers in flight; more are dropped
 MAX_TRACKED = 10_000  # strangers remembered per window; past it nobody is answered
 LINES_PER_WINDOW = 5  # strangers with a line of their own per window
 STRANGER_DETAIL = "not an admin or operator"
+FLUSH_DELAY = 0.5
 _ABSENT = {ChatMemberStatus.LEFT, ChatMemberStatus.BANNED}
 
 
@@ -46,11 +50,22 @@ def refusal_text(user_id: int) -> str:
     )
 
 
-@dataclass
+_order = itertools.count()
+
+
+@dataclass(eq=False)
 class _Line:
-    entry_id: int
-    count: int
+    """One audit line of refusals, counted in memory and written by ``_flush``."""
+
+    user_id: int
+    username: str
+    action: str
+    machine: str
     since: str
+    count: int = 0
+    detail: str = ""
+    entry_id: int | None = None
+    order: int = field(default_factory=lambda: next(_order))
 
 
 class Strangers:
@@ -76,6 +91,8 @@ class Strangers:
         self._groups_judged: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._spawn: Spawn = asyncio.ensure_future
+        self._dirty: set[_Line] = set()
+        self._flush_scheduled = False
 
     async def refuse(
         self,
@@ -86,14 +103,14 @@ class Strangers:
         action: str,
         machine: str,
     ) -> None:
-        """Audit the refusal (awaited) and answer it in the background (not awaited).
+        """Audit the refusal and answer it, both in the background (never awaited here).
 
         ``spawn`` starts the background task: the Application's ``create_task``, which
         its ``stop()`` waits for, so no answer outlives the bot's store.
         """
         self._spawn = spawn
         self._roll_window()
-        await self._audit(user_id, username, action, machine)
+        self._audit(user_id, username, action, machine)
         bot = update.get_bot()
         query = update.callback_query
         if query is not None:
@@ -120,49 +137,62 @@ class Strangers:
         self._shared = None
         self._shared_users.clear()
 
-    async def _audit(self, user_id: int, username: str, action: str, machine: str) -> None:
+    def _audit(self, user_id: int, username: str, action: str, machine: str) -> None:
+        """Count the refusal on its line; the lines are written by ``_flush``, together."""
         clock = time.strftime("%H:%M:%S", time.gmtime())
         line = self._lines.get(user_id)
+        if line is None and len(self._lines) < LINES_PER_WINDOW:
+            line = self._lines[user_id] = _Line(user_id, username, action, machine, clock)
         if line is not None:
             line.count += 1
-            await self.store.update_audit(
-                line.entry_id,
-                detail=f"{STRANGER_DETAIL}; {line.count} refusals since {line.since}, "
-                f"last {clock}: {action} {machine}".rstrip(),
+            line.detail = (
+                STRANGER_DETAIL
+                if line.count == 1
+                else f"{STRANGER_DETAIL}; {line.count} refusals since {line.since}, "
+                f"last {clock}: {action} {machine}".rstrip()
             )
-            return
-        if len(self._lines) < LINES_PER_WINDOW:
-            entry_id = await self.store.audit(
-                user_id=user_id,
-                username=username,
-                action=action,
-                machine=machine,
-                decision="refused",
-                detail=STRANGER_DETAIL,
+            self._dirty.add(line)
+        else:
+            if len(self._shared_users) < MAX_TRACKED:
+                self._shared_users.add(user_id)
+            shared = self._shared
+            if shared is None:
+                shared = self._shared = _Line(user_id, "", "strangers", "", clock)
+            shared.count += 1
+            shared.user_id = user_id
+            shared.detail = (
+                f"{STRANGER_DETAIL}: {shared.count} refusals from {len(self._shared_users)} "
+                f"more strangers since {shared.since}, last {clock} from {user_id}"
             )
-            self._lines[user_id] = _Line(entry_id, 1, clock)
-            return
-        if len(self._shared_users) < MAX_TRACKED:
-            self._shared_users.add(user_id)
-        shared = self._shared
-        if shared is None:
-            entry_id = await self.store.audit(
-                user_id=user_id,
-                username="",
-                action="strangers",
-                decision="refused",
-                detail=f"{STRANGER_DETAIL}: 1 refusal from 1 more stranger",
-            )
-            self._shared = _Line(entry_id, 1, clock)
-            return
-        shared.count += 1
-        await self.store.update_audit(
-            shared.entry_id,
-            user_id=user_id,
-            detail=f"{STRANGER_DETAIL}: {shared.count} refusals from "
-            f"{len(self._shared_users)} more strangers since {shared.since}, last {clock} "
-            f"from {user_id}",
-        )
+            self._dirty.add(shared)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._spawn(self._flush())
+
+    async def _flush(self) -> None:
+        """Write the counted lines, at most once a FLUSH_DELAY and off the update path: a
+        flood of refusals costs the update loop no database write each."""
+        await asyncio.sleep(FLUSH_DELAY)
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        for line in sorted(dirty, key=lambda one: one.order):
+            try:
+                if line.entry_id is None:
+                    line.entry_id = await self.store.audit(
+                        user_id=line.user_id,
+                        username=line.username,
+                        action=line.action,
+                        machine=line.machine,
+                        decision="refused",
+                        detail=line.detail,
+                    )
+                else:
+                    await self.store.update_audit(
+                        line.entry_id, detail=line.detail, user_id=line.user_id
+                    )
+            except StoreUnavailable as exc:
+                log.warning("could not audit refusals of strangers: %s", exc)
+                self._dirty.add(line)
 
     def _background(self, send: Callable[[], Awaitable[object]]) -> None:
         if len(self._tasks) >= self.max_pending:

@@ -143,6 +143,7 @@ async def test_bad_input_gets_one_line_and_the_bot_keeps_answering(rig: BotRig) 
 async def test_audit_shows_the_last_entries_to_admins(rig: BotRig) -> None:
     await rig.start(INVENTORY)
     await rig.ask(rig.tg.user(STRANGER), "/machines")
+    await audit_of(rig, STRANGER, 1)  # refusals of strangers are written in the background
     denied = await rig.ask(rig.tg.user(OPERATOR), "/audit")
     assert denied.body == "/audit is for admins only."
     reply = await rig.ask(rig.tg.user(ADMIN), "/audit")
