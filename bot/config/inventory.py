@@ -70,6 +70,7 @@ class Machine:
     unlock_timeout: float = 1800.0
     reboot_check: str = ""
     checks: tuple[str, ...] = ()
+    erase_approval: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "unlock_timeout": (str,),
     "reboot_check": (str,),
     "checks": (list,),
+    "erase_approval": (bool,),
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
 
@@ -283,6 +285,7 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
         unlock_timeout=durations["unlock_timeout"],
         reboot_check=cron,
         checks=tuple(checks),
+        erase_approval=entry.get("erase_approval", False),
     )
 
 

@@ -27,6 +27,7 @@ from bot.core.secret import Secret
 from bot.core.sops import SopsError, SopsReader
 from bot.core.text import printable
 from bot.flows.deploy import staging
+from bot.flows.deploy.approval import approvers, second_approval
 from bot.flows.deploy.identity import NotThisMachine, address_of, key_owner
 from bot.flows.deploy.nixos_anywhere import (
     DISK_KEY_FD_AUTO,
@@ -304,6 +305,19 @@ class Deployer:
             decision="confirmed",
             detail=f"job {ctx.job.id}, target key {fingerprint(pre.host_key)}",
         )
+        if machine.erase_approval:
+            await ctx.note("waiting for a second operator or admin to approve (erase_approval)")
+            approver = await second_approval(
+                asker=self.asker,
+                store=self.store,
+                machine=machine,
+                people=approvers(machine, self.settings.admins, user_id),
+                requester=str(user_id),
+                summary=summary,
+                job_id=ctx.job.id,
+                timeout=timeout,
+            )
+            ctx.output(f"erasing approved by {approver}")
 
     async def _disk_passphrase(self, ctx: JobContext, machine: Machine, *, user_id: int) -> Secret:
         if machine.luks_passphrase_secret and machine.secrets_file is not None:
