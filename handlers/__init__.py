@@ -24,7 +24,6 @@ from handlers.registry import install, table_of
 from handlers.strangers import Strangers
 from handlers.unlock import UnlockCommands
 from store import Store
-from store.health import HealthStore
 
 #: The command families, in the order /help lists them.
 FAMILIES = (InfoCommands, DeployCommands, UnlockCommands, HealthCommands, JobCommands)
@@ -55,7 +54,7 @@ def register_all(
         access=access,
         inventory=inventory,
         store=store,
-        health=HealthStore(store),
+        health=engine.records,
         probes_enabled=probes_enabled,
     )
     families: list[object] = [

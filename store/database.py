@@ -85,7 +85,7 @@ class Store:
     async def open(cls, path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Store:
         """Open (and migrate) the database; a writer waits ``busy_timeout`` s for a lock."""
         store = cls(path, busy_timeout=busy_timeout)
-        await store._call(store._open)
+        await store.call(store._open)
         return store
 
     def _open(self) -> None:
@@ -102,11 +102,13 @@ class Store:
 
     async def close(self) -> None:
         if self._db is not None:
-            await self._call(self._db.conn.close)
+            await self.call(self._db.conn.close)
             self._db = None
         self._executor.shutdown(wait=True)
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the store's own thread (the only thread that touches the database);
+        for the store package's table modules, such as ``store.health``."""
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn, *args)
@@ -150,21 +152,21 @@ class Store:
             assert isinstance(entry_id, int)
             return entry_id
 
-        return await self._call(write)
+        return await self.call(write)
 
     async def update_audit(self, entry_id: int, *, detail: str, user_id: int | None = None) -> None:
         """Rewrite one entry's detail (a repeated refusal counted on its first line)."""
         fields: dict[str, object] = {"detail": printable(detail, 500)}
         if user_id is not None:
             fields["user_id"] = user_id
-        await self._call(lambda: self.db.table("audit").update(entry_id, fields))
+        await self.call(lambda: self.db.table("audit").update(entry_id, fields))
 
     async def recent_audit(self, limit: int = 20) -> list[AuditEntry]:
         def read() -> list[AuditEntry]:
             rows = self.db.query("select * from audit order by id desc limit ?", [limit])
             return [audit_from_row(row) for row in rows]
 
-        return await self._call(read)
+        return await self.call(read)
 
     # -- machines ------------------------------------------------------------------------
 
@@ -173,7 +175,7 @@ class Store:
             rows = list(self.db.query("select * from machines where name = ?", [name]))
             return machine_from_row(rows[0]) if rows else MachineState(name=name)
 
-        return await self._call(read)
+        return await self.call(read)
 
     async def machines(self) -> dict[str, MachineState]:
         def read() -> dict[str, MachineState]:
@@ -182,7 +184,7 @@ class Store:
                 for row in self.db.query("select * from machines")
             }
 
-        return await self._call(read)
+        return await self.call(read)
 
     async def update_machine(self, name: str, **fields: str) -> MachineState:
         """Set some columns of a machine's row; a changed ``state`` also moves ``state_since``."""
@@ -205,7 +207,7 @@ class Store:
                 self.db.table("machines").upsert({**current, **fields}, pk="name")
             return machine_from_row({**current, **fields})
 
-        return await self._call(write)
+        return await self.call(write)
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -235,7 +237,7 @@ class Store:
             assert job_id is not None
             return self._job(job_id)
 
-        return await self._call(write)
+        return await self.call(write)
 
     def _active_for(self, machine: str) -> Job | None:
         marks = ",".join("?" for _ in JOB_ACTIVE_STATES)
@@ -260,10 +262,10 @@ class Store:
             except KeyError:
                 return None
 
-        return await self._call(read)
+        return await self.call(read)
 
     async def active_job(self, machine: str) -> Job | None:
-        return await self._call(self._active_for, machine)
+        return await self.call(self._active_for, machine)
 
     async def update_job(self, job_id: int, **fields: Any) -> Job:
         if isinstance(fields.get("result"), str):
@@ -276,7 +278,7 @@ class Store:
             self.db.table("jobs").update(job_id, fields)
             return self._job(job_id)
 
-        return await self._call(write)
+        return await self.call(write)
 
     async def recent_jobs(self, limit: int = 10, machines: set[str] | None = None) -> list[Job]:
         """The newest ``limit`` jobs, of ``machines`` only when given (filtered in SQL, so
@@ -294,7 +296,7 @@ class Store:
                 )
             return [job_from_row(row) for row in rows]
 
-        return await self._call(read)
+        return await self.call(read)
 
     async def interrupt_active_jobs(self) -> list[Job]:
         """At start: jobs left queued or running by a previous process become ``interrupted``."""
@@ -319,7 +321,7 @@ class Store:
                     )
             return [self._job(row["id"]) for row in rows]
 
-        return await self._call(write)
+        return await self.call(write)
 
     async def add_event(self, job_id: int, kind: str, text: str) -> None:
         record = {
@@ -328,17 +330,17 @@ class Store:
             "kind": printable(kind, 32),
             "text": printable(text, MAX_EVENT, newlines=True),
         }
-        await self._call(lambda: self.db.table("job_events").insert(record))
+        await self.call(lambda: self.db.table("job_events").insert(record))
 
     async def events(self, job_id: int) -> list[JobEvent]:
         def read() -> list[JobEvent]:
             rows = self.db.query("select * from job_events where job_id = ? order by id", [job_id])
             return [event_from_row(row) for row in rows]
 
-        return await self._call(read)
+        return await self.call(read)
 
     async def integrity_check(self) -> str:
         def read() -> str:
             return str(next(iter(self.db.query("pragma integrity_check")))["integrity_check"])
 
-        return await self._call(read)
+        return await self.call(read)
