@@ -59,7 +59,7 @@ class World:
     def admin(self) -> FakeUser:
         return self.rig.tg.user(ADMIN, "ada")
 
-    def machine(self, name: str, host: LabHost, **keys: Any) -> None:
+    def machine(self, name: str, host: LabHost, /, **keys: Any) -> None:
         """Add ``[machines.name]`` for ``host``; ``keys`` override the defaults below."""
         entry: dict[str, Any] = {
             "host": host.address,

@@ -9,12 +9,14 @@ exposed for the bot to watch it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass
 
 import asyncssh
 
 from bot.config.inventory import Machine
 from bot.core.durations import format_duration
+from bot.core.text import printable
 from bot.remote.place import Place
 from bot.remote.ssh import CommandResult, run
 
@@ -105,9 +107,13 @@ class Probe:
 FAILED_UNITS = ["systemctl", "--failed", "--no-legend", "--plain"]
 
 
+MAX_FAILED_UNITS = 50
+
+
 def failed_units(text: str) -> tuple[str, ...]:
-    """The unit names of ``systemctl --failed --no-legend --plain``."""
-    return tuple(line.split()[0] for line in text.splitlines() if line.strip())
+    """The unit names of ``systemctl --failed --no-legend --plain`` (printable, bounded)."""
+    names = (printable(line.split()[0], 120) for line in text.splitlines() if line.strip())
+    return tuple(itertools.islice((n for n in names if n), MAX_FAILED_UNITS))
 
 
 async def read_health(
@@ -135,8 +141,8 @@ async def read_health(
         *(one(check_argv(c, check_timeout)) for c in machine.checks),
     )
     return Health(
-        boot_id=boot.stdout_text.strip(),
-        system=state.stdout_text.strip() or "unknown",
+        boot_id=printable(boot.stdout_text.strip(), 64),
+        system=printable(state.stdout_text.strip(), 64) or "unknown",
         failed_units=failed_units(failed.stdout_text),
         disks=_disks(df.stdout_text),
         uptime=_uptime(uptime.stdout_text),
@@ -152,6 +158,7 @@ def check_argv(check: str, timeout: float) -> list[str]:
         return ["nc", "-z", "-w", seconds, "127.0.0.1", check[4:]]
     return [
         "curl",
+        "--globoff",  # [1-9999] and {a,b} in a URL are not a request storm
         "--silent",
         "--show-error",
         "--output",
@@ -186,7 +193,7 @@ def _disks(text: str) -> tuple[tuple[str, int], ...]:
     for line in text.splitlines()[1:]:
         fields = line.split()
         if len(fields) >= 6 and fields[4].rstrip("%").isdigit():
-            found[fields[5]] = int(fields[4].rstrip("%"))
+            found[printable(fields[5], 120)] = int(fields[4].rstrip("%"))
     return tuple(found.items())
 
 
@@ -198,5 +205,4 @@ def _uptime(text: str) -> float | None:
 
 
 def _short(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return printable(" ".join(text[: limit * 4].split()), limit)

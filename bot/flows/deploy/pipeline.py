@@ -10,13 +10,14 @@ look at the target are in ``preflight``, the build and nixos-anywhere in ``insta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bot.chat.asker import Asker
 from bot.chat.port import ChatPort
-from bot.config.inventory import Machine
+from bot.config.inventory import Inventory, Machine
 from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
@@ -25,6 +26,8 @@ from bot.core.poll import PollTimeout, poll_until
 from bot.core.secret import Secret
 from bot.core.sops import SopsError, SopsReader
 from bot.flows.deploy import staging
+from bot.flows.deploy.approval import approvers, second_approval
+from bot.flows.deploy.identity import NotThisMachine, address_of
 from bot.flows.deploy.install import INSTALL, Installer
 from bot.flows.deploy.preflight import Preflight, preflight, remount, still_confirmed
 from bot.jobs.runner import JobCancelled, JobContext, JobRunner, Outcome
@@ -62,9 +65,11 @@ class Deployer:
         sops: SopsReader,
         settings: Settings,
         tuning: Tuning,
+        inventory: Inventory,
         on_initrd: InitrdHandover | None = None,
     ) -> None:
         self.jobs = jobs
+        self.inventory = inventory
         self.fleet = fleet
         self.store = store
         self.chat = chat
@@ -107,9 +112,20 @@ class Deployer:
         staged_root: Path | None = None
         try:
             await ctx.enter(PREFLIGHT)
-            target = await self.fleet.target(machine)
+            with ctx.failing("", NotThisMachine):
+                address = await address_of(machine, self.inventory)
+            # Every connection of the job, nixos-anywhere's included, goes to this address.
+            target = await self.fleet.target(dataclasses.replace(machine, host=address))
             timeout = self.tuning.ssh_timeout
-            pre = await preflight(ctx, target, self.fleet, reinstall=reinstall, timeout=timeout)
+            pre = await preflight(
+                ctx,
+                target,
+                self.fleet,
+                self.inventory,
+                self.store,
+                reinstall=reinstall,
+                timeout=timeout,
+            )
             await ctx.enter(CONFIRM)
             await self._confirm(
                 ctx, machine, pre, user_id=user_id, chat_id=chat_id, reinstall=reinstall
@@ -135,7 +151,12 @@ class Deployer:
             await still_confirmed(ctx, target, pre, timeout=timeout)
             try:
                 await self.installer.run(
-                    ctx, machine, staged_root, disk_key, confirmed_key=pre.host_key, built=built
+                    ctx,
+                    target.machine,
+                    staged_root,
+                    disk_key,
+                    confirmed_key=pre.host_key,
+                    built=built,
                 )
             finally:
                 # The host's and the initrd's private keys: gone the moment it exits, not
@@ -166,6 +187,9 @@ class Deployer:
         reinstall: bool,
     ) -> None:
         timeout = self.tuning.confirm_timeout
+        where = machine.host
+        if pre.address and pre.address != machine.host:
+            where = f"{machine.host} ({pre.address})"
         key_line = (
             f"its pinned host key {fingerprint(pre.host_key)} ✓"
             if pre.installed_system
@@ -174,7 +198,7 @@ class Deployer:
         )
         summary = (
             f"⚠️ This erases the whole disk of {machine.name}.\n"
-            f"Target: root@{machine.host}:{machine.ssh_port}\n"
+            f"Target: root@{where}:{machine.ssh_port}\n"
             f"Flake: {self.settings.flake}#{machine.flake_attr}\n"
             f"Answers with {key_line}\n"
             f"System: {pre.facts.describe()}\n"
@@ -212,6 +236,19 @@ class Deployer:
             decision="confirmed",
             detail=f"job {ctx.job.id}, target key {fingerprint(pre.host_key)}",
         )
+        if machine.erase_approval:
+            await ctx.note("waiting for a second operator or admin to approve (erase_approval)")
+            approver = await second_approval(
+                asker=self.asker,
+                store=self.store,
+                machine=machine,
+                people=approvers(machine, self.settings.admins, user_id),
+                requester=str(user_id),
+                summary=summary,
+                job_id=ctx.job.id,
+                timeout=timeout,
+            )
+            ctx.output(f"erasing approved by {approver}")
 
     async def _disk_passphrase(self, ctx: JobContext, machine: Machine, *, user_id: int) -> Secret:
         if machine.luks_passphrase_secret and machine.secrets_file is not None:

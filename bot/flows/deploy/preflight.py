@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
+from bot.config.inventory import Inventory
 from bot.core.keys import fingerprint
+from bot.core.text import printable
+from bot.flows.deploy.identity import key_owner
 from bot.jobs.runner import JobContext
 from bot.remote.facts import (
     TargetFacts,
@@ -17,6 +21,9 @@ from bot.remote.fleet import Fleet
 from bot.remote.place import same_key
 from bot.remote.ssh import SshError, fetch_host_key, run
 from bot.remote.target import Target
+from store import Store
+
+FACTS_BYTES = 64 * 1024
 
 
 @dataclass
@@ -24,10 +31,18 @@ class Preflight:
     facts: TargetFacts
     host_key: str  # the key the target presented (an installer's, or the pinned system key)
     installed_system: bool
+    address: str = ""  # the one address the host resolved to, used for the whole job
 
 
 async def preflight(
-    ctx: JobContext, target: Target, fleet: Fleet, *, reinstall: bool, timeout: float
+    ctx: JobContext,
+    target: Target,
+    fleet: Fleet,
+    inventory: Inventory,
+    store: Store,
+    *,
+    reinstall: bool,
+    timeout: float,
 ) -> Preflight:
     """Who answers, and what it is: first contact pins the presented key as the installer's
     (trust on first use: the confirmation shows it to a person)."""
@@ -42,20 +57,33 @@ async def preflight(
             f"and reinstall it, use /reinstall {machine.name}"
         )
     ctx.output(f"{machine.host}:{machine.ssh_port} presents {fingerprint(presented)}")
+    owner = await key_owner(presented, machine, inventory, store)
+    if owner is not None:
+        other, kind = owner
+        raise ctx.fail(
+            f"{machine.name}'s host answers with {fingerprint(presented)}, the pinned "
+            f"{kind} key of machine {other}: that is {other}, not {machine.name}. "
+            f"Refusing to erase it; nothing was changed on {other} or {machine.name}."
+        )
     with ctx.failing(f"cannot log in as root@{machine.host}", SshError):
         conn = await target.installer(presented)
     async with conn:
         with ctx.failing("could not read the target's facts", SshError):
-            os_release = await run(conn, ["cat", "/etc/os-release"], timeout=timeout)
-            meminfo = await run(conn, ["cat", "/proc/meminfo"], timeout=timeout)
+            # Both files are a few hundred bytes; a target may send gigabytes.
+            os_release = await run(
+                conn, ["cat", "/etc/os-release"], timeout=timeout, max_output=FACTS_BYTES
+            )
+            meminfo = await run(
+                conn, ["cat", "/proc/meminfo"], timeout=timeout, max_output=FACTS_BYTES
+            )
     if not meminfo.ok:
         raise ctx.fail("could not read /proc/meminfo on the target")
-    release = parse_os_release(os_release.stdout_text)
+    release = await asyncio.to_thread(parse_os_release, os_release.stdout_text)
     with ctx.failing("", ValueError):
         mem_mib = parse_mem_total_mib(meminfo.stdout_text)
     facts = TargetFacts(
-        os_id=release.get("ID", "unknown"),
-        os_name=release.get("PRETTY_NAME", ""),
+        os_id=printable(release.get("ID", "unknown"), 64),
+        os_name=printable(release.get("PRETTY_NAME", ""), 120),
         installer=is_nixos_installer(release),
         mem_mib=mem_mib,
         rw_store="",
@@ -67,7 +95,9 @@ async def preflight(
     if warning:
         await ctx.note(warning)
     await fleet.pin(machine, installer=presented)
-    return Preflight(facts=facts, host_key=presented, installed_system=installed_system)
+    return Preflight(
+        facts=facts, host_key=presented, installed_system=installed_system, address=machine.host
+    )
 
 
 async def remount(ctx: JobContext, target: Target, pre: Preflight, *, timeout: float) -> None:
