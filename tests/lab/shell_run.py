@@ -49,6 +49,7 @@ _RUNNING: dict[str, Command] = {
     "mkdir": system.cmd_mkdir,
     "chmod": system.cmd_chmod,
     "chown": system.cmd_chown,
+    "ssh-keygen": system.cmd_ssh_keygen,
     "systemd-tty-ask-password-agent": unlock.agent,
 }
 _NIXOS: dict[str, Command] = {"nixos-version": system.cmd_nixos_version, "nix": install.nix}
