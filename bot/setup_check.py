@@ -6,6 +6,7 @@ table says ``ok`` or what is wrong, never what a secret is.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import stat
@@ -137,7 +138,7 @@ async def _keys(settings: Settings, inventory: Inventory) -> list[Row]:
 
 async def _recorded(path: Path) -> dict[str, MachineState]:
     """The keys the bot recorded, if it ever ran here (no database is made for a check)."""
-    if not path.exists():
+    if not await asyncio.to_thread(path.exists):
         return {}
     store = await Store.open(path)
     try:

@@ -56,7 +56,7 @@ async def test_each_problem_is_a_failed_row(tmp_path: Path, make_sops: object) -
     assert "web: absent_key" in out
     assert "has no key 'absent_key'" in out
     # The host key secret decrypts, but is no private key: no system key can come from it.
-    assert f"FAIL  web: keys" in out
+    assert "FAIL  web: keys" in out
     assert f"{SECRET_KEY} in {sops.path} is not an OpenSSH private key" in out
     assert "4 problem(s)" in out
 
