@@ -108,6 +108,8 @@ async def test_adopt_pins_on_confirm_only_then_reboot_tests(world: World) -> Non
         "Only the person who asked can answer this."
     )
     assert (await store.machine("vault")).host_key == ""
+    second = await world.rig.ask(op, "/adopt vault", chat=group)
+    assert "already waiting for a confirmation" in second.body
     await tg.press_button(op, ask, "Pin this key")
     done = await tg.wait_for_message(group, lambda m: "📌 vault" in m.body, timeout=15)
     assert f"system key {fp(host.system_host_key)} pinned (confirmed with /adopt by @opal)" in (

@@ -51,8 +51,22 @@ class Adopter:
         self.asker = asker
         self.confirm_timeout = confirm_timeout
         self.ssh_timeout = ssh_timeout
+        self._active: set[str] = set()
 
     async def adopt(self, machine: Machine, *, user_id: int, by: str, chat_id: int) -> None:
+        """Run /adopt for ``machine``; a second one while the first waits is turned away."""
+        if machine.name in self._active:
+            await self.chat.post(
+                chat_id, f"An /adopt of {machine.name} is already waiting for a confirmation."
+            )
+            return
+        self._active.add(machine.name)
+        try:
+            await self._adopt(machine, user_id=user_id, by=by, chat_id=chat_id)
+        finally:
+            self._active.discard(machine.name)
+
+    async def _adopt(self, machine: Machine, *, user_id: int, by: str, chat_id: int) -> None:
         name = machine.name
 
         async def audit(decision: str, detail: str = "") -> None:
