@@ -247,3 +247,24 @@ async def test_initrd_with_another_key_than_the_booted_system_says_gets_nothing(
     assert not said(world, PROMPT)
     assert host.attempts == []
     assert (await store.machine("clawsiecats")).initrd_host_key == read
+
+
+async def test_keys_from_the_inventory_alone_are_enough(world: World) -> None:
+    host = hand_installed(world, "luks", from_sops=False)
+    world.machine(
+        "vault",
+        host,
+        host_key_secret="",
+        host_key=host.system_host_key,
+        initrd_host_key=host.initrd_host_key,
+        probe_interval=PROBES,
+    )
+    await world.start(**FAST)
+    await eventually(lambda: state_is(world, "vault", "up"), timeout=15, what="vault up")
+    status = await world.rig.ask(world.op, "/status vault", timeout=15)
+    assert f"system key {fp(host.system_host_key)} (host_key in the inventory)" in status.body
+    assert f"initrd key {fp(host.initrd_host_key)} (initrd_host_key in the inventory)" in (
+        status.body
+    )
+    known = await world.rig.svc.store.machine("vault")
+    assert (known.host_key, known.initrd_host_key) == ("", "")  # nothing to read or record
