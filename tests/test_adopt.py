@@ -268,3 +268,24 @@ async def test_keys_from_the_inventory_alone_are_enough(world: World) -> None:
     )
     known = await world.rig.svc.store.machine("vault")
     assert (known.host_key, known.initrd_host_key) == ("", "")  # nothing to read or record
+
+
+async def test_a_hand_installed_machine_is_installed_deploy_points_to_reinstall(
+    world: World,
+) -> None:
+    host = hand_installed(world, "plain", from_sops=True, luks=False)
+    world.machine("web", host, luks=False, flake_attr="clawsiecats")
+    await world.start(**FAST)
+    op, tg = world.op, world.rig.tg
+    await tg.send_text(op, "/deploy web")
+    refused = await tg.wait_for_message(
+        op, lambda m: "(job 1) — failed after" in m.body, edits=True, timeout=30
+    )
+    assert "web is installed" in refused.body
+    assert "/reinstall web" in refused.body
+    await tg.send_text(op, "/reinstall web")
+    ask = await tg.wait_for_message(op, lambda m: "type the machine's name" in m.body, timeout=20)
+    assert f"its pinned host key {fp(host.system_host_key)} ✓" in ask.body
+    await tg.send_text(op, "not-web")
+    await tg.wait_for_message(op, lambda m: "(job 2) — cancelled" in m.body, edits=True)
+    assert host.stage == "booted"
