@@ -177,7 +177,8 @@ async def test_repin_after_a_reinstall_by_hand_shows_old_and_new(world: World) -
 
 async def test_adopt_never_replaces_a_sops_key(world: World) -> None:
     host = hand_installed(world, "plain", from_sops=False, luks=False)
-    world.machine("web", host, luks=False, probe_interval="1h")  # sops holds another key
+    # The inventory names a sops key that is not the one the host presents.
+    world.machine("web", host, luks=False, host_key_secret=HOST_KEY_SECRET, probe_interval="1h")
     await world.start(**FAST)
     reply = await world.rig.ask(world.op, "/adopt web", timeout=15)
     assert "I do not replace a key from the inventory or sops" in reply.body
