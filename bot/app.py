@@ -23,6 +23,7 @@ from bot.chat.questions import Answers
 from bot.config.inventory import Inventory
 from bot.config.settings import Settings
 from bot.config.tuning import Tuning
+from bot.flows.adopt import contradictions
 from bot.flows.engine import Engine, build_engine
 from bot.flows.recovery import clear_crash_leftovers, look_after_interruption
 from bot.flows.watch.schedule import Schedules
@@ -182,6 +183,7 @@ async def _post_init(application: BotApplication) -> None:
         [BotCommand(spec.name, spec.summary) for spec in parts.commands]
     )
     await tell_interrupted_jobs(parts)
+    await tell_key_contradictions(parts)
     if parts.schedules is not None:
         parts.schedules.start()
 
@@ -190,6 +192,23 @@ async def _post_stop(application: BotApplication) -> None:
     parts = parts_of(application)
     await parts.engine.shutdown()
     await parts.jobs.shutdown()
+
+
+async def tell_key_contradictions(parts: Parts) -> None:
+    """Keys whose sources disagree are never replaced silently: admins hear of all of
+    them in one message at start (``deploybot check`` lists them too)."""
+    if not parts.probes_enabled:
+        return
+    found = await contradictions(parts.engine.fleet, parts.inventory)
+    if not found:
+        return
+    lines = [f"🚨 Host keys that contradict each other ({len(found)}): these keys are not trusted,"]
+    lines.append("so the machines are not probed as healthy and get no passphrase until fixed.")
+    lines += [f"• {name}: {conflict}" for name, conflict in found]
+    lines.append("Correct the inventory or the sops file; deploybot check shows the same.")
+    text = "\n".join(lines)
+    for admin in sorted(parts.settings.admins):
+        await parts.chat.post(admin, text)
 
 
 async def tell_interrupted_jobs(parts: Parts) -> None:

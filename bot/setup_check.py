@@ -6,6 +6,7 @@ table says ``ok`` or what is wrong, never what a secret is.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import stat
@@ -20,6 +21,8 @@ from bot.config.settings import Settings
 from bot.core.keys import public_from_private
 from bot.core.secret import Secret
 from bot.core.text import printable
+from bot.remote.pins import SopsHostKeys, describe, resolve
+from store import MachineState, Store
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ async def collect(settings: Settings) -> list[Row]:
     rows.append(_state_dir(settings.state_dir))
     if inventory is not None:
         rows += await _secrets(settings, inventory)
+        rows += await _keys(settings, inventory)
     return rows
 
 
@@ -112,6 +116,36 @@ async def _secrets(settings: Settings, inventory: Inventory) -> list[Row]:
             else:
                 rows.append(Row(f"{name}: {key}", "ok", f"decrypts from {file}"))
     return rows
+
+
+async def _keys(settings: Settings, inventory: Inventory) -> list[Row]:
+    """Per machine, which keys are pinned and from where; a contradiction is a failure."""
+    recorded = await _recorded(settings.db)
+    sops_keys = SopsHostKeys(settings.sops_reader())
+    rows: list[Row] = []
+    for machine in inventory:
+        item = f"{machine.name}: keys"
+        sops_key, problem = await sops_keys.public_key(machine)
+        if problem:
+            rows.append(Row(item, "FAIL", f"no key from sops: {problem}"))
+        pins = resolve(machine, recorded.get(machine.name) or MachineState(machine.name), sops_key)
+        for line in describe(machine, pins):
+            if line.startswith("⚠️"):
+                rows.append(Row(item, "FAIL", line.removeprefix("⚠️ ")))
+            else:
+                rows.append(Row(item, "ok" if pins.system else "warn", line))
+    return rows
+
+
+async def _recorded(path: Path) -> dict[str, MachineState]:
+    """The keys the bot recorded, if it ever ran here (no database is made for a check)."""
+    if not await asyncio.to_thread(path.exists):
+        return {}
+    store = await Store.open(path)
+    try:
+        return await store.machines()
+    finally:
+        await store.close()
 
 
 def render(rows: list[Row]) -> str:

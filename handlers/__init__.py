@@ -16,6 +16,7 @@ from bot.flows.engine import Engine
 from bot.flows.watch.schedule import Schedules
 from bot.jobs.runner import JobRunner
 from handlers import buttons, conversation, gate
+from handlers.adopt import AdoptCommands
 from handlers.deploy import DeployCommands
 from handlers.health import HealthCommands
 from handlers.info import InfoCommands
@@ -26,7 +27,14 @@ from handlers.unlock import UnlockCommands
 from store import Store
 
 #: The command families, in the order /help lists them.
-FAMILIES = (InfoCommands, DeployCommands, UnlockCommands, HealthCommands, JobCommands)
+FAMILIES = (
+    InfoCommands,
+    DeployCommands,
+    UnlockCommands,
+    HealthCommands,
+    JobCommands,
+    AdoptCommands,
+)
 
 
 def command_table() -> CommandTable:
@@ -56,6 +64,7 @@ def register_all(
         store=store,
         health=engine.records,
         probes_enabled=probes_enabled,
+        fleet=engine.fleet,
     )
     families: list[object] = [
         info,
@@ -71,6 +80,7 @@ def register_all(
             confirm_timeout=confirm_timeout,
         ),
         JobCommands(store=store, jobs=jobs, access=access),
+        AdoptCommands(engine.adopter),
     ]
     table = table_of(families)
     info.table = table
@@ -86,6 +96,7 @@ def register_all(
             answers=answers,
             on_answer=talk.on_text,
             probes_enabled=probes_enabled,
+            fleet=engine.fleet,
         ),
     )
     install(application, families)

@@ -27,6 +27,7 @@ from bot.chat.commands import (
 )
 from bot.chat.questions import Answers
 from bot.config.inventory import Inventory, Machine
+from bot.remote.fleet import Fleet
 from handlers.registry import BotContext, Call
 from handlers.strangers import Strangers
 from store import Job, Store
@@ -87,6 +88,7 @@ class Gate:
         strangers: Strangers,
         answers: Answers,
         on_answer: Callable[[Update, BotContext], Awaitable[None]],
+        fleet: Fleet,
         probes_enabled: bool = True,
     ) -> None:
         self.access = access
@@ -96,6 +98,7 @@ class Gate:
         self.strangers = strangers
         self.answers = answers
         self.on_answer = on_answer
+        self.fleet = fleet
         self.probes_enabled = probes_enabled
 
     async def __call__(self, update: Update, context: BotContext) -> None:
@@ -210,12 +213,23 @@ class Gate:
             raise Refused("no LUKS disk", f"{m.name} has no LUKS disk: nothing to unlock.")
         if needs & {Need.PINNED, Need.INSTALLED_BY_BOT}:
             known = await self.store.machine(m.name)
-            if Need.PINNED in needs and not known.host_key:
-                raise Refused(
-                    "no pinned host key",
-                    f"{m.name} has no pinned host key: install it with /deploy first.",
-                )
-            if Need.INSTALLED_BY_BOT in needs and not known.installed_at:
+            pins = await self.fleet.pins(m)
+            if Need.PINNED in needs:
+                if pins.conflicts:
+                    raise Refused(
+                        "keys contradict",
+                        f"{m.name}'s keys contradict each other ({'; '.join(pins.conflicts)}): "
+                        "correct the inventory or sops; deploybot check shows them.",
+                    )
+                if not pins.system:
+                    raise Refused(
+                        "no pinned host key",
+                        f"{m.name} has no pinned host key: /adopt {m.name} pins the key it "
+                        f"presents once you confirm it, /deploy {m.name} installs it.",
+                    )
+            # A machine installed by hand whose key is pinned is installed too: /deploy
+            # refuses to erase it and points here.
+            if Need.INSTALLED_BY_BOT in needs and not (known.installed_at or pins.system):
                 raise Refused(
                     "not installed by the bot",
                     f"{m.name} was not installed by this bot: use /deploy {m.name}.",

@@ -8,6 +8,8 @@ from bot.chat.access import Access
 from bot.chat.commands import Arg, CommandTable, Need, Right
 from bot.config.inventory import Inventory, Machine
 from bot.core.durations import format_duration
+from bot.remote.fleet import Fleet
+from bot.remote.pins import describe as describe_pins
 from bot.remote.status import QuickStatus, quick_status
 from handlers.registry import Call, command
 from store import MachineState, Store
@@ -80,12 +82,14 @@ class InfoCommands:
         inventory: Inventory,
         store: Store,
         health: HealthStore,
+        fleet: Fleet,
         probes_enabled: bool = True,
     ) -> None:
         self.access = access
         self.inventory = inventory
         self.store = store
         self.health = health
+        self.fleet = fleet
         self.probes_enabled = probes_enabled
         # Filled by the composition root once every family is declared.
         self.table = CommandTable(())
@@ -140,11 +144,17 @@ class InfoCommands:
             *(quick_status(m, self.store, probe=self.probes_enabled) for m in machines)
         )
         watched = await asyncio.gather(*(watch_lines(m, self.health) for m in machines))
+        keys = await asyncio.gather(*(self.key_lines(m) for m in machines))
+        watched = [[*w, *k] for w, k in zip(watched, keys, strict=True)]
         await call.reply(
             "\n".join(
                 "\n".join([describe_status(s), *w]) for s, w in zip(statuses, watched, strict=True)
             )
         )
+
+    async def key_lines(self, machine: Machine) -> list[str]:
+        """Which keys are pinned and from where (bot.remote.pins)."""
+        return [f"  {line}" for line in describe_pins(machine, await self.fleet.pins(machine))]
 
     @command("audit", "the last 20 audit entries", right=Right.ADMIN, needs=(Need.PRIVATE_CHAT,))
     async def audit(self, call: Call) -> None:

@@ -111,3 +111,10 @@ def m002_health(db: Database) -> None:
         not_null={"machine", "started_at"},
     )
     db.table("reboot_tests").create_index(["machine", "id"])
+
+
+@migrations()
+def m003_key_sources(db: Database) -> None:
+    """Where each recorded host key came from (a deploy, /adopt, the booted system)."""
+    db.table("machines").add_column("host_key_source", str)
+    db.table("machines").add_column("initrd_host_key_source", str)

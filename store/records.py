@@ -37,6 +37,8 @@ class MachineState:
     initrd_host_key: str = ""
     installer_host_key: str = ""
     installed_at: str = ""
+    host_key_source: str = ""
+    initrd_host_key_source: str = ""
 
 
 @dataclass(frozen=True)

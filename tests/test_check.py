@@ -55,7 +55,10 @@ async def test_each_problem_is_a_failed_row(tmp_path: Path, make_sops: object) -
     assert "readable by others (chmod 600" in out
     assert "web: absent_key" in out
     assert "has no key 'absent_key'" in out
-    assert "3 problem(s)" in out
+    # The host key secret decrypts, but is no private key: no system key can come from it.
+    assert "FAIL  web: keys" in out
+    assert f"{SECRET_KEY} in {sops.path} is not an OpenSSH private key" in out
+    assert "4 problem(s)" in out
 
 
 async def test_no_age_key_is_explained(tmp_path: Path, make_sops: object) -> None:

@@ -58,8 +58,13 @@ FULL_MACHINE: dict[str, Any] = {
     "luks": True,
     "initrd_port": 2222,
     "unlock": "systemd",
-    "initrd_host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIInitrd initrd",
-    "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHost host",
+    # Real key lines: the bot checks them as keys, not only their shape.
+    "initrd_host_key": (
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO3Rjxr7siRc303qmzVxhQttG0m5uW0yJeHIvVUwIhUm initrd"
+    ),
+    "host_key": (
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEiXS6SVLcjwzoPPsv4JoDtdPQ0KHlEBkBofiZWHwjsD host"
+    ),
     "initrd_host_key_file": "/boot/ssh_host_ed25519_key",
     "secrets_file": "/srv/infra/machines/secrets.yaml",
     "host_key_secret": "clawsiecats_ssh_host_ed25519_key",

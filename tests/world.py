@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.core.keys import public_from_private
+from bot.remote.place import same_key
 from tests.botrig import BotRig
 from tests.fake_telegram import ChatRef, FakeMessage, FakeUser
 from tests.lab.host import LabHost
@@ -60,7 +62,14 @@ class World:
         return self.rig.tg.user(ADMIN, "ada")
 
     def machine(self, name: str, host: LabHost, /, **keys: Any) -> None:
-        """Add ``[machines.name]`` for ``host``; ``keys`` override the defaults below."""
+        """Add ``[machines.name]`` for ``host``; ``keys`` override the defaults below.
+
+        The sops-held host key is named only when it can be the host's: a host still to
+        be installed, or one installed with that key. Naming another would contradict the
+        key the host presents, and the bot would trust neither.
+        """
+        ours = public_from_private(self.host_private_key, comment="")
+        installed_with_another = host.installed and not same_key(host.system_host_key or "", ours)
         entry: dict[str, Any] = {
             "host": host.address,
             "ssh_port": host.ssh_port,
@@ -74,6 +83,8 @@ class World:
             "unlock_timeout": "20s",
             "probe_interval": "1h",
         }
+        if installed_with_another:
+            del entry["host_key_secret"]
         entry.update(keys)
         lines = [f"[machines.{name}]"]
         for key, value in entry.items():

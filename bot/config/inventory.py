@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.core.durations import parse_duration
+from bot.core.keys import parse_public_key
 from bot.core.text import printable
 
 UnlockMode = Literal["auto", "askpass", "systemd"]
@@ -32,6 +33,8 @@ _SECRET_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _SIZE = re.compile(r"^\d+[KMGT]?$")
 _PERSIST = re.compile(r"/|(/[A-Za-z0-9._+-]+)+/?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-rsa) [A-Za-z0-9+/=]+( .*)?$")
+_KEY_FILE = re.compile(r"(/[A-Za-z0-9._+-]+)+")
 
 
 class InventoryError(ValueError):
@@ -58,6 +61,8 @@ class Machine:
     initrd_port: int = 2222
     unlock: UnlockMode = "auto"
     initrd_host_key: str = ""
+    host_key: str = ""
+    initrd_host_key_file: str = "/boot/ssh_host_ed25519_key"
     secrets_file: Path | None = None
     host_key_secret: str = ""
     luks_passphrase_secret: str = ""
@@ -102,6 +107,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "initrd_port": (int,),
     "unlock": (str,),
     "initrd_host_key": (str,),
+    "host_key": (str,),
+    "initrd_host_key_file": (str,),
     "secrets_file": (str,),
     "host_key_secret": (str,),
     "luks_passphrase_secret": (str,),
@@ -210,11 +217,14 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
     unlock = entry.get("unlock", "auto")
     if unlock not in ("auto", "askpass", "systemd"):
         bad("unlock", f"{unlock!r}: expected auto, askpass or systemd")
+    for key in ("initrd_host_key", "host_key"):
+        why = _public_key_problem(entry.get(key, ""))
+        if why:
+            bad(key, why)
     initrd_key = entry.get("initrd_host_key", "")
-    if initrd_key and not re.fullmatch(
-        r"^(ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-rsa) [A-Za-z0-9+/=]+( .*)?$", initrd_key
-    ):
-        bad("initrd_host_key", "expected an OpenSSH public key line, e.g. 'ssh-ed25519 AAAA…'")
+    initrd_file = entry.get("initrd_host_key_file", "/boot/ssh_host_ed25519_key")
+    if initrd_file and (not _KEY_FILE.fullmatch(initrd_file) or ".." in initrd_file.split("/")):
+        bad("initrd_host_key_file", f'{initrd_file!r}: expected an absolute path, or ""')
     for key in ("host_key_secret", "luks_passphrase_secret"):
         value = entry.get(key, "")
         if value and not _SECRET_KEY.fullmatch(value):
@@ -273,6 +283,8 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
         initrd_port=entry.get("initrd_port", 2222),
         unlock=unlock,
         initrd_host_key=initrd_key,
+        host_key=entry.get("host_key", ""),
+        initrd_host_key_file=initrd_file,
         secrets_file=(base / secrets_file) if secrets_file else None,
         host_key_secret=entry.get("host_key_secret", ""),
         luks_passphrase_secret=entry.get("luks_passphrase_secret", ""),
@@ -312,6 +324,20 @@ def numeric_address(host: str) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return str(address)
+
+
+def _public_key_problem(line: str) -> str | None:
+    """Why a ``host_key``/``initrd_host_key`` value is not a usable public key line."""
+    example = "expected an OpenSSH public key line, e.g. 'ssh-ed25519 AAAA…'"
+    if not line:
+        return None
+    if not _PUBLIC_KEY.fullmatch(line):
+        return example
+    try:
+        parse_public_key(line)
+    except ValueError as exc:
+        return f"{example} ({exc})"
+    return None
 
 
 def _valid_host(host: str) -> bool:

@@ -12,6 +12,7 @@ from bot.chat.questions import Answers
 from bot.config.inventory import Inventory, Machine
 from bot.config.settings import Settings
 from bot.config.tuning import Tuning
+from bot.flows.adopt import Adopter
 from bot.flows.deploy.pipeline import Deployer
 from bot.flows.unlock import Unlocker
 from bot.flows.watch.outbox import Outbox
@@ -19,6 +20,7 @@ from bot.flows.watch.reboot_test import RebootTester
 from bot.flows.watch.watcher import Watcher
 from bot.jobs.runner import JobContext, JobFailed, JobRunner
 from bot.remote.fleet import Fleet
+from bot.remote.pins import SopsHostKeys
 from bot.remote.target import Reach
 from store import Store
 from store.health import HealthStore
@@ -34,6 +36,7 @@ class Engine:
     reboot_tester: RebootTester
     outbox: Outbox
     records: HealthStore
+    adopter: Adopter
 
     async def shutdown(self) -> None:
         await self.watcher.shutdown()
@@ -60,8 +63,8 @@ def build_engine(
         disk_limit=tuning.disk_alert_percent,
         poll=tuning.reboot_poll,
     )
-    fleet = Fleet(store, reach)
     sops = settings.sops_reader()
+    fleet = Fleet(store, reach, SopsHostKeys(sops))
     asker = Asker(chat, answers, confirmations)
     unlocker = Unlocker(
         fleet=fleet,
@@ -120,4 +123,12 @@ def build_engine(
         watcher=watcher,
         down_timeout=tuning.reboot_down_timeout,
     )
-    return Engine(fleet, asker, deployer, unlocker, watcher, tester, outbox, records)
+    adopter = Adopter(
+        fleet=fleet,
+        store=store,
+        chat=chat,
+        asker=asker,
+        confirm_timeout=tuning.confirm_timeout,
+        ssh_timeout=tuning.ssh_timeout,
+    )
+    return Engine(fleet, asker, deployer, unlocker, watcher, tester, outbox, records, adopter)

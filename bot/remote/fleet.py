@@ -1,49 +1,42 @@
 """The machines of the inventory as Targets, each judged by the keys pinned for it.
 
-Pins come from what the bot recorded when it installed the machine, else from the
-inventory; a new pin is written to the store, where the next Target reads it.
+Pins are resolved from every source (``bot.remote.pins``): what the bot recorded, the
+inventory, the sops-held host key, the initrd key read from the booted system, /adopt. A
+new pin is written to the store with its source, where the next Target reads it.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+
 from bot.config.inventory import Machine
+from bot.remote.pins import RECORDED, SopsHostKeys, booted_source, resolve
 from bot.remote.place import Pins
-from bot.remote.target import Reach, Target
-from store import MachineState, Store
+from bot.remote.target import KeyReadFailed, Reach, Target
+from store import Store
 
-RECORDED = "recorded at deploy"
-INVENTORY_INITRD = "initrd_host_key in the inventory"
-
-
-def pins_of(machine: Machine, known: MachineState) -> Pins:
-    """The pins of ``machine``: recorded first, then the inventory."""
-    if known.initrd_host_key:
-        initrd, source = known.initrd_host_key, RECORDED
-    else:
-        initrd, source = (
-            machine.initrd_host_key,
-            INVENTORY_INITRD if machine.initrd_host_key else "",
-        )
-    return Pins(
-        system=known.host_key,
-        initrd=initrd,
-        installer=known.installer_host_key,
-        initrd_source=source,
-    )
+log = logging.getLogger(__name__)
+#: After a failed read of the initrd key from the booted system, wait this long to retry.
+INITRD_READ_RETRY = 600.0
 
 
 class Fleet:
     """Builds a machine's Target with its current pins."""
 
-    def __init__(self, store: Store, reach: Reach) -> None:
+    def __init__(self, store: Store, reach: Reach, sops_keys: SopsHostKeys | None = None) -> None:
         self.store = store
         self.reach = reach
+        self.sops_keys = sops_keys or SopsHostKeys(None)
+        self._read_failed_at: dict[str, float] = {}
 
     async def target(self, machine: Machine) -> Target:
         return Target(machine, await self.pins(machine), self.reach)
 
     async def pins(self, machine: Machine) -> Pins:
-        return pins_of(machine, await self.store.machine(machine.name))
+        known = await self.store.machine(machine.name)
+        sops_key, _ = await self.sops_keys.public_key(machine)
+        return resolve(machine, known, sops_key)
 
     async def pin(
         self,
@@ -52,16 +45,41 @@ class Fleet:
         system: str | None = None,
         initrd: str | None = None,
         installer: str | None = None,
+        source: str = RECORDED,
     ) -> None:
-        """Record new pins (only those given)."""
-        fields = {
-            name: value
-            for name, value in (
-                ("host_key", system),
-                ("initrd_host_key", initrd),
-                ("installer_host_key", installer),
-            )
-            if value is not None
-        }
+        """Record new pins (only those given), each with ``source``."""
+        fields: dict[str, str] = {}
+        if system is not None:
+            fields.update(host_key=system, host_key_source=source if system else "")
+        if initrd is not None:
+            fields.update(initrd_host_key=initrd, initrd_host_key_source=source if initrd else "")
+        if installer is not None:
+            fields["installer_host_key"] = installer
         if fields:
             await self.store.update_machine(machine.name, **fields)
+
+    async def learn_initrd_key(self, machine: Machine, *, force: bool = False) -> str:
+        """Read and record the initrd key from the booted system when none is pinned.
+
+        Returns the key recorded ("" when none was needed or it could not be read; a failed
+        read is retried after ``INITRD_READ_RETRY`` unless ``force``). KeyReadFailed only
+        with ``force``, so a person who asked hears why.
+        """
+        target = await self.target(machine)
+        pins = target.pins
+        if not machine.luks or pins.initrd or pins.conflicts or not pins.system:
+            return ""
+        last = self._read_failed_at.get(machine.name)
+        if not force and last is not None and time.monotonic() - last < INITRD_READ_RETRY:
+            return ""
+        try:
+            key = await target.read_initrd_key()
+        except KeyReadFailed as exc:
+            self._read_failed_at[machine.name] = time.monotonic()
+            log.warning("%s: initrd key not read from the booted system: %s", machine.name, exc)
+            if force:
+                raise
+            return ""
+        self._read_failed_at.pop(machine.name, None)
+        await self.pin(machine, initrd=key, source=booted_source(machine.initrd_host_key_file))
+        return key

@@ -30,12 +30,15 @@ class Place(StrEnum):
 
 @dataclass(frozen=True)
 class Pins:
-    """The keys a machine must present, and where the initrd pin came from."""
+    """The keys a machine must present, where each came from, and the contradictions
+    between sources that left a key unpinned (``bot.remote.pins``)."""
 
     system: str = ""
     initrd: str = ""
     installer: str = ""
     initrd_source: str = ""
+    system_source: str = ""
+    conflicts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ installer key a person confirmed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import asyncssh
 
 from bot.config.inventory import Machine
-from bot.core.keys import fingerprint
+from bot.core.keys import fingerprint, parse_public_key
 from bot.core.poll import poll_until
 from bot.remote.health import BOOT_ID, Health, Probe, read_health
 from bot.remote.place import Location, Pins, Place, locate
@@ -30,10 +31,17 @@ from bot.remote.ssh import (
 )
 
 LOOK_TIMEOUT = 3.0
+#: A public key line is well under this; anything longer is not one.
+KEY_READ_LIMIT = 16 * 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class RebootFailed(Exception):
     """The machine could not be asked to reboot; the message says why."""
+
+
+class KeyReadFailed(Exception):
+    """The initrd key could not be read from the booted system; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -59,9 +67,10 @@ class Target:
     def name(self) -> str:
         return self.machine.name
 
-    def with_pins(self, **changes: str) -> Target:
+    def with_pins(self, *, system: str, initrd: str) -> Target:
         """The same machine judged by other pins (a deploy's new keys)."""
-        return Target(self.machine, replace(self.pins, **changes), self.reach)
+        pins = replace(self.pins, system=system, initrd=initrd, conflicts=())
+        return Target(self.machine, pins, self.reach)
 
     # -- connections -----------------------------------------------------------------------
 
@@ -133,7 +142,9 @@ class Target:
 
     async def health(self) -> Probe:
         """Log in with the pinned system key and read its health; if that fails, say where
-        the machine is instead."""
+        the machine is instead. Keys whose sources contradict each other: no login at all."""
+        if self.pins.conflicts:
+            return Probe(Place.WRONG_KEY, "its keys contradict: " + "; ".join(self.pins.conflicts))
         try:
             conn = await self.system()
         except HostKeyMismatch as exc:
@@ -171,6 +182,33 @@ class Target:
         seen = await self.locate(timeout=self.reach.ssh_timeout)
         return seen.place is Place.INITRD
 
+    async def read_initrd_key(self) -> str:
+        """The public half of ``initrd_host_key_file``, read over a pinned login to the
+        booted system: ``ssh-keygen -y -f FILE``, else ``FILE.pub``. The channel is
+        authenticated by the system key, so no trust on first use is involved."""
+        path = self.machine.initrd_host_key_file
+        if not path:
+            raise KeyReadFailed("initrd_host_key_file is empty in the inventory")
+        try:
+            conn = await self.system()
+        except SshError as exc:
+            raise KeyReadFailed(f"cannot log in to the system: {exc}") from None
+        why = ""
+        async with conn:
+            for argv in (["ssh-keygen", "-y", "-f", path], ["cat", f"{path}.pub"]):
+                try:
+                    result = await run(conn, argv, timeout=self.reach.ssh_timeout)
+                except SshError as exc:
+                    raise KeyReadFailed(f"{argv[0]} on the system: {exc}") from None
+                if not result.ok:
+                    why = _short(_CONTROL.sub(" ", result.stderr[:400].decode("utf-8", "replace")))
+                    continue
+                try:
+                    return _key_from(result.stdout)
+                except ValueError as exc:
+                    why = str(exc)
+        raise KeyReadFailed(f"{path}: {why or 'no public key'}")
+
     # -- acting ------------------------------------------------------------------------------
 
     async def reboot(self) -> str:
@@ -197,6 +235,14 @@ class Target:
             if not result.ok:
                 raise RebootFailed(f"systemctl reboot failed: {result.stderr_text.strip()}")
         return old
+
+
+def _key_from(output: bytes) -> str:
+    """The one public key line a command printed (bounded, validated)."""
+    if len(output) > KEY_READ_LIMIT:
+        raise ValueError(f"more than {KEY_READ_LIMIT} bytes instead of one public key")
+    text = output.decode("utf-8", "replace").strip()
+    return parse_public_key(text).line(with_comment=False)
 
 
 def _short(text: str, limit: int = 160) -> str:

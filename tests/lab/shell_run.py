@@ -51,6 +51,7 @@ _RUNNING: dict[str, Command] = {
     "chmod": system.cmd_chmod,
     "chown": system.cmd_chown,
     "readlink": updates.cmd_readlink,
+    "ssh-keygen": system.cmd_ssh_keygen,
     "systemd-tty-ask-password-agent": unlock.agent,
 }
 _BOOTED: dict[str, Command] = {

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -467,3 +468,31 @@ def cmd_nc(ctx: Ctx, args: list[str]) -> int:
             ctx.err(f"nc: connect to {host} port {port} (tcp) failed: Connection refused\n")
         return 1
     return 0
+
+
+def cmd_ssh_keygen(ctx: Ctx, args: list[str]) -> int:
+    """``ssh-keygen -y -f FILE`` and ``ssh-keygen -l -f FILE``: the real binary, run on the
+    file as this stage sees it, its messages naming the path the caller gave."""
+    mode, name = "", ""
+    words = iter(args)
+    for word in words:
+        if word in ("-y", "-l"):
+            mode = word
+        elif word in ("-f", "-yf", "-lf"):
+            mode = word[:2] if word != "-f" else mode
+            name = next(words, "")
+        else:
+            mode = "?"
+    if mode not in ("-y", "-l") or not name:
+        return ctx.fail("lab: only `ssh-keygen -y -f FILE` and `ssh-keygen -l -f FILE`", 1)
+    path = ctx.resolve(name)
+    done = subprocess.run(
+        ["ssh-keygen", mode, "-f", str(path)],
+        capture_output=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    ctx.stdout.write(done.stdout.replace(str(path).encode(), name.encode()))
+    ctx.stdout.flush()
+    ctx.err(done.stderr.decode("utf-8", "replace").replace(str(path), name))
+    return done.returncode

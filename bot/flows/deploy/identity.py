@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from bot.config.inventory import Machine
 from bot.remote.address import ResolveError, resolve
-from bot.remote.fleet import pins_of
+from bot.remote.pins import resolve as resolve_pins
 from bot.remote.place import same_key
 from store import MachineState, Store
 
@@ -68,7 +68,7 @@ async def key_owner(
     for other in others:
         if other.name == machine.name:
             continue
-        pins = pins_of(other, known.get(other.name, MachineState(name=other.name)))
+        pins = resolve_pins(other, known.get(other.name, MachineState(name=other.name)))
         for kind, key in (
             ("system", pins.system),
             ("initrd", pins.initrd),

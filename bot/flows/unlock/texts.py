@@ -85,8 +85,13 @@ def refusal(m: Machine, pins: Pins, why: str, presented: str) -> str:
     if presented:
         shown = presented if presented.startswith("SHA256:") else fingerprint(presented)
         lines.append(f"presented: {shown}")
+    lines += [f"contradiction, {c}" for c in pins.conflicts]
     if not pins.initrd:
-        lines.append("Set initrd_host_key in the inventory, or reinstall with the bot.")
+        where = m.initrd_host_key_file or "initrd_host_key_file"
+        lines.append(
+            "Set initrd_host_key in the inventory; or, once the system is up, the bot "
+            f"reads it from {where} itself."
+        )
     else:
         lines.append(
             "If the machine was reinstalled outside the bot, update its key; otherwise "

@@ -156,13 +156,17 @@ class Schedules:
     def _reboot_callback(self, machine: Machine) -> Callable[[object], Awaitable[None]]:
         async def reboot_test(context: object) -> None:
             people = self.access.people_for(machine)
-            if not (await self.fleet.pins(machine)).system:
-                # Nothing to reboot yet: a machine with no pinned system key cannot be
-                # followed through a reboot, and that is not a stall.
-                self.outbox.add(
-                    people,
-                    f"⏭ Scheduled reboot test of {machine.name} skipped: not installed yet.",
-                )
+            pins = await self.fleet.pins(machine)
+            if not pins.system or (machine.luks and not pins.initrd):
+                # Nothing to reboot yet: a machine with no pinned system key (or, LUKS, no
+                # initrd key to unlock it through) cannot be followed through a reboot, and
+                # that is not a stall.
+                why = "not installed yet."
+                if pins.conflicts:
+                    why = "its keys contradict each other."
+                elif pins.system:
+                    why += " No initrd key is known: it is read from the booted system."
+                self.outbox.add(people, f"⏭ Scheduled reboot test of {machine.name} skipped: {why}")
                 return
             try:
                 await self.tester.start(machine, trigger="scheduled", user_id=None, chat_id=None)

@@ -106,11 +106,16 @@ class Watcher:
             return None
         try:
             known = await self.store.machine(machine.name)
-            if not known.host_key or await self.store.active_job(machine.name) is not None:
-                return None
             target = await self.fleet.target(machine)
+            # A machine with no key anywhere is not the bot's to judge (/adopt pins it).
+            if not target.pins.system and not target.pins.conflicts:
+                return None
+            if await self.store.active_job(machine.name) is not None:
+                return None
             async with self._slots:
                 probe = await target.health()
+                if probe.state is Place.SYSTEM and machine.luks and not target.pins.initrd:
+                    await self.fleet.learn_initrd_key(machine)
             if self.silenced(machine.name):
                 return None
             await self._judge(machine, known, probe)
