@@ -11,11 +11,13 @@ from bot.chat.commands import CommandTable
 from bot.chat.confirm import Confirmations
 from bot.chat.port import ChatPort
 from bot.chat.questions import Answers
-from bot.config.inventory import Inventory
+from bot.config.current import Current
 from bot.flows.engine import Engine
+from bot.flows.reload import Reloader
 from bot.flows.watch.schedule import Schedules
 from bot.jobs.runner import JobRunner
 from handlers import buttons, conversation, gate
+from handlers.admin import AdminCommands
 from handlers.deploy import DeployCommands
 from handlers.health import HealthCommands
 from handlers.info import InfoCommands
@@ -26,7 +28,14 @@ from store import Store
 from store.health import HealthStore
 
 #: The command families, in the order /help lists them.
-FAMILIES = (InfoCommands, DeployCommands, UnlockCommands, HealthCommands, JobCommands)
+FAMILIES = (
+    InfoCommands,
+    DeployCommands,
+    UnlockCommands,
+    HealthCommands,
+    JobCommands,
+    AdminCommands,
+)
 
 
 def command_table() -> CommandTable:
@@ -37,7 +46,7 @@ def command_table() -> CommandTable:
 def register_all(
     application: Application[Any, Any, Any, Any, Any, Any],
     *,
-    inventory: Inventory,
+    current: Current,
     store: Store,
     access: Access,
     chat: ChatPort,
@@ -46,13 +55,13 @@ def register_all(
     jobs: JobRunner,
     engine: Engine,
     schedules: Schedules | None,
+    reloader: Reloader,
     confirm_timeout: float,
     probes_enabled: bool,
 ) -> CommandTable:
     """Install the gate first, then every command family, then buttons and free text."""
     info = InfoCommands(
         access=access,
-        inventory=inventory,
         store=store,
         health=HealthStore(store),
         probes_enabled=probes_enabled,
@@ -71,6 +80,7 @@ def register_all(
             confirm_timeout=confirm_timeout,
         ),
         JobCommands(store=store, jobs=jobs, access=access),
+        AdminCommands(reloader),
     ]
     table = table_of(families)
     info.table = table
@@ -79,7 +89,7 @@ def register_all(
         gate.Gate(
             access=access,
             table=table,
-            inventory=inventory,
+            current=current,
             store=store,
             probes_enabled=probes_enabled,
         ),

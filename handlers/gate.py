@@ -24,7 +24,8 @@ from bot.chat.commands import (
     ParsedCommand,
     Right,
 )
-from bot.config.inventory import Inventory, Machine
+from bot.config.current import Current
+from bot.config.inventory import Machine
 from handlers.registry import BotContext, Call
 from store import Job, Store
 from store.database import StoreUnavailable
@@ -86,13 +87,13 @@ class Gate:
         *,
         access: Access,
         table: CommandTable,
-        inventory: Inventory,
+        current: Current,
         store: Store,
         probes_enabled: bool = True,
     ) -> None:
         self.access = access
         self.table = table
-        self.inventory = inventory
+        self.current = current
         self.store = store
         self.probes_enabled = probes_enabled
         self._last_refusal: dict[int, float] = {}
@@ -158,12 +159,12 @@ class Gate:
         machine: Machine | None = None
         if parsed.machine is not None:
             if spec.right is Right.MACHINE and not self.access.may_act(user_id, parsed.machine):
-                known = parsed.machine in self.inventory.machines
+                known = parsed.machine in self.current.inventory.machines
                 raise Refused(
                     "not an operator" if known else "unknown machine",
                     self._machine_refusal(user_id, parsed.machine),
                 )
-            machine = self.inventory.get(parsed.machine)
+            machine = self.current.inventory.get(parsed.machine)
             if machine is None:
                 raise Refused("unknown machine", "Unknown machine. /machines lists them.")
         if not self.probes_enabled and spec.arg is Arg.MACHINE:

@@ -1,9 +1,12 @@
 """Probes and reboot tests registered with PTB's JobQueue, from the inventory, at start.
 
 Ids are stable (``probe:<machine>``, ``reboot-test:<machine>``) and registered with
-``replace_existing``: registering again (a restart, a second start) replaces rather than
-doubles, and since nothing is pickled a restart loses nothing the inventory still says.
-The queue is taken as a small protocol so the engine needs no telegram import.
+``replace_existing``: registering again (a restart, a second start, a reload) replaces
+rather than doubles, and since nothing is pickled a restart loses nothing the inventory
+still says. A reload calls :meth:`Schedules.sync` again, which also removes the jobs of
+machines that left; a callback looks its machine up when it fires, so it always acts on
+the inventory in force. The queue is taken as a small protocol so the engine needs no
+telegram import.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Protocol
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.chat.access import Access
-from bot.config.inventory import Inventory, Machine
+from bot.config.current import Current
 from bot.core.durations import format_duration
 from bot.flows.watch.outbox import Outbox
 from bot.flows.watch.reboot_test import RebootTester
@@ -76,7 +79,7 @@ class Schedules:
     def __init__(
         self,
         queue: JobQueueLike,
-        inventory: Inventory,
+        current: Current,
         watcher: Watcher,
         tester: RebootTester,
         access: Access,
@@ -85,7 +88,7 @@ class Schedules:
         enabled: bool = True,
     ) -> None:
         self.queue = queue
-        self.inventory = inventory
+        self.current = current
         self.watcher = watcher
         self.tester = tester
         self.access = access
@@ -99,22 +102,30 @@ class Schedules:
         Nothing is registered when probes are off (the example inventory names hosts that
         are not the user's: never reboot them).
         """
+        self.sync()
+
+    def sync(self) -> None:
+        """Make the queue match the inventory in force: (re-)register, remove the rest.
+
+        A job that is running goes on: APScheduler replaces its schedule, not the run.
+        """
         if not self.enabled:
             return
-        for machine in self.inventory:
+        every: dict[str, str] = {}
+        for machine in self.current.inventory:
             self.queue.run_repeating(
-                self._probe_callback(machine),
+                self._probe_callback(machine.name),
                 interval=machine.probe_interval,
                 name=probe_id(machine.name),
                 job_kwargs={"id": probe_id(machine.name), "replace_existing": True},
             )
-            self._every[probe_id(machine.name)] = f"every {format_duration(machine.probe_interval)}"
+            every[probe_id(machine.name)] = f"every {format_duration(machine.probe_interval)}"
             if machine.reboot_check:
                 trigger = CronTrigger.from_crontab(
                     machine.reboot_check, timezone=self.queue.scheduler.timezone
                 )
                 self.queue.run_custom(
-                    self._reboot_callback(machine),
+                    self._reboot_callback(machine.name),
                     name=reboot_test_id(machine.name),
                     job_kwargs={
                         "trigger": trigger,
@@ -124,7 +135,11 @@ class Schedules:
                         "coalesce": True,
                     },
                 )
-                self._every[reboot_test_id(machine.name)] = f"cron {machine.reboot_check}"
+                every[reboot_test_id(machine.name)] = f"cron {machine.reboot_check}"
+        for job in self.queue.jobs():
+            if job.name in self._every and job.name not in every:
+                job.schedule_removal()
+        self._every = every
 
     def entries(self) -> list[Entry]:
         found: list[Entry] = []
@@ -144,14 +159,19 @@ class Schedules:
             )
         return sorted(found, key=lambda e: (e.machine, e.kind))
 
-    def _probe_callback(self, machine: Machine) -> Callable[[object], Awaitable[None]]:
+    def _probe_callback(self, name: str) -> Callable[[object], Awaitable[None]]:
         async def probe(context: object) -> None:
-            await self.watcher.probe_machine(machine)
+            machine = self.current.inventory.get(name)
+            if machine is not None:
+                await self.watcher.probe_machine(machine)
 
         return probe
 
-    def _reboot_callback(self, machine: Machine) -> Callable[[object], Awaitable[None]]:
+    def _reboot_callback(self, name: str) -> Callable[[object], Awaitable[None]]:
         async def reboot_test(context: object) -> None:
+            machine = self.current.inventory.get(name)
+            if machine is None:
+                return
             people = self.access.people_for(machine)
             try:
                 await self.tester.start(machine, trigger="scheduled", user_id=None, chat_id=None)
