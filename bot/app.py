@@ -143,6 +143,7 @@ def build_application(
             engine.reboot_tester,
             access,
             engine.outbox,
+            engine.fleet,
             enabled=probes_enabled,
         )
     reloader = Reloader(

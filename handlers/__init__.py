@@ -25,7 +25,6 @@ from handlers.jobs import JobCommands
 from handlers.registry import install, table_of
 from handlers.unlock import UnlockCommands
 from store import Store
-from store.health import HealthStore
 
 #: The command families, in the order /help lists them.
 FAMILIES = (
@@ -63,7 +62,7 @@ def register_all(
     info = InfoCommands(
         access=access,
         store=store,
-        health=HealthStore(store),
+        health=engine.records,
         probes_enabled=probes_enabled,
     )
     families: list[object] = [
