@@ -138,6 +138,16 @@ async def test_reload_by_an_admin_and_refused_for_an_operator(rig: BotRig) -> No
     assert "machines added: db" in done.body
     mine = await rig.ask(op, "/machines")
     assert "db — 127.0.0.1" in mine.body
+    schedules = rig.svc.schedules
+    assert schedules is not None
+    before = {e.id: e.next_run for e in schedules.entries()}
+    rig.write_inventory(spare("web") + spare("db") + 'probe_interval = "5m"\n')
+    changed = await rig.ask(admin, "/reload")
+    assert "machines changed: db" in changed.body
+    after = {e.id: e for e in schedules.entries()}
+    assert after["probe:db"].every == "every 5 min 00 s"
+    # An unchanged machine's schedule is left alone: its next probe has not moved.
+    assert after["probe:web"].next_run == before["probe:web"]
 
     audit = await rig.ask(admin, "/audit")
     lines = audit.body.splitlines()

@@ -97,7 +97,8 @@ class Schedules:
         self.outbox = outbox
         self.fleet = fleet
         self.enabled = enabled
-        self._every: dict[str, str] = {}
+        self._every: dict[str, str] = {}  # what /schedule shows, by job id
+        self._exact: dict[str, object] = {}  # the interval or cron registered, by job id
 
     def start(self) -> None:
         """Register every machine's probe and, if it has one, its reboot test.
@@ -108,41 +109,50 @@ class Schedules:
         self.sync()
 
     def sync(self) -> None:
-        """Make the queue match the inventory in force: (re-)register, remove the rest.
+        """Make the queue match the inventory in force: register, replace, remove.
 
-        A job that is running goes on: APScheduler replaces its schedule, not the run.
+        Only a schedule that is new or changed is registered again, so a reload leaves the
+        timing of the others alone; a job that is running goes on either way (APScheduler
+        replaces the schedule, not the run). Callbacks look their machine up when they fire.
         """
         if not self.enabled:
             return
         every: dict[str, str] = {}
+        exact: dict[str, object] = {}
         for machine in self.current.inventory:
-            self.queue.run_repeating(
-                self._probe_callback(machine.name),
-                interval=machine.probe_interval,
-                name=probe_id(machine.name),
-                job_kwargs={"id": probe_id(machine.name), "replace_existing": True},
-            )
-            every[probe_id(machine.name)] = f"every {format_duration(machine.probe_interval)}"
-            if machine.reboot_check:
+            name = machine.name
+            every[probe_id(name)] = f"every {format_duration(machine.probe_interval)}"
+            exact[probe_id(name)] = machine.probe_interval
+            if self._exact.get(probe_id(name)) != machine.probe_interval:
+                self.queue.run_repeating(
+                    self._probe_callback(name),
+                    interval=machine.probe_interval,
+                    name=probe_id(name),
+                    job_kwargs={"id": probe_id(name), "replace_existing": True},
+                )
+            if not machine.reboot_check:
+                continue
+            every[reboot_test_id(name)] = f"cron {machine.reboot_check}"
+            exact[reboot_test_id(name)] = machine.reboot_check
+            if self._exact.get(reboot_test_id(name)) != machine.reboot_check:
                 trigger = CronTrigger.from_crontab(
                     machine.reboot_check, timezone=self.queue.scheduler.timezone
                 )
                 self.queue.run_custom(
-                    self._reboot_callback(machine.name),
-                    name=reboot_test_id(machine.name),
+                    self._reboot_callback(name),
+                    name=reboot_test_id(name),
                     job_kwargs={
                         "trigger": trigger,
-                        "id": reboot_test_id(machine.name),
+                        "id": reboot_test_id(name),
                         "replace_existing": True,
                         "misfire_grace_time": REBOOT_TEST_GRACE,
                         "coalesce": True,
                     },
                 )
-                every[reboot_test_id(machine.name)] = f"cron {machine.reboot_check}"
         for job in self.queue.jobs():
             if job.name in self._every and job.name not in every:
                 job.schedule_removal()
-        self._every = every
+        self._every, self._exact = every, exact
 
     def entries(self) -> list[Entry]:
         found: list[Entry] = []
