@@ -127,15 +127,10 @@ class Reloader:
         self.chat = chat
         self._lock = asyncio.Lock()
 
-    @property
-    def available(self) -> bool:
-        """False where nothing can be read again (the console's settings are its own)."""
-        return self.read_settings is not None
-
     async def reload(self, who: Who) -> ReloadReport:
         """One reload at a time; audited with who asked and what came of it."""
         async with self._lock:
-            report = await self._reload(who)
+            report = await self._reload()
         await self.store.audit(
             user_id=who.user_id,
             username=who.username,
@@ -152,7 +147,8 @@ class Reloader:
             await self._tell_admins(f"🔄 Reload by {who.label}.\n{report.text}", who)
         return report
 
-    async def _reload(self, who: Who) -> ReloadReport:
+    async def _reload(self) -> ReloadReport:
+        # None in the console, whose settings are its own (the person at the terminal is admin).
         if self.read_settings is None:
             return ReloadReport(False, ("Nothing to reload here: restart to read it again.",))
         try:
