@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.lab import generations as gen
 from tests.lab import keys
 from tests.lab.ask_password import Volume, VolumeAsker
 from tests.lab.model import (
@@ -32,8 +33,10 @@ from tests.lab.model import (
     Stage,
 )
 from tests.lab.network import AddressLease, PortListener
+from tests.lab.proc import kill_pids
 from tests.lab.sshd import Sshd, SshdSpec
 from tests.lab.supervisor import Supervisor
+from tests.lab.units import Activation, SystemManager, Timer
 
 KEY_NAME = "ssh_host_ed25519_key"
 T = TypeVar("T")
@@ -104,7 +107,10 @@ class LabHost:
         self._askers: list[VolumeAsker] = []
         self._listeners: dict[int, PortListener] = {}
         self._open_ports: set[int] = set()
+        #: Connections that outlived their sshd's listener (``_detach_sshd``).
+        self._orphans: list[int] = []
         self._generation = 0
+        self._system = SystemManager(self)
         self._state = HostState(
             name=name,
             address=self.address,
@@ -231,6 +237,53 @@ class LabHost:
     @property
     def open_ports(self) -> frozenset[int]:
         return frozenset(self._open_ports)
+
+    # ------------------------------------------------------- generations and units
+
+    @property
+    def generations(self) -> list[gen.Generation]:
+        """The system profile's generations (``system-N-link``), oldest first."""
+        return gen.generations(self.paths.root)
+
+    @property
+    def current_generation(self) -> int | None:
+        """The generation ``/nix/var/nix/profiles/system`` points at."""
+        return gen.current_generation(self.paths.root)
+
+    @property
+    def current_system(self) -> str | None:
+        """``readlink /run/current-system``: the last activated system (None: not booted)."""
+        return gen.run_link(self.paths.root, "current-system") if self.stage == "booted" else None
+
+    @property
+    def booted_system(self) -> str | None:
+        """``readlink /run/booted-system``: the system this boot started."""
+        return gen.run_link(self.paths.root, "booted-system") if self.stage == "booted" else None
+
+    @property
+    def boot_system(self) -> str | None:
+        """The boot loader's default entry: what the next boot starts."""
+        return self._state.installed_system
+
+    @property
+    def timers(self) -> list[Timer]:
+        """Transient timers of this boot: armed (``waiting``) or fired (``elapsed``)."""
+        return self._call(self._system.timers)
+
+    @property
+    def activations(self) -> list[Activation]:
+        """Every ``switch-to-configuration`` run on this host, oldest first."""
+        return list(self._system.activations)
+
+    @property
+    def units(self) -> dict[str, dict[str, Any]]:
+        """Loaded transient units by name, as ``systemctl`` sees them."""
+        return self.state.units
+
+    @property
+    def sshd_broken(self) -> bool:
+        """Whether the active configuration stopped the system sshd."""
+        return self._state.sshd_broken
 
     def known_hosts_line(self, stage: str | None = None) -> str:
         """A known_hosts line pinning the host key of ``stage`` (default: current)."""
@@ -388,8 +441,10 @@ class LabHost:
             self.luks_passphrase = passphrase
         (root / "etc").mkdir(parents=True, exist_ok=True)
         (root / "etc/NIXOS").write_text("")
+        system = gen.closure(flake_attr, gen.LabConfig())
+        gen.install(root, system)
         self._state.formatted = True
-        self._state.installed_system = f"/nix/store/{'0' * 32}-nixos-system-{flake_attr}"
+        self._state.installed_system = system.toplevel
         self._publish()
 
     def handle(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -401,6 +456,7 @@ class LabHost:
             self._generation += 1
             self._stop_askers()
             self._stop_sshd()
+            self._system.on_down()
             self._open_ports.clear()
             self._sync_listeners()
 
@@ -410,6 +466,7 @@ class LabHost:
         except Exception:
             self._stop_askers()
             self._stop_sshd()
+            self._system.on_down()
             for listener in self._listeners.values():
                 listener.close()
             raise
@@ -480,13 +537,15 @@ class LabHost:
             self._publish()
             self._log(f"installed {state.installed_system}")
         else:
-            return {"ok": False, "error": f"unknown op {op!r}"}
+            answer = self._system.handle(message)
+            return answer or {"ok": False, "error": f"unknown op {op!r}"}
         return {"ok": True}
 
     def _down(self) -> None:
         self._generation += 1
         self._stop_askers()
         self._stop_sshd()
+        self._system.on_down()
         self._state.stage = "down"
         self._state.pending_device = None
         self._sync_listeners()
@@ -573,7 +632,16 @@ class LabHost:
         machine_id = persist / "etc/machine-id"
         if not machine_id.exists():
             _write(machine_id, secrets.token_hex(16) + "\n")
-        self._start_sshd("booted", self.ssh_port, key)
+        if self._system.on_boot():
+            self._start_sshd("booted", self.ssh_port, key)
+        else:
+            self._set_stage("booted")
+            self._log("the booted system stops sshd: no SSH")
+
+    def _start_system_sshd(self) -> None:
+        """Start the booted system's sshd again (a good configuration was activated)."""
+        if self.stage == "booted" and self._sshd is None:
+            self._start_sshd("booted", self.ssh_port, self.persist / "etc/ssh" / KEY_NAME)
 
     # ------------------------------------------- systemd initrd (supervisor thread)
 
@@ -640,7 +708,9 @@ class LabHost:
         self._enter_booted()
 
     def _start_sshd(self, stage: Stage, port: int, host_key: Path) -> None:
-        self._stop_sshd()
+        if self._sshd is not None:
+            self._sshd.stop()
+            self._sshd = None
         spec = SshdSpec(
             address=self.address,
             port=port,
@@ -668,6 +738,15 @@ class LabHost:
     def _stop_sshd(self) -> None:
         if self._sshd is not None:
             self._sshd.stop()
+            self._sshd = None
+        if self._orphans:
+            kill_pids(self._orphans)
+            self._orphans = []
+
+    def _detach_sshd(self) -> None:
+        """Stop the listener (new connections refused); open connections live on."""
+        if self._sshd is not None:
+            self._orphans += self._sshd.stop_listener()
             self._sshd = None
 
     def _sync_listeners(self) -> None:
