@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +21,14 @@ from bot.chat.commands import CommandTable
 from bot.chat.confirm import Confirmations
 from bot.chat.port import ChatPort
 from bot.chat.questions import Answers
+from bot.config.current import Current
 from bot.config.inventory import Inventory
 from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.flows.adopt import contradictions
 from bot.flows.engine import Engine, build_engine
 from bot.flows.recovery import clear_crash_leftovers, look_after_interruption
+from bot.flows.reload import Reloader
 from bot.flows.watch.schedule import Schedules
 from bot.jobs.runner import JobRunner
 from handlers import register_all
@@ -43,7 +46,7 @@ class Parts:
     """What the composition root built, for the bot's own start and stop (and tests)."""
 
     settings: Settings
-    inventory: Inventory
+    current: Current
     store: Store
     tuning: Tuning
     access: Access
@@ -54,8 +57,14 @@ class Parts:
     engine: Engine
     commands: CommandTable
     schedules: Schedules | None
+    reloader: Reloader
     probes_enabled: bool = True
     started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def inventory(self) -> Inventory:
+        """The inventory in force (a reload may have replaced the one of the start)."""
+        return self.current.inventory
 
 
 async def _on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -83,10 +92,12 @@ def build_application(
     rate_limiter: bool = True,
     tuning: Tuning | None = None,
     probes_enabled: bool = True,
+    read_settings: Callable[[], Settings] | None = None,
 ) -> tuple[BotApplication, Parts]:
     """The Application with every handler, and the parts behind it.
 
     ``request`` replaces the HTTP transport (the console's in-process Bot API).
+    ``read_settings`` reads the settings again for a reload (None: no reload).
     """
     answers = Answers()
     builder = (
@@ -104,7 +115,8 @@ def build_application(
     )
     tuning = tuning or Tuning()
     chat = TelegramChat(application.bot)
-    access = Access(admins=settings.admins, inventory=inventory)
+    current = Current(inventory, settings.admins)
+    access = Access(current)
     confirmations = Confirmations()
     jobs = JobRunner(
         store,
@@ -116,7 +128,7 @@ def build_application(
     engine = build_engine(
         settings=settings,
         tuning=tuning,
-        inventory=inventory,
+        current=current,
         store=store,
         chat=chat,
         answers=answers,
@@ -129,7 +141,7 @@ def build_application(
     if application.job_queue is not None:
         schedules = Schedules(
             application.job_queue,
-            inventory,
+            current,
             engine.watcher,
             engine.reboot_tester,
             access,
@@ -137,9 +149,18 @@ def build_application(
             engine.fleet,
             enabled=probes_enabled,
         )
+    reloader = Reloader(
+        current=current,
+        settings=settings,
+        read_settings=read_settings,
+        schedules=schedules,
+        watcher=engine.watcher,
+        store=store,
+        chat=chat,
+    )
     commands = register_all(
         application,
-        inventory=inventory,
+        current=current,
         store=store,
         access=access,
         chat=chat,
@@ -148,12 +169,13 @@ def build_application(
         jobs=jobs,
         engine=engine,
         schedules=schedules,
+        reloader=reloader,
         confirm_timeout=tuning.confirm_timeout,
         probes_enabled=probes_enabled,
     )
     parts = Parts(
         settings=settings,
-        inventory=inventory,
+        current=current,
         store=store,
         tuning=tuning,
         access=access,
@@ -164,6 +186,7 @@ def build_application(
         engine=engine,
         commands=commands,
         schedules=schedules,
+        reloader=reloader,
         probes_enabled=probes_enabled,
     )
     application.bot_data["parts"] = parts

@@ -71,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(token=settings.token)
     from bot.polling import run_polling
 
-    return run_polling(settings, inventory)
+    env_file = args.env
+    return run_polling(settings, inventory, lambda: load_settings(env_file))
 
 
 def _inventory_or_exit(settings: Settings, console: bool) -> Inventory | None:

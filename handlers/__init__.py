@@ -11,11 +11,13 @@ from bot.chat.commands import CommandTable
 from bot.chat.confirm import Confirmations
 from bot.chat.port import ChatPort
 from bot.chat.questions import Answers
-from bot.config.inventory import Inventory
+from bot.config.current import Current
 from bot.flows.engine import Engine
+from bot.flows.reload import Reloader
 from bot.flows.watch.schedule import Schedules
 from bot.jobs.runner import JobRunner
 from handlers import buttons, conversation, gate
+from handlers.admin import AdminCommands
 from handlers.adopt import AdoptCommands
 from handlers.deploy import DeployCommands
 from handlers.health import HealthCommands
@@ -34,6 +36,7 @@ FAMILIES = (
     HealthCommands,
     JobCommands,
     AdoptCommands,
+    AdminCommands,
 )
 
 
@@ -45,7 +48,7 @@ def command_table() -> CommandTable:
 def register_all(
     application: Application[Any, Any, Any, Any, Any, Any],
     *,
-    inventory: Inventory,
+    current: Current,
     store: Store,
     access: Access,
     chat: ChatPort,
@@ -54,13 +57,13 @@ def register_all(
     jobs: JobRunner,
     engine: Engine,
     schedules: Schedules | None,
+    reloader: Reloader,
     confirm_timeout: float,
     probes_enabled: bool,
 ) -> CommandTable:
     """Install the gate first, then every command family, then buttons and free text."""
     info = InfoCommands(
         access=access,
-        inventory=inventory,
         store=store,
         health=engine.records,
         probes_enabled=probes_enabled,
@@ -81,6 +84,7 @@ def register_all(
         ),
         JobCommands(store=store, jobs=jobs, access=access),
         AdoptCommands(engine.adopter),
+        AdminCommands(reloader),
     ]
     table = table_of(families)
     info.table = table
@@ -90,7 +94,7 @@ def register_all(
         gate.Gate(
             access=access,
             table=table,
-            inventory=inventory,
+            current=current,
             store=store,
             strangers=Strangers(store=store, admins=access.admins),
             answers=answers,

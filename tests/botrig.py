@@ -90,6 +90,8 @@ class BotRig:
             token=settings.token,
             base_url=settings.api_url,
             tuning=self.tuning,
+            # /reload reads what the rig says now, as the CLI reads its settings file again.
+            read_settings=lambda: self.settings,
         )
         # The same order as Application.run_polling, which tests cannot use.
         await self.app.initialize()

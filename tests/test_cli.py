@@ -91,3 +91,12 @@ async def test_console_never_acts_on_the_example_machines(tmp_path: Path) -> Non
     assert code == 0, err
     assert out.count("copy machines.example.toml to machines.toml") == 2
     assert "Deploy clawsiecats (job" not in out
+
+
+async def test_console_has_no_reload(tmp_path: Path) -> None:
+    """The console's settings are its own (the person at the terminal is admin): /reload
+    answers that a restart reads them again, and SIGHUP stays a terminal's hangup."""
+    shutil.copy(ROOT / "machines.example.toml", tmp_path)
+    code, out, err = await deploybot("console", cwd=tmp_path, stdin=b"/reload\n")
+    assert code == 0, err
+    assert "bot> Nothing to reload here: restart to read it again." in out

@@ -52,7 +52,7 @@ def test_machine_commands_need_a_machine_and_job_commands_a_job() -> None:
     for spec in command_table():
         if spec.arg in (Arg.MACHINE, Arg.JOB):
             assert spec.right is Right.MACHINE, spec.name
-        if spec.needs:
+        if spec.needs - {Need.PRIVATE_CHAT}:
             assert spec.arg is Arg.MACHINE, spec.name
 
 
@@ -69,3 +69,6 @@ def test_needs_are_where_the_flows_need_them() -> None:
     assert Need.PINNED in needs("reboot")
     assert Need.PINNED in needs("check")
     assert needs("deploy") == frozenset()
+    # Operator data stays out of groups.
+    for private in ("status", "machines", "log", "audit"):
+        assert Need.PRIVATE_CHAT in needs(private), private

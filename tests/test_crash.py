@@ -9,96 +9,23 @@ stopped, and no second install starts by itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest_asyncio
 
+from tests.botprocess import BotProcess, kill_groups
 from tests.waiting import eventually
 from tests.world import World
 
 PASSPHRASE = "crash-proof passphrase 42"
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class BotProcess:
-    """``python -m bot run`` as an operator's service manager would start it."""
-
-    world: World
-    output: Path
-    proc: asyncio.subprocess.Process | None = None
-
-    def environment(self) -> dict[str, str]:
-        rig = self.world.rig
-        settings = rig.settings
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOYBOT_", "SOPS_"))}
-        env.update(rig.env)
-        env.update(
-            {
-                "TELEGRAM_BOT_TOKEN": rig.tg.token,
-                "TELEGRAM_API_URL": rig.tg.base_url,
-                "DEPLOYBOT_INVENTORY": str(settings.inventory),
-                "DEPLOYBOT_DB": str(settings.db),
-                "DEPLOYBOT_STATE_DIR": str(settings.state_dir),
-                "PYTHONPATH": str(ROOT),
-            }
-        )
-        return env
-
-    async def start(self) -> None:
-        """Start the process and return once it polls for updates."""
-        tg = self.world.rig.tg
-        mark = tg.request_mark()
-        with self.output.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot",
-                "run",
-                env=self.environment(),
-                cwd=self.world.root,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-            )
-        await tg.wait_until(
-            lambda: tg.count("getUpdates", since=mark) > 0, timeout=30, what="the bot polling"
-        )
-
-    async def kill(self) -> None:
-        """SIGKILL: no cleanup of any kind runs in the bot."""
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        assert await self.proc.wait() == -signal.SIGKILL
-        self.proc = None
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        self.proc = None
-
-
-def kill_groups(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
 
 
 @pytest_asyncio.fixture
 async def bot_process(world: World) -> AsyncIterator[BotProcess]:
-    bot = BotProcess(world, world.root / "bot-output.log")
+    bot = BotProcess(world.rig, world.root / "bot-output.log")
     try:
         yield bot
     finally:

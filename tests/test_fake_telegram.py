@@ -13,7 +13,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter
+from telegram.error import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+)
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -356,6 +363,27 @@ async def test_edit_and_delete_errors(tg: FakeTelegram, alice: FakeUser) -> None
             await bot.send_message(alice.id, "hi")
     assert tg.is_deleted(alice, sent.message_id)
     assert not tg.is_deleted(alice, 99)
+
+
+async def test_set_webhook_as_telegram_checks_it(tg: FakeTelegram) -> None:
+    bot = ApplicationBuilder().token(tg.token).base_url(tg.base_url).build().bot
+    async with bot:
+        with pytest.raises(BadRequest, match=r"(?i)an https url must be provided"):
+            await bot.set_webhook("http://bot.example.org/hook")
+        with pytest.raises(BadRequest, match=r"(?i)only on ports 80, 88, 443 or 8443"):
+            await bot.set_webhook("https://bot.example.org:9000/hook")
+        with pytest.raises(BadRequest, match=r"(?i)secret token contains unallowed characters"):
+            await bot.set_webhook("https://bot.example.org/hook", secret_token="no spaces")
+        assert tg.state.webhook_url == ""
+        assert await bot.set_webhook("https://bot.example.org/hook", secret_token="s3cr-t_")
+        assert (await bot.get_webhook_info()).url == "https://bot.example.org/hook"
+        assert tg.state.webhook_secret == "s3cr-t_"
+        with pytest.raises(Conflict, match="can't use getUpdates method while webhook is active"):
+            await bot.get_updates()
+        assert await bot.delete_webhook()
+        assert (await bot.get_webhook_info()).url == ""
+        assert tg.state.webhook_secret is None
+        assert await bot.get_updates() == ()
 
 
 async def test_document_limits(alice: FakeUser, tg: FakeTelegram) -> None:

@@ -256,6 +256,7 @@ def test_module_default_package_is_built_from_this_checkout(small: dict[str, Any
         assert dependency in names
     assert "aiolimiter" in names  # rate-limiter extra
     assert "pytz" in names  # job-queue extra
+    assert "tornado" in names  # webhooks extra (DEPLOYBOT_WEBHOOK_URL)
     wrapper = package["makeWrapperArgs"]
     assert wrapper[:3] == ["--set-default", "DEPLOYBOT_SOPS", f"{STORE}sops-3.11.0/bin/sops"]
     assert wrapper[3:6] == ["--suffix", "PATH", ":"]

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from bot.chat.commands import CommandSpec, Right
+from bot.config.current import Current
 from bot.config.inventory import Inventory, Machine
 
 
-@dataclass(frozen=True)
 class Access:
-    """The access policy, from DEPLOYBOT_ADMINS and the inventory's ``operators``."""
+    """The access policy, from DEPLOYBOT_ADMINS and the inventory's ``operators``.
 
-    admins: frozenset[int]
-    inventory: Inventory
+    Both are read from :class:`~bot.config.current.Current` at each decision, so a reload
+    changes who may do what at once.
+    """
+
+    def __init__(self, current: Current) -> None:
+        self.current = current
+
+    @property
+    def admins(self) -> frozenset[int]:
+        return self.current.admins
+
+    @property
+    def inventory(self) -> Inventory:
+        return self.current.inventory
 
     def is_admin(self, user_id: int) -> bool:
         return user_id in self.admins

@@ -15,11 +15,13 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bot.core.sops import KEY_VARIABLES, SopsReader, default_executable
 
 DEFAULT_API_URL = "https://api.telegram.org/bot"
 DEFAULT_NIXOS_ANYWHERE = "nix run github:nix-community/nixos-anywhere --"
+DEFAULT_WEBHOOK_LISTEN = ("127.0.0.1", 8443)
 #: What a Bot API token looks like: named in TELEGRAM_BOT_TOKEN_FILE by mistake, it must not
 #: end up in an error message as a file name.
 _TOKEN_SHAPE = re.compile(r"\d{3,}:[A-Za-z0-9_-]{20,}")
@@ -46,6 +48,8 @@ class Settings:
     nix: tuple[str, ...] = ("nix",)
     sops: str = "sops"
     sops_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    webhook_url: str | None = None
+    webhook_listen: tuple[str, int] = DEFAULT_WEBHOOK_LISTEN
 
     def sops_reader(self) -> SopsReader:
         """sops as configured: the settings' key variables over the bot's environment."""
@@ -210,4 +214,33 @@ def load_settings(
         nix=nix,
         sops=get("DEPLOYBOT_SOPS", "") or _default_sops(),
         sops_env=sops_env,
+        webhook_url=_parse_webhook_url(get("DEPLOYBOT_WEBHOOK_URL", "")),
+        webhook_listen=_parse_listen(get("DEPLOYBOT_WEBHOOK_LISTEN", "127.0.0.1:8443")),
     )
+
+
+def _parse_webhook_url(text: str) -> str | None:
+    """The public HTTPS URL Telegram posts updates to; its path is where the bot listens."""
+    if not text:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme != "https" or not parts.hostname:
+        raise SettingsError(
+            f"DEPLOYBOT_WEBHOOK_URL must be an https:// URL (Telegram posts only there), "
+            f"not {text[:80]!r}"
+        )
+    if parts.query or parts.fragment:
+        raise SettingsError("DEPLOYBOT_WEBHOOK_URL: no query or fragment, a path only")
+    return text
+
+
+def _parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:8443`` for IPv6) the webhook server binds to."""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(
+            f"DEPLOYBOT_WEBHOOK_LISTEN: expected host:port such as 127.0.0.1:8443, "
+            f"not {text[:80]!r}"
+        )
+    return host, int(port)

@@ -9,7 +9,8 @@ from bot.chat.asker import Asker
 from bot.chat.confirm import Confirmations
 from bot.chat.port import ChatPort
 from bot.chat.questions import Answers
-from bot.config.inventory import Inventory, Machine
+from bot.config.current import Current
+from bot.config.inventory import Machine
 from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.flows.adopt import Adopter
@@ -47,7 +48,7 @@ def build_engine(
     *,
     settings: Settings,
     tuning: Tuning,
-    inventory: Inventory,
+    current: Current,
     store: Store,
     chat: ChatPort,
     answers: Answers,
@@ -90,7 +91,7 @@ def build_engine(
     outbox = Outbox(chat, tuning.alert_batch)
     records = HealthStore(store)
     watcher = Watcher(
-        inventory=inventory,
+        current=current,
         fleet=fleet,
         store=store,
         records=records,
@@ -110,7 +111,7 @@ def build_engine(
         sops=sops,
         settings=settings,
         tuning=tuning,
-        inventory=inventory,
+        current=current,
         on_initrd=after_install,
     )
     tester = RebootTester(

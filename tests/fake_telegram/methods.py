@@ -9,6 +9,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from bot.core.telegram_limits import (
     NOT_MODIFIED,
@@ -60,6 +61,7 @@ INT_PARAMS = frozenset(
         "message_thread_id",
         "cache_time",
         "user_id",
+        "max_connections",
     }
 )
 BOOL_PARAMS = frozenset(
@@ -259,6 +261,12 @@ async def get_updates(call: Call) -> list[JSON]:
     allowed = call.params.get("allowed_updates")
     if isinstance(allowed, list):
         state.allowed_updates = frozenset(allowed) if allowed else DEFAULT_ALLOWED_UPDATES
+    if state.webhook_url:
+        raise ApiError(
+            409,
+            "Conflict: can't use getUpdates method while webhook is active; "
+            "use deleteWebhook to delete the webhook first",
+        )
     state.confirm(offset)
 
     def ready() -> bool:
@@ -278,8 +286,45 @@ async def get_updates(call: Call) -> list[JSON]:
     return batch
 
 
+WEBHOOK_PORTS = (80, 88, 443, 8443)
+SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+@method("setWebhook")
+async def set_webhook(call: Call) -> bool:
+    """Telegram's checks: an HTTPS URL on a webhook port, a secret of the allowed alphabet."""
+    state = call.state
+    url = call.opt_str("url")
+    if url is None:
+        raise bad_request("url is empty")
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+        if (parts.port or 443) not in WEBHOOK_PORTS:
+            raise bad_request(
+                "bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443"
+            )
+    secret = call.opt_str("secret_token")
+    if secret is not None and not SECRET_TOKEN.fullmatch(secret):
+        raise bad_request("secret token contains unallowed characters")
+    connections = call.opt_int("max_connections")
+    if connections is not None and not 1 <= connections <= 100:
+        raise bad_request("bad webhook: max_connections must be between 1 and 100")
+    allowed = call.params.get("allowed_updates")
+    if isinstance(allowed, list):
+        state.allowed_updates = frozenset(allowed) if allowed else DEFAULT_ALLOWED_UPDATES
+    if call.flag("drop_pending_updates"):
+        state.updates.clear()
+    state.webhook_url = url
+    state.webhook_secret = secret if url else None
+    return True
+
+
 @method("deleteWebhook")
 async def delete_webhook(call: Call) -> bool:
+    call.state.webhook_url = ""
+    call.state.webhook_secret = None
     if call.flag("drop_pending_updates"):
         call.state.updates.clear()
     return True
@@ -288,7 +333,11 @@ async def delete_webhook(call: Call) -> bool:
 @method("getWebhookInfo")
 async def get_webhook_info(call: Call) -> JSON:
     pending = len(call.state.updates)
-    return {"url": "", "has_custom_certificate": False, "pending_update_count": pending}
+    return {
+        "url": call.state.webhook_url,
+        "has_custom_certificate": False,
+        "pending_update_count": pending,
+    }
 
 
 def _commands_key(call: Call) -> tuple[str, str]:

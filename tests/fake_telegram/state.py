@@ -297,6 +297,9 @@ class State:
         self.delivered_update_count = 0
         self._update_ids = itertools.count(100_000)
         self.allowed_updates: frozenset[str] = DEFAULT_ALLOWED_UPDATES
+        # setWebhook: while a URL is set, getUpdates is refused with 409 as Telegram does.
+        self.webhook_url = ""
+        self.webhook_secret: str | None = None
         self.callback_queries: dict[str, CallbackQuery] = {}
         self.callback_answers: dict[str, CallbackAnswer] = {}
         self._query_ids = itertools.count(4_000_000_000_001, 7919)

@@ -25,9 +25,9 @@ let
 
     # nixpkgs' Python builder, reduced to recording what the package asks of it.
     python3Packages =
-      lib.genAttrs [ "apscheduler" "aiolimiter" "asyncssh" "pytz" "setuptools" "sqlite-utils" ] (
-        name: package "python3.13-${name}" name
-      )
+      lib.genAttrs
+        [ "apscheduler" "aiolimiter" "asyncssh" "pytz" "setuptools" "sqlite-utils" "tornado" ]
+        (name: package "python3.13-${name}" name)
       // {
         python-telegram-bot = package "python3.13-python-telegram-bot-22.5" "python-telegram-bot" // {
           optional-dependencies = {
@@ -36,6 +36,7 @@ let
               pkgs.python3Packages.pytz
             ];
             rate-limiter = [ pkgs.python3Packages.aiolimiter ];
+            webhooks = [ pkgs.python3Packages.tornado ];
           };
         };
         buildPythonApplication =

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from bot.chat.asker import Asker
 from bot.chat.port import ChatPort
-from bot.config.inventory import Inventory, Machine
+from bot.config.current import Current
+from bot.config.inventory import Machine
 from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
@@ -65,11 +66,12 @@ class Deployer:
         sops: SopsReader,
         settings: Settings,
         tuning: Tuning,
-        inventory: Inventory,
+        current: Current,
         on_initrd: InitrdHandover | None = None,
     ) -> None:
         self.jobs = jobs
-        self.inventory = inventory
+        # The inventory in force: read at each use, so a reload is seen at once.
+        self.current = current
         self.fleet = fleet
         self.store = store
         self.chat = chat
@@ -113,7 +115,7 @@ class Deployer:
         try:
             await ctx.enter(PREFLIGHT)
             with ctx.failing("", NotThisMachine):
-                address = await address_of(machine, self.inventory)
+                address = await address_of(machine, self.current.inventory)
             # Every connection of the job, nixos-anywhere's included, goes to this address.
             target = await self.fleet.target(dataclasses.replace(machine, host=address))
             timeout = self.tuning.ssh_timeout
@@ -121,7 +123,7 @@ class Deployer:
                 ctx,
                 target,
                 self.fleet,
-                self.inventory,
+                self.current.inventory,
                 self.store,
                 reinstall=reinstall,
                 timeout=timeout,

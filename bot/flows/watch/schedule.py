@@ -1,9 +1,12 @@
 """Probes and reboot tests registered with PTB's JobQueue, from the inventory, at start.
 
 Ids are stable (``probe:<machine>``, ``reboot-test:<machine>``) and registered with
-``replace_existing``: registering again (a restart, a second start) replaces rather than
-doubles, and since nothing is pickled a restart loses nothing the inventory still says.
-The queue is taken as a small protocol so the engine needs no telegram import.
+``replace_existing``: registering again (a restart, a second start, a reload) replaces
+rather than doubles, and since nothing is pickled a restart loses nothing the inventory
+still says. A reload calls :meth:`Schedules.sync` again, which also removes the jobs of
+machines that left; a callback looks its machine up when it fires, so it always acts on
+the inventory in force. The queue is taken as a small protocol so the engine needs no
+telegram import.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Protocol
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.chat.access import Access
-from bot.config.inventory import Inventory, Machine
+from bot.config.current import Current
 from bot.core.durations import format_duration
 from bot.flows.watch.outbox import Outbox
 from bot.flows.watch.reboot_test import RebootTester
@@ -77,7 +80,7 @@ class Schedules:
     def __init__(
         self,
         queue: JobQueueLike,
-        inventory: Inventory,
+        current: Current,
         watcher: Watcher,
         tester: RebootTester,
         access: Access,
@@ -87,14 +90,15 @@ class Schedules:
         enabled: bool = True,
     ) -> None:
         self.queue = queue
-        self.inventory = inventory
+        self.current = current
         self.watcher = watcher
         self.tester = tester
         self.access = access
         self.outbox = outbox
         self.fleet = fleet
         self.enabled = enabled
-        self._every: dict[str, str] = {}
+        self._every: dict[str, str] = {}  # what /schedule shows, by job id
+        self._exact: dict[str, object] = {}  # the interval or cron registered, by job id
 
     def start(self) -> None:
         """Register every machine's probe and, if it has one, its reboot test.
@@ -102,32 +106,53 @@ class Schedules:
         Nothing is registered when probes are off (the example inventory names hosts that
         are not the user's: never reboot them).
         """
+        self.sync()
+
+    def sync(self) -> None:
+        """Make the queue match the inventory in force: register, replace, remove.
+
+        Only a schedule that is new or changed is registered again, so a reload leaves the
+        timing of the others alone; a job that is running goes on either way (APScheduler
+        replaces the schedule, not the run). Callbacks look their machine up when they fire.
+        """
         if not self.enabled:
             return
-        for machine in self.inventory:
-            self.queue.run_repeating(
-                self._probe_callback(machine),
-                interval=machine.probe_interval,
-                name=probe_id(machine.name),
-                job_kwargs={"id": probe_id(machine.name), "replace_existing": True},
-            )
-            self._every[probe_id(machine.name)] = f"every {format_duration(machine.probe_interval)}"
-            if machine.reboot_check:
+        every: dict[str, str] = {}
+        exact: dict[str, object] = {}
+        for machine in self.current.inventory:
+            name = machine.name
+            every[probe_id(name)] = f"every {format_duration(machine.probe_interval)}"
+            exact[probe_id(name)] = machine.probe_interval
+            if self._exact.get(probe_id(name)) != machine.probe_interval:
+                self.queue.run_repeating(
+                    self._probe_callback(name),
+                    interval=machine.probe_interval,
+                    name=probe_id(name),
+                    job_kwargs={"id": probe_id(name), "replace_existing": True},
+                )
+            if not machine.reboot_check:
+                continue
+            every[reboot_test_id(name)] = f"cron {machine.reboot_check}"
+            exact[reboot_test_id(name)] = machine.reboot_check
+            if self._exact.get(reboot_test_id(name)) != machine.reboot_check:
                 trigger = CronTrigger.from_crontab(
                     machine.reboot_check, timezone=self.queue.scheduler.timezone
                 )
                 self.queue.run_custom(
-                    self._reboot_callback(machine),
-                    name=reboot_test_id(machine.name),
+                    self._reboot_callback(name),
+                    name=reboot_test_id(name),
                     job_kwargs={
                         "trigger": trigger,
-                        "id": reboot_test_id(machine.name),
+                        "id": reboot_test_id(name),
                         "replace_existing": True,
                         "misfire_grace_time": REBOOT_TEST_GRACE,
                         "coalesce": True,
                     },
                 )
-                self._every[reboot_test_id(machine.name)] = f"cron {machine.reboot_check}"
+        for job in self.queue.jobs():
+            if job.name in self._every and job.name not in every:
+                job.schedule_removal()
+        self._every, self._exact = every, exact
 
     def entries(self) -> list[Entry]:
         found: list[Entry] = []
@@ -147,14 +172,19 @@ class Schedules:
             )
         return sorted(found, key=lambda e: (e.machine, e.kind))
 
-    def _probe_callback(self, machine: Machine) -> Callable[[object], Awaitable[None]]:
+    def _probe_callback(self, name: str) -> Callable[[object], Awaitable[None]]:
         async def probe(context: object) -> None:
-            await self.watcher.probe_machine(machine)
+            machine = self.current.inventory.get(name)
+            if machine is not None:
+                await self.watcher.probe_machine(machine)
 
         return probe
 
-    def _reboot_callback(self, machine: Machine) -> Callable[[object], Awaitable[None]]:
+    def _reboot_callback(self, name: str) -> Callable[[object], Awaitable[None]]:
         async def reboot_test(context: object) -> None:
+            machine = self.current.inventory.get(name)
+            if machine is None:
+                return
             people = self.access.people_for(machine)
             pins = await self.fleet.pins(machine)
             if not pins.system or (machine.luks and not pins.initrd):

@@ -17,7 +17,8 @@ from datetime import datetime
 from typing import Any
 
 from bot.chat.access import Access
-from bot.config.inventory import Inventory, Machine
+from bot.config.current import Current
+from bot.config.inventory import Machine
 from bot.core.durations import format_duration
 from bot.flows.unlock import Unlocker
 from bot.flows.watch.outbox import Outbox
@@ -45,7 +46,7 @@ class Watcher:
     def __init__(
         self,
         *,
-        inventory: Inventory,
+        current: Current,
         fleet: Fleet,
         store: Store,
         records: HealthStore,
@@ -56,7 +57,7 @@ class Watcher:
         alert_after: int,
         enabled: bool = True,
     ) -> None:
-        self.inventory = inventory
+        self.current = current
         self.fleet = fleet
         self.store = store
         self.records = records
@@ -93,11 +94,18 @@ class Watcher:
     def silenced(self, name: str) -> bool:
         return name in self._silenced
 
+    def forget(self, names: Iterable[str]) -> None:
+        """Drop the counts of machines a reload removed, so one added back starts afresh."""
+        for name in names:
+            self._failures.pop(name, None)
+            self._failing_since.pop(name, None)
+            self._initrd_told.discard(name)
+
     # -- probing -------------------------------------------------------------------------
 
     async def probe_round(self, machines: Iterable[Machine] | None = None) -> list[Probe | None]:
         """Probe every machine at once (bounded by ``probe_concurrency``)."""
-        chosen = list(self.inventory if machines is None else machines)
+        chosen = list(self.current.inventory if machines is None else machines)
         return list(await asyncio.gather(*(self.probe_machine(m) for m in chosen)))
 
     async def probe_machine(self, machine: Machine) -> Probe | None:
