@@ -9,6 +9,7 @@ from telegram.ext import Application
 from bot.chat.access import Access
 from bot.chat.commands import CommandTable
 from bot.chat.confirm import Confirmations
+from bot.chat.pages import Views
 from bot.chat.port import ChatPort
 from bot.chat.questions import Answers
 from bot.config.inventory import Inventory
@@ -20,6 +21,7 @@ from handlers.deploy import DeployCommands
 from handlers.health import HealthCommands
 from handlers.info import InfoCommands
 from handlers.jobs import JobCommands
+from handlers.paging import Pager
 from handlers.registry import install, table_of
 from handlers.unlock import UnlockCommands
 from store import Store
@@ -50,11 +52,13 @@ def register_all(
     probes_enabled: bool,
 ) -> CommandTable:
     """Install the gate first, then every command family, then buttons and free text."""
+    pager = Pager(Views())
     info = InfoCommands(
         access=access,
         inventory=inventory,
         store=store,
         health=HealthStore(store),
+        pager=pager,
         probes_enabled=probes_enabled,
     )
     families: list[object] = [
@@ -69,8 +73,9 @@ def register_all(
             chat=chat,
             asker=engine.asker,
             confirm_timeout=confirm_timeout,
+            pager=pager,
         ),
-        JobCommands(store=store, jobs=jobs, access=access),
+        JobCommands(store=store, jobs=jobs, access=access, pager=pager),
     ]
     table = table_of(families)
     info.table = table
@@ -85,6 +90,6 @@ def register_all(
         ),
     )
     install(application, families)
-    buttons.register(application, buttons.Buttons(confirmations, store))
+    buttons.register(application, buttons.Buttons(confirmations, pager, store))
     conversation.register(application, conversation.Conversation(answers))
     return table

@@ -9,10 +9,14 @@ from bot.chat.commands import Arg, CommandTable, Right
 from bot.config.inventory import Inventory, Machine
 from bot.core.durations import format_duration
 from bot.remote.status import QuickStatus, quick_status
+from handlers.paging import Pager
 from handlers.registry import Call, command
 from store import MachineState, Store
 from store.health import HealthStore
 
+AUDIT_ENTRIES = 200
+# TCP looks of /status at a time: a fleet of hundreds is looked at in bounded batches.
+STATUS_LOOKS = 64
 INTRO = (
     "deploybot installs NixOS machines with nixos-anywhere, unlocks their LUKS disks from "
     "this chat when they boot, and watches them. /help lists what you may do."
@@ -66,6 +70,22 @@ async def watch_lines(machine: Machine, health: HealthStore) -> list[str]:
     return lines
 
 
+def needs_attention(status: QuickStatus, check_ok: bool | None) -> bool:
+    """Not up, its SSH port closed, or its last health check failed."""
+    if status.known.state != "up" or check_ok is False:
+        return True
+    return status.probed and not status.ssh_open
+
+
+def status_header(states: list[str]) -> str:
+    """The fleet in one line: how many machines are in each state, most first."""
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state] = counts.get(state, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return f"Status of {len(states)} machines: " + ", ".join(f"{n} {s}" for s, n in ranked)
+
+
 def _when(iso: str) -> str:
     return iso[:16].replace("T", " ") + " UTC"
 
@@ -80,9 +100,11 @@ class InfoCommands:
         inventory: Inventory,
         store: Store,
         health: HealthStore,
+        pager: Pager,
         probes_enabled: bool = True,
     ) -> None:
         self.access = access
+        self.pager = pager
         self.inventory = inventory
         self.store = store
         self.health = health
@@ -120,9 +142,8 @@ class InfoCommands:
             await call.reply("No machines in the inventory.")
             return
         known = await self.store.machines()
-        lines = [f"Machines ({len(machines)}):"]
-        lines += [describe_machine(m, known.get(m.name) or MachineState(m.name)) for m in machines]
-        await call.reply("\n".join(lines))
+        lines = [describe_machine(m, known.get(m.name) or MachineState(m.name)) for m in machines]
+        await self.pager.reply(call, lines, header=f"Machines ({len(machines)}):")
 
     @command(
         "status",
@@ -135,20 +156,38 @@ class InfoCommands:
         if not machines:
             await call.reply("No machines in the inventory.")
             return
-        statuses = await asyncio.gather(
-            *(quick_status(m, self.store, probe=self.probes_enabled) for m in machines)
-        )
-        watched = await asyncio.gather(*(watch_lines(m, self.health) for m in machines))
-        await call.reply(
-            "\n".join(
-                "\n".join([describe_status(s), *w]) for s, w in zip(statuses, watched, strict=True)
-            )
-        )
+        looks = asyncio.Semaphore(STATUS_LOOKS)
 
-    @command("audit", "the last 20 audit entries", right=Right.ADMIN)
+        async def look(m: Machine) -> QuickStatus:
+            async with looks:
+                return await quick_status(m, self.store, probe=self.probes_enabled)
+
+        statuses, watched, checks = await asyncio.gather(
+            asyncio.gather(*(look(m) for m in machines)),
+            asyncio.gather(*(watch_lines(m, self.health) for m in machines)),
+            asyncio.gather(*(self.health.last_check(m.name) for m in machines)),
+        )
+        blocks = [
+            "\n".join([describe_status(s), *w]) for s, w in zip(statuses, watched, strict=True)
+        ]
+        if len(machines) == 1:
+            await self.pager.reply(call, blocks)
+            return
+        attention = [
+            needs_attention(s, c.ok if c is not None else None)
+            for s, c in zip(statuses, checks, strict=True)
+        ]
+        first = [b for b, a in zip(blocks, attention, strict=True) if a]
+        rest = [b for b, a in zip(blocks, attention, strict=True) if not a]
+        items = ([f"Needs attention ({len(first)}):", *first] if first else []) + (
+            [f"Fine ({len(rest)}):", *rest] if rest else []
+        )
+        await self.pager.reply(call, items, header=status_header([s.known.state for s in statuses]))
+
+    @command("audit", "the recent audit entries", right=Right.ADMIN)
     async def audit(self, call: Call) -> None:
-        entries = await self.store.recent_audit(20)
-        lines = [f"Last {len(entries)} audit entries (newest first):"]
+        entries = await self.store.recent_audit(AUDIT_ENTRIES)
+        lines = []
         for e in entries:
             who = f"{e.user_id}" + (f" @{e.username}" if e.username else "")
             where = f" {e.machine}" if e.machine else ""
@@ -156,4 +195,5 @@ class InfoCommands:
             lines.append(
                 f"{e.at[5:19].replace('T', ' ')} {who} {e.action}{where}: {e.decision}{why}"
             )
-        await call.reply("\n".join(lines))
+        header = f"Last {len(entries)} audit entries (newest first):"
+        await self.pager.reply(call, lines, header=header)
