@@ -26,11 +26,13 @@ from bot.config.tuning import Tuning
 from bot.flows.engine import Engine, build_engine
 from bot.flows.recovery import clear_crash_leftovers, look_after_interruption
 from bot.flows.watch.schedule import Schedules
+from bot.jobs.retention import FIRST_PRUNE, PRUNE_EVERY, Retention
 from bot.jobs.runner import JobRunner
 from handlers import register_all
 from handlers.chat_port import TelegramChat
 from handlers.registry import BotContext
 from store import Store
+from store.health import HealthStore
 
 log = logging.getLogger(__name__)
 BotApplication = Application[Any, Any, Any, Any, Any, Any]
@@ -52,6 +54,7 @@ class Parts:
     engine: Engine
     commands: CommandTable
     schedules: Schedules | None
+    retention: Retention
     probes_enabled: bool = True
     started_at: float = field(default_factory=time.monotonic)
 
@@ -160,6 +163,7 @@ def build_application(
         engine=engine,
         commands=commands,
         schedules=schedules,
+        retention=Retention(store, HealthStore(store), jobs.log_dir, keep_days=settings.keep_days),
         probes_enabled=probes_enabled,
     )
     application.bot_data["parts"] = parts
@@ -181,6 +185,14 @@ async def _post_init(application: BotApplication) -> None:
     await tell_interrupted_jobs(parts)
     if parts.schedules is not None:
         parts.schedules.start()
+    if application.job_queue is not None:
+
+        async def prune(context: object) -> None:
+            await parts.retention.prune()
+
+        application.job_queue.run_repeating(
+            prune, interval=PRUNE_EVERY, first=FIRST_PRUNE, name="prune history"
+        )
 
 
 async def _post_stop(application: BotApplication) -> None:

@@ -292,6 +292,29 @@ class Store:
 
         return await self._call(write)
 
+    async def forget_job_logs(self, before: str) -> list[str]:
+        """Jobs that ended before ``before`` lose their log: the events are deleted, the
+        log path cleared and returned (the caller removes the files)."""
+
+        def write() -> list[str]:
+            marks = ",".join("?" for _ in JOB_ACTIVE_STATES)
+            ended = "coalesce(nullif(finished_at, ''), created_at)"
+            with self.db.atomic():
+                rows = list(
+                    self.db.query(
+                        f"select id, log_path from jobs where state not in ({marks}) "  # noqa: S608 - placeholders only
+                        f"and {ended} < ? and (coalesce(log_path, '') != '' or id in "
+                        "(select job_id from job_events))",
+                        [*JOB_ACTIVE_STATES, before],
+                    )
+                )
+                for row in rows:
+                    self.db.execute("delete from job_events where job_id = ?", [row["id"]])
+                    self.db.table("jobs").update(row["id"], {"log_path": ""})
+            return [str(row["log_path"]) for row in rows if row["log_path"]]
+
+        return await self._call(write)
+
     async def add_event(self, job_id: int, kind: str, text: str) -> None:
         record = {"job_id": job_id, "at": utcnow(), "kind": kind, "text": text[:2000]}
         await self._call(lambda: self.db.table("job_events").insert(record))

@@ -98,6 +98,16 @@ class HealthStore:
 
         await self.store._call(write)
 
+    async def prune_probes(self, before: datetime) -> int:
+        """Forget the probe counts of hours before ``before``; how many rows went."""
+        hour = _hour(before)
+
+        def write() -> int:
+            cursor = self.store.db.execute("delete from probe_hours where hour < ?", [hour])
+            return int(cursor.rowcount)
+
+        return await self.store._call(write)
+
     async def uptime_share(self, machine: str, days: int = 7) -> float | None:
         """Share of probes that found the machine up over the last ``days``; None if none."""
         since = _hour(datetime.now(UTC) - timedelta(days=days))

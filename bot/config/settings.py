@@ -37,6 +37,7 @@ class Settings:
     nixos_anywhere: tuple[str, ...] = ("nix", "run", "github:nix-community/nixos-anywhere", "--")
     sops: str = "sops"
     sops_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    keep_days: int = 90
 
     def sops_reader(self) -> SopsReader:
         """sops as configured: the settings' key variables over the bot's environment."""
@@ -117,6 +118,11 @@ def load_settings(
             f"TELEGRAM_API_URL must start with https:// or http://, not {api_url!r}"
         )
     sops_env = {k: merged[k] for k in KEY_VARIABLES if merged.get(k)}
+    keep_days = get("DEPLOYBOT_KEEP_DAYS", "90")
+    if not keep_days.isdigit() or not 1 <= int(keep_days) <= 36500:
+        raise SettingsError(
+            f"DEPLOYBOT_KEEP_DAYS must be a number of days from 1 to 36500, not {keep_days[:20]!r}"
+        )
     return Settings(
         token=merged.get("TELEGRAM_BOT_TOKEN", "").strip() or None,
         api_url=api_url,
@@ -129,4 +135,5 @@ def load_settings(
         nixos_anywhere=prefix,
         sops=get("DEPLOYBOT_SOPS", "") or _default_sops(),
         sops_env=sops_env,
+        keep_days=int(keep_days),
     )

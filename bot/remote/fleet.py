@@ -2,9 +2,16 @@
 
 Pins come from what the bot recorded when it installed the machine, else from the
 inventory; a new pin is written to the store, where the next Target reads it.
+
+The Fleet keeps one Target per machine, so the login it keeps open to the machine's system
+(``bot.remote.target``) lasts from one probe to the next; its pins are read again from the
+store on every ``target()``. Targets of machines that left the inventory are closed and
+forgotten (``retain``), and every one is closed when the bot stops (``close``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from bot.config.inventory import Machine
 from bot.remote.place import Pins
@@ -33,14 +40,43 @@ def pins_of(machine: Machine, known: MachineState) -> Pins:
 
 
 class Fleet:
-    """Builds a machine's Target with its current pins."""
+    """One Target per machine, judged by its current pins."""
 
     def __init__(self, store: Store, reach: Reach) -> None:
         self.store = store
         self.reach = reach
+        self._targets: dict[str, Target] = {}
 
     async def target(self, machine: Machine) -> Target:
-        return Target(machine, await self.pins(machine), self.reach)
+        """The machine's Target with the pins the store holds now."""
+        pins = await self.pins(machine)
+        target = self._targets.get(machine.name)
+        if target is not None and target.machine != machine:  # its inventory entry changed
+            target.close()
+            target = None
+        if target is None:
+            target = Target(machine, pins, self.reach, keep=True)
+            self._targets[machine.name] = target
+        else:
+            target.repin(pins)
+        return target
+
+    def retain(self, names: Iterable[str]) -> None:
+        """Close and forget the Targets of machines not in ``names`` (they left the
+        inventory)."""
+        keep = set(names)
+        for name in [n for n in self._targets if n not in keep]:
+            self._targets.pop(name).close()
+
+    def close(self) -> None:
+        """Close every kept login (the bot stops)."""
+        for target in self._targets.values():
+            target.close()
+        self._targets.clear()
+
+    @property
+    def open_logins(self) -> int:
+        return sum(1 for t in self._targets.values() if t.connected)
 
     async def pins(self, machine: Machine) -> Pins:
         return pins_of(machine, await self.store.machine(machine.name))

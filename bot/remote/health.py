@@ -9,6 +9,9 @@ exposed for the bot to watch it.
 from __future__ import annotations
 
 import asyncio
+import re
+import secrets
+import shlex
 from dataclasses import dataclass
 
 import asyncssh
@@ -20,6 +23,8 @@ from bot.remote.ssh import CommandResult, run
 
 BOOT_ID = ["cat", "/proc/sys/kernel/random/boot_id"]
 _CHANNELS = 4
+# What one command of the health script may say: more is dropped, never parsed.
+SECTION_MAX = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,48 @@ def failed_units(text: str) -> tuple[str, ...]:
     return tuple(line.split()[0] for line in text.splitlines() if line.strip())
 
 
+def health_commands(machine: Machine, check_timeout: float) -> list[list[str]]:
+    """The commands of one health check, in the order :func:`_health` reads them."""
+    mounts = ["/"] + ([machine.persist_dir] if machine.persist_dir not in ("", "/") else [])
+    return [
+        BOOT_ID,
+        ["systemctl", "is-system-running"],
+        FAILED_UNITS,
+        ["df", "-P", *mounts],
+        ["cat", "/proc/uptime"],
+        *(check_argv(c, check_timeout) for c in machine.checks),
+    ]
+
+
+def health_script(commands: list[list[str]], tag: str) -> str:
+    """One ``sh -c`` line running ``commands`` in turn, each followed by ``tag i status`` on
+    stdout and ``tag i`` on stderr, so one exec answers what took a channel each."""
+    return "; ".join(
+        f'{shlex.join(argv)}; echo "{tag} {i} $?"; echo "{tag} {i}" >&2'
+        for i, argv in enumerate(commands)
+    )
+
+
+def split_script_output(
+    stdout: bytes, stderr: bytes, tag: str, count: int
+) -> list[CommandResult] | None:
+    """Each command's result from the script's output; None unless every section is there,
+    in order, and nothing follows the last (then the caller asks command by command)."""
+    marker = re.escape(tag.encode())
+    outs = re.split(marker + rb" (\d+) (\d+)\n", stdout)
+    errs = re.split(marker + rb" (\d+)\n", stderr)
+    if len(outs) != 3 * count + 1 or len(errs) != 2 * count + 1 or outs[-1] or errs[-1]:
+        return None
+    results = []
+    for i in range(count):
+        out, number, status = outs[3 * i], outs[3 * i + 1], outs[3 * i + 2]
+        err, err_number = errs[2 * i], errs[2 * i + 1]
+        if int(number) != i or int(err_number) != i or int(status) > 255:
+            return None
+        results.append(CommandResult(int(status), out[:SECTION_MAX], err[:SECTION_MAX]))
+    return results
+
+
 async def read_health(
     conn: asyncssh.SSHClientConnection,
     machine: Machine,
@@ -118,25 +165,39 @@ async def read_health(
     check_timeout: float,
     disk_limit: int = 90,
 ) -> Health:
-    """Every health command on one connection, a few channels at a time."""
-    mounts = ["/"] + ([machine.persist_dir] if machine.persist_dir not in ("", "/") else [])
+    """Every health command in one exec (a shell script), else one channel each."""
+    commands = health_commands(machine, check_timeout)
+    tag = f"--deploybot-{secrets.token_hex(8)}--"
+    script = health_script(commands, tag)
+    timeout = ssh_timeout + check_timeout * (1 + len(machine.checks))
+    result = await run(conn, ["sh", "-c", script], timeout=timeout)
+    results = split_script_output(result.stdout, result.stderr, tag, len(commands))
+    if results is None:
+        results = await _one_by_one(conn, commands, timeout=check_timeout + ssh_timeout)
+    return _health(machine, results, disk_limit)
+
+
+async def _one_by_one(
+    conn: asyncssh.SSHClientConnection, commands: list[list[str]], *, timeout: float
+) -> list[CommandResult]:
+    """Each command on its own channel, a few at a time (no ``sh`` on the machine)."""
     channels = asyncio.Semaphore(_CHANNELS)
 
     async def one(argv: list[str]) -> CommandResult:
         async with channels:
-            return await run(conn, argv, timeout=check_timeout + ssh_timeout)
+            result = await run(conn, argv, timeout=timeout)
+        return CommandResult(
+            result.exit_status, result.stdout[:SECTION_MAX], result.stderr[:SECTION_MAX]
+        )
 
-    boot, state, failed, df, uptime, *checks = await asyncio.gather(
-        one(BOOT_ID),
-        one(["systemctl", "is-system-running"]),
-        one(FAILED_UNITS),
-        one(["df", "-P", *mounts]),
-        one(["cat", "/proc/uptime"]),
-        *(one(check_argv(c, check_timeout)) for c in machine.checks),
-    )
+    return list(await asyncio.gather(*(one(argv) for argv in commands)))
+
+
+def _health(machine: Machine, results: list[CommandResult], disk_limit: int) -> Health:
+    boot, state, failed, df, uptime, *checks = results
     return Health(
-        boot_id=boot.stdout_text.strip(),
-        system=state.stdout_text.strip() or "unknown",
+        boot_id=boot.stdout_text.strip()[:64],
+        system=state.stdout_text.strip()[:64] or "unknown",
         failed_units=failed_units(failed.stdout_text),
         disks=_disks(df.stdout_text),
         uptime=_uptime(uptime.stdout_text),

@@ -1,0 +1,168 @@
+"""Many booted machines in this process: asyncssh servers on loopback addresses that answer
+the health commands a NixOS system answers, for tests and benchmarks of fleets too large
+for the lab's real sshd.
+
+Each server counts its logins and the commands it runs, can drop its connections (a
+machine that rebooted, a NAT that forgot the flow), and understands the bot's one-exec
+health script (``sh -c`` with delimiters, ``bot.remote.health.health_script``) or, with
+``has_sh=False``, only single commands, as a system without a shell would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shlex
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncssh
+
+PORT = 2222
+ANSWERS = {
+    "systemctl is-system-running": "running\n",
+    "systemctl --failed --no-legend --plain": "",
+    "df -P / /nix/persist/system": (
+        "Filesystem 1024-blocks Used Available Capacity Mounted on\n"
+        "tmpfs 1048576 4096 1044480 1% /\n"
+        "/dev/mapper/crypted 20971520 2097152 18874368 10% /nix\n"
+    ),
+    "cat /proc/uptime": "12345.67 20000.00\n",
+    "true": "",
+}
+_SECTION = re.compile(r'(.+?); echo "(\S+) (\d+) \$\?"; echo "\S+ \d+" >&2(?:; |$)')
+
+
+def address(i: int) -> str:
+    """127.0.1.1, 127.0.1.2 … 127.0.1.250, 127.0.2.1 …: one loopback address per host."""
+    return f"127.0.{1 + i // 250}.{1 + i % 250}"
+
+
+@dataclass(eq=False)
+class SimHost:
+    """One simulated machine and what it saw."""
+
+    address: str
+    boot_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    has_sh: bool = True
+    logins: int = 0  # logins that got past authentication
+    commands: list[str] = field(default_factory=list)
+    live: set[asyncssh.SSHServerConnection] = field(default_factory=set)
+
+    def drop(self) -> None:
+        """Close every connection to this host, as a reboot would."""
+        for conn in list(self.live):
+            conn.close()
+
+    def answer(self, command: str) -> tuple[str, str, int]:
+        if command == "cat /proc/sys/kernel/random/boot_id":
+            return self.boot_id + "\n", "", 0
+        if command in ANSWERS:
+            return ANSWERS[command], "", 0
+        if command.startswith("sh -c ") and self.has_sh:
+            return self._script(shlex.split(command)[2])
+        return "", f"bash: {command.split()[0]}: command not found\n", 127
+
+    def _script(self, script: str) -> tuple[str, str, int]:
+        out, err, status = [], [], 0
+        for found in _SECTION.finditer(script):
+            argv, tag, number = shlex.split(found[1]), found[2], found[3]
+            o, e, status = self.answer(shlex.join(argv))
+            out.append(f"{o}{tag} {number} {status}\n")
+            err.append(f"{e}{tag} {number}\n")
+        return "".join(out), "".join(err), 0
+
+
+class Network:
+    """Seconds each exec's answer is held back: a stand-in for a remote machine's RTT."""
+
+    def __init__(self) -> None:
+        self.latency = 0.0
+
+
+def _server(host: SimHost) -> type[asyncssh.SSHServer]:
+    class Server(asyncssh.SSHServer):
+        def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+            self.conn = conn
+            host.live.add(conn)
+
+        def auth_completed(self) -> None:
+            host.logins += 1
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            host.live.discard(self.conn)
+
+        def begin_auth(self, username: str) -> bool:
+            return True
+
+    return Server
+
+
+def _handler(host: SimHost, network: Network) -> object:
+    async def handle(process: asyncssh.SSHServerProcess[str]) -> None:
+        if network.latency:
+            await asyncio.sleep(network.latency)
+        command = process.command or ""
+        host.commands.append(command)
+        out, err, status = host.answer(command)
+        process.stdout.write(out)
+        process.stderr.write(err)
+        process.exit(status)
+
+    return handle
+
+
+@dataclass
+class Fleet:
+    """The running hosts, the bot's client key and the host key they all present."""
+
+    hosts: list[SimHost]
+    client_key: Path
+    host_key: str
+    network: Network
+
+    def inventory(self, *, operators: str = "[]", probe_interval: str = "1h") -> str:
+        return "".join(
+            f'[machines.m{i}]\nhost = "{h.address}"\nssh_port = {PORT}\n'
+            f'operators = {operators}\nprobe_interval = "{probe_interval}"\n\n'
+            for i, h in enumerate(self.hosts)
+        )
+
+
+@contextlib.asynccontextmanager
+async def sim_hosts(count: int, root: Path) -> AsyncIterator[Fleet]:
+    """``count`` listeners on loopback port 2222, torn down afterwards."""
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    client_key = asyncssh.generate_private_key("ssh-ed25519")
+    key_path = root / "client_key"
+    key_path.write_bytes(client_key.export_private_key())
+    key_path.chmod(0o600)
+    authorized = asyncssh.import_authorized_keys(client_key.export_public_key().decode())
+    network = Network()
+    hosts = [SimHost(address(i)) for i in range(count)]
+    listeners = []
+    try:
+        for host in hosts:
+            listeners.append(
+                await asyncssh.listen(
+                    host.address,
+                    PORT,
+                    server_factory=_server(host),
+                    server_host_keys=[host_key],
+                    authorized_client_keys=authorized,
+                    process_factory=_handler(host, network),
+                    encoding="utf-8",
+                    keepalive_interval=0,
+                )
+            )
+        line = host_key.export_public_key().decode().split()
+        yield Fleet(hosts, key_path, f"{line[0]} {line[1]}", network)
+    finally:
+        for host in hosts:
+            host.drop()
+        for listener in listeners:
+            listener.close()
+            await listener.wait_closed()
