@@ -96,7 +96,7 @@ class HealthStore:
                 [machine, hour, int(up), int(up)],
             )
 
-        await self.store._call(write)
+        await self.store._write(write)
 
     async def prune_probes(self, before: datetime) -> int:
         """Forget the probe counts of hours before ``before``; how many rows went."""
@@ -138,9 +138,16 @@ class HealthStore:
             "ok": int(ok),
             "summary": summary[:1000],
         }
-        await self.store._call(
-            lambda: self.store.db.table("health_checks").upsert(record, pk="machine")
-        )
+
+        def write() -> None:
+            self.store.db.execute(
+                "insert into health_checks (machine, at, state, ok, summary) "
+                "values (:machine, :at, :state, :ok, :summary) on conflict (machine) do update "
+                "set at = :at, state = :state, ok = :ok, summary = :summary",
+                record,
+            )
+
+        await self.store._write(write)
 
     async def last_check(self, machine: str) -> CheckRecord | None:
         def read() -> CheckRecord | None:

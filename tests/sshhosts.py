@@ -4,16 +4,19 @@ for the lab's real sshd.
 
 Each server counts its logins and the commands it runs, can drop its connections (a
 machine that rebooted, a NAT that forgot the flow), and understands the bot's one-exec
-health script (``sh -c`` with delimiters, ``bot.remote.health.health_script``) or, with
-``has_sh=False``, only single commands, as a system without a shell would.
+health script (``sh -c`` with delimiters, ``bot.remote.health.health_script``, or written
+line by line to a kept ``sh -s``) or, with ``has_sh=False``, only single commands, as a
+system without a shell would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import shlex
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -49,7 +52,9 @@ class SimHost:
     boot_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     has_sh: bool = True
     logins: int = 0  # logins that got past authentication
-    commands: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)  # every exec and every shell line
+    execs: int = 0  # channels opened to run a command
+    shells: int = 0  # kept shells (``sh -s``) started
     live: set[asyncssh.SSHServerConnection] = field(default_factory=set)
 
     def drop(self) -> None:
@@ -63,14 +68,19 @@ class SimHost:
         if command in ANSWERS:
             return ANSWERS[command], "", 0
         if command.startswith("sh -c ") and self.has_sh:
+            inner = command[len("sh -c ") :]
+            if inner.startswith("'") and inner.endswith("'") and "'" not in inner[1:-1]:
+                return self._script(inner[1:-1])  # shlex.join's quoting, undone quickly
             return self._script(shlex.split(command)[2])
         return "", f"bash: {command.split()[0]}: command not found\n", 127
 
     def _script(self, script: str) -> tuple[str, str, int]:
         out, err, status = [], [], 0
         for found in _SECTION.finditer(script):
-            argv, tag, number = shlex.split(found[1]), found[2], found[3]
-            o, e, status = self.answer(shlex.join(argv))
+            command, tag, number = found[1], found[2], found[3]
+            if "'" in command or '"' in command:
+                command = shlex.join(shlex.split(command))
+            o, e, status = self.answer(command)
             out.append(f"{o}{tag} {number} {status}\n")
             err.append(f"{e}{tag} {number}\n")
         return "".join(out), "".join(err), 0
@@ -103,9 +113,21 @@ def _server(host: SimHost) -> type[asyncssh.SSHServer]:
 
 def _handler(host: SimHost, network: Network) -> object:
     async def handle(process: asyncssh.SSHServerProcess[str]) -> None:
+        command = process.command or ""
+        host.execs += 1
+        if command == "sh -s" and host.has_sh:
+            host.shells += 1
+            while line := await process.stdin.readline():  # a kept shell: a script a line
+                if network.latency:
+                    await asyncio.sleep(network.latency)
+                host.commands.append(line)
+                out, err, _ = host._script(line.rstrip("\n"))
+                process.stdout.write(out)
+                process.stderr.write(err)
+            process.exit(0)
+            return
         if network.latency:
             await asyncio.sleep(network.latency)
-        command = process.command or ""
         host.commands.append(command)
         out, err, status = host.answer(command)
         process.stdout.write(out)
@@ -124,11 +146,14 @@ class Fleet:
     host_key: str
     network: Network
 
-    def inventory(self, *, operators: str = "[]", probe_interval: str = "1h") -> str:
+    def inventory(
+        self, *, operators: str = "[]", probe_interval: str = "1h", count: int | None = None
+    ) -> str:
+        """Machines ``m0`` … of the first ``count`` hosts (all by default)."""
         return "".join(
             f'[machines.m{i}]\nhost = "{h.address}"\nssh_port = {PORT}\n'
             f'operators = {operators}\nprobe_interval = "{probe_interval}"\n\n'
-            for i, h in enumerate(self.hosts)
+            for i, h in enumerate(self.hosts[:count])
         )
 
 
@@ -166,3 +191,41 @@ async def sim_hosts(count: int, root: Path) -> AsyncIterator[Fleet]:
         for listener in listeners:
             listener.close()
             await listener.wait_closed()
+
+
+# -- in a process of their own (the benchmark's far side) ----------------------------------
+
+
+async def serve(count: int, root: Path) -> None:
+    """Serve ``count`` hosts until stdin closes, answering one command per stdin line:
+    ``latency SECONDS``, or ``stats`` (a JSON line: each host's logins and commands)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    async with sim_hosts(count, root) as fleet:
+        ready = {
+            "client_key": str(fleet.client_key),
+            "host_key": fleet.host_key,
+            "addresses": [h.address for h in fleet.hosts],
+        }
+        print(json.dumps(ready), flush=True)
+        while line := (await reader.readline()).decode().split():
+            if line[0] == "latency":
+                fleet.network.latency = float(line[1])
+                print("{}", flush=True)
+            elif line[0] == "stats":
+                stats = {
+                    "logins": [h.logins for h in fleet.hosts],
+                    "commands": [len(h.commands) for h in fleet.hosts],
+                    "live": [len(h.live) for h in fleet.hosts],
+                }
+                print(json.dumps(stats), flush=True)
+
+
+if __name__ == "__main__":
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, max(soft, 3 * int(sys.argv[1]) + 256))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    asyncio.run(serve(int(sys.argv[1]), Path(sys.argv[2])))

@@ -16,7 +16,7 @@ from bot.remote.health import SECTION_MAX, health_script, split_script_output
 from bot.remote.place import Place
 from tests.botrig import BotRig
 from tests.people import OPERATOR
-from tests.sshhosts import Fleet, sim_hosts
+from tests.sshhosts import ANSWERS, Fleet, sim_hosts
 from tests.waiting import eventually
 
 HOSTS = 3
@@ -44,7 +44,7 @@ async def fleet(rig: BotRig) -> AsyncIterator[tuple[BotRig, Fleet]]:
             await rig.stop()
 
 
-async def test_probes_keep_one_login_per_machine_and_run_one_exec(
+async def test_probes_keep_one_login_and_one_shell_per_machine(
     fleet: tuple[BotRig, Fleet],
 ) -> None:
     rig, hosts = fleet
@@ -54,8 +54,10 @@ async def test_probes_keep_one_login_per_machine_and_run_one_exec(
         assert all(p is not None and p.ok for p in probes), probes
     for host in hosts.hosts:
         assert host.logins == 1
-        assert len(host.commands) == 3
-        assert all(c.startswith("sh -c ") for c in host.commands)
+        assert host.execs == 1  # one shell, kept
+        assert host.shells == 1
+        assert len(host.commands) == 3  # a script each probe
+        assert all("--deploybot-" in c for c in host.commands)
     assert rig.engine.fleet.open_logins == HOSTS
 
 
@@ -113,8 +115,16 @@ async def test_a_machine_without_a_shell_is_asked_command_by_command(
     assert probes[2].ok, probes[2]
     assert probes[2].health is not None
     assert probes[2].health.boot_id == hosts.hosts[2].boot_id
-    assert len(hosts.hosts[2].commands) == 1 + 5  # the script, then each command
-    assert hosts.hosts[2].logins == 1
+    host = hosts.hosts[2]
+    # The shell fails, then the script as one exec, then each command on its own.
+    assert host.commands[0] == "sh -s"
+    assert host.commands[1].startswith("sh -c ")
+    expected = ["cat /proc/sys/kernel/random/boot_id", *ANSWERS][:5]
+    assert sorted(host.commands[2:]) == sorted(expected)
+    assert host.logins == 1
+    before = host.execs
+    await rig.engine.watcher.probe_round()
+    assert host.execs - before == 1 + 5  # the shell is not tried again on this login
 
 
 # -- the script's output, parsed strictly ---------------------------------------------------
@@ -150,6 +160,8 @@ def test_forged_missing_or_extra_sections_are_not_believed() -> None:
         (swapped_out, good_err),
         (good_out[: len(good_out) // 2], good_err),
         (b"", b""),
+        (good_out.rstrip(b"\n"), good_err),  # the last marker cut short
+        (good_out.replace(b" 1 0\n", b" 1 0x\n"), good_err),
     ]
     for out, err in cases:
         assert split_script_output(out, err, TAG, 2) is None, (out, err)

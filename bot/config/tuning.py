@@ -17,7 +17,7 @@ class Tuning:
     reboot_poll: float = 1.0
     nixos_anywhere_timeout: float = 3 * 3600.0
     unlock_settle: float = 10.0
-    probe_concurrency: int = 32
+    probe_concurrency: int = 64
     alert_after: int = 3
     alert_batch: float = 2.0
     disk_alert_percent: int = 90

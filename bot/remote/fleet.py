@@ -47,9 +47,10 @@ class Fleet:
         self.reach = reach
         self._targets: dict[str, Target] = {}
 
-    async def target(self, machine: Machine) -> Target:
-        """The machine's Target with the pins the store holds now."""
-        pins = await self.pins(machine)
+    async def target(self, machine: Machine, known: MachineState | None = None) -> Target:
+        """The machine's Target with the pins the store holds now (``known``, when the
+        caller has just read the machine's row)."""
+        pins = pins_of(machine, known) if known is not None else await self.pins(machine)
         target = self._targets.get(machine.name)
         if target is not None and target.machine != machine:  # its inventory entry changed
             target.close()

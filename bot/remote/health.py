@@ -9,7 +9,6 @@ exposed for the bot to watch it.
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 import shlex
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ BOOT_ID = ["cat", "/proc/sys/kernel/random/boot_id"]
 _CHANNELS = 4
 # What one command of the health script may say: more is dropped, never parsed.
 SECTION_MAX = 16 * 1024
+# What a kept shell may answer to one script before it is given up on.
+SESSION_MAX = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -142,18 +143,30 @@ def split_script_output(
 ) -> list[CommandResult] | None:
     """Each command's result from the script's output; None unless every section is there,
     in order, and nothing follows the last (then the caller asks command by command)."""
-    marker = re.escape(tag.encode())
-    outs = re.split(marker + rb" (\d+) (\d+)\n", stdout)
-    errs = re.split(marker + rb" (\d+)\n", stderr)
-    if len(outs) != 3 * count + 1 or len(errs) != 2 * count + 1 or outs[-1] or errs[-1]:
+    marker = tag.encode() + b" "
+    outs, errs = stdout.split(marker), stderr.split(marker)
+    if len(outs) != count + 1 or len(errs) != count + 1:
         return None
     results = []
+    out, err = outs[0], errs[0]
     for i in range(count):
-        out, number, status = outs[3 * i], outs[3 * i + 1], outs[3 * i + 2]
-        err, err_number = errs[2 * i], errs[2 * i + 1]
-        if int(number) != i or int(err_number) != i or int(status) > 255:
+        out_head, out_end, out_next = outs[i + 1].partition(b"\n")
+        err_head, err_end, err_next = errs[i + 1].partition(b"\n")
+        number, _, status = out_head.partition(b" ")
+        if (
+            not out_end
+            or not err_end
+            or number != str(i).encode()
+            or err_head != number
+            or not status.isdigit()
+            or len(status) > 3
+            or int(status) > 255
+        ):
             return None
         results.append(CommandResult(int(status), out[:SECTION_MAX], err[:SECTION_MAX]))
+        out, err = out_next, err_next
+    if out or err:
+        return None
     return results
 
 
@@ -175,6 +188,81 @@ async def read_health(
     if results is None:
         results = await _one_by_one(conn, commands, timeout=check_timeout + ssh_timeout)
     return _health(machine, results, disk_limit)
+
+
+class HealthShell:
+    """A shell (``sh -s``) kept open on a kept login: each health check is one line written
+    to it, so a probe costs a few packets instead of a channel. Anything unexpected (a
+    timeout, too much output, a marker out of place) ends it; the caller then asks afresh.
+    """
+
+    def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
+        self.process = process
+
+    @classmethod
+    async def open(cls, conn: asyncssh.SSHClientConnection) -> HealthShell:
+        return cls(await conn.create_process("sh -s", encoding=None))
+
+    @property
+    def alive(self) -> bool:
+        return not self.process.is_closing() and self.process.exit_status is None
+
+    def close(self) -> None:
+        self.process.close()
+
+    async def run(self, commands: list[list[str]], *, timeout: float) -> list[CommandResult] | None:
+        """The commands' results, or None (and the shell closed) when it went wrong."""
+        tag = f"--deploybot-{secrets.token_hex(8)}--"
+        count = len(commands)
+        try:
+            self.process.stdin.write(health_script(commands, tag).encode() + b"\n")
+            async with asyncio.timeout(timeout):
+                out, err = await asyncio.gather(
+                    _read_until(self.process.stdout, f"{tag} {count - 1} ".encode(), True),
+                    _read_until(self.process.stderr, f"{tag} {count - 1}\n".encode(), False),
+                )
+        except (TimeoutError, OSError, asyncssh.Error, _TooMuch):
+            self.close()
+            return None
+        results = split_script_output(out, err, tag, count)
+        if results is None:
+            self.close()
+        return results
+
+
+class _TooMuch(Exception):
+    pass
+
+
+async def _read_until(stream: asyncssh.SSHReader[bytes], end: bytes, line_after: bool) -> bytes:
+    """Read until ``end`` (and, with ``line_after``, the rest of its line), at most
+    ``SESSION_MAX`` bytes; the stream closing first is an error."""
+    data = b""
+    while True:
+        at = data.find(end)
+        if at >= 0 and (not line_after or data.find(b"\n", at + len(end)) >= 0):
+            return data
+        if len(data) > SESSION_MAX:
+            raise _TooMuch
+        chunk = await stream.read(65536)
+        if not chunk:
+            raise BrokenPipeError("the shell closed its output")
+        data += chunk
+
+
+async def read_health_in(
+    shell: HealthShell,
+    machine: Machine,
+    *,
+    ssh_timeout: float,
+    check_timeout: float,
+    disk_limit: int = 90,
+) -> Health | None:
+    """The health check through a kept shell; None when the shell failed (it is closed)."""
+    commands = health_commands(machine, check_timeout)
+    timeout = ssh_timeout + check_timeout * (1 + len(machine.checks))
+    results = await shell.run(commands, timeout=timeout)
+    return None if results is None else _health(machine, results, disk_limit)
 
 
 async def _one_by_one(

@@ -24,7 +24,7 @@ import asyncssh
 from bot.config.inventory import Machine
 from bot.core.keys import fingerprint
 from bot.core.poll import poll_until
-from bot.remote.health import BOOT_ID, Health, Probe, read_health
+from bot.remote.health import BOOT_ID, Health, HealthShell, Probe, read_health, read_health_in
 from bot.remote.place import Location, Pins, Place, locate
 from bot.remote.ssh import (
     AuthRefused,
@@ -64,6 +64,9 @@ class Target:
         self.keep = keep
         self._kept: asyncssh.SSHClientConnection | None = None
         self._opening = asyncio.Lock()
+        self._shell: HealthShell | None = None
+        self._shell_refused: asyncssh.SSHClientConnection | None = None
+        self._shell_busy = asyncio.Lock()
 
     @property
     def name(self) -> str:
@@ -87,6 +90,10 @@ class Target:
     def close(self) -> None:
         """End the kept login, if any."""
         conn, self._kept = self._kept, None
+        shell, self._shell = self._shell, None
+        self._shell_refused = None
+        if shell is not None:
+            shell.close()
         if conn is not None:
             conn.close()
 
@@ -204,6 +211,12 @@ class Target:
             self.close()
 
     async def read_health(self, conn: asyncssh.SSHClientConnection) -> Health:
+        """Through the shell kept on the kept login when there is one, else one exec."""
+        if conn is self._kept and conn is not self._shell_refused:
+            async with self._shell_busy:
+                health = await self._read_in_shell(conn)
+            if health is not None:
+                return health
         return await read_health(
             conn,
             self.machine,
@@ -211,6 +224,24 @@ class Target:
             check_timeout=self.reach.check_timeout,
             disk_limit=self.reach.disk_limit,
         )
+
+    async def _read_in_shell(self, conn: asyncssh.SSHClientConnection) -> Health | None:
+        if self._shell is None or not self._shell.alive:
+            try:
+                self._shell = await HealthShell.open(conn)
+            except (asyncssh.Error, OSError):
+                self._shell, self._shell_refused = None, conn
+                return None
+        health = await read_health_in(
+            self._shell,
+            self.machine,
+            ssh_timeout=self.reach.ssh_timeout,
+            check_timeout=self.reach.check_timeout,
+            disk_limit=self.reach.disk_limit,
+        )
+        if health is None:  # not again on this login: it answers single execs only
+            self._shell, self._shell_refused = None, conn
+        return health
 
     async def _in_initrd(self) -> bool:
         if not self.pins.initrd:

@@ -188,9 +188,15 @@ def run_line(ctx: Ctx, line: str) -> int:
 
 
 def run_sh(ctx: Ctx, args: list[str]) -> int:
-    """``sh``/``bash``: ``-c LINE``, a script file, or a script on stdin."""
+    """``sh``/``bash``: ``-c LINE``, ``-s`` (lines from stdin, each run as it arrives), a
+    script file, or a script on stdin."""
     if args and args[0] == "-c":
         return run_line(ctx, args[1] if len(args) > 1 else "")
+    if args == ["-s"]:
+        status = 0
+        while line := ctx.read_line():
+            status = run_line(ctx, line.decode().strip())
+        return status
     files = [a for a in args if not a.startswith("-")]
     if files:
         path = ctx.resolve(files[0])

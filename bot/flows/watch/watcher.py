@@ -108,7 +108,7 @@ class Watcher:
             known = await self.store.machine(machine.name)
             if not known.host_key or await self.store.active_job(machine.name) is not None:
                 return None
-            target = await self.fleet.target(machine)
+            target = await self.fleet.target(machine, known)
             async with self._slots:
                 probe = await target.health()
             if self.silenced(machine.name):
@@ -127,26 +127,30 @@ class Watcher:
 
     # -- verdicts ------------------------------------------------------------------------
 
-    async def _record(self, machine: Machine, probe: Probe) -> None:
+    async def _record(self, machine: Machine, probe: Probe, *, counted: bool = False) -> None:
+        """The probe's verdict, its check and (``counted``) its uptime sample, written
+        together: the store commits writes that arrive together at once."""
         fields = {"state": probe.state.value, "last_probe_at": utcnow(), "detail": probe.detail}
         if probe.health is not None:
             fields["detail"] = probe.health.summary()
             if probe.health.boot_id:
                 fields["boot_id"] = probe.health.boot_id
-            await self.records.save_check(
+            check = self.records.save_check(
                 machine.name, state=probe.state.value, ok=probe.ok, summary=probe.health.summary()
             )
         else:
-            await self.records.save_check(
+            check = self.records.save_check(
                 machine.name, state=probe.state.value, ok=False, summary=probe.problem
             )
-        await self.store.update_machine(machine.name, **fields)
+        writes = [check, self.store.update_machine(machine.name, **fields)]
+        if counted:
+            writes.append(self.records.record_probe(machine.name, up=probe.state is Place.SYSTEM))
+        await asyncio.gather(*writes)
 
     async def _judge(self, machine: Machine, known: MachineState, probe: Probe) -> None:
         name = machine.name
         people = self.access.people_for(machine)
-        await self.records.record_probe(name, up=probe.state is Place.SYSTEM)
-        await self._record(machine, probe)
+        await self._record(machine, probe, counted=True)
         incidents = await self._open_incidents()
         rebooted = ""
         if probe.health is not None:
