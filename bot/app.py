@@ -32,7 +32,6 @@ from handlers import register_all
 from handlers.chat_port import TelegramChat
 from handlers.registry import BotContext
 from store import Store
-from store.health import HealthStore
 
 log = logging.getLogger(__name__)
 BotApplication = Application[Any, Any, Any, Any, Any, Any]
@@ -134,6 +133,7 @@ def build_application(
             engine.reboot_tester,
             access,
             engine.outbox,
+            engine.fleet,
             enabled=probes_enabled,
         )
     commands = register_all(
@@ -163,7 +163,7 @@ def build_application(
         engine=engine,
         commands=commands,
         schedules=schedules,
-        retention=Retention(store, HealthStore(store), jobs.log_dir, keep_days=settings.keep_days),
+        retention=Retention(store, engine.records, jobs.log_dir, keep_days=settings.keep_days),
         probes_enabled=probes_enabled,
     )
     application.bot_data["parts"] = parts

@@ -25,7 +25,6 @@ from handlers.paging import Pager
 from handlers.registry import install, table_of
 from handlers.unlock import UnlockCommands
 from store import Store
-from store.health import HealthStore
 
 #: The command families, in the order /help lists them.
 FAMILIES = (InfoCommands, DeployCommands, UnlockCommands, HealthCommands, JobCommands)
@@ -57,7 +56,7 @@ def register_all(
         access=access,
         inventory=inventory,
         store=store,
-        health=HealthStore(store),
+        health=engine.records,
         pager=pager,
         probes_enabled=probes_enabled,
     )

@@ -66,7 +66,7 @@ DEFAULT_BUSY_TIMEOUT = 10.0
 
 
 def _unavailable(exc: BaseException) -> BaseException:
-    """A transient sqlite3 error as StoreUnavailable, as ``Store._call`` raises it."""
+    """A transient sqlite3 error as StoreUnavailable, as ``Store.call`` raises it."""
     transient = isinstance(exc, sqlite3.OperationalError) and _transient(exc)
     if transient and not isinstance(exc, StoreUnavailable):
         return StoreUnavailable(str(exc))
@@ -88,7 +88,7 @@ class Store:
     async def open(cls, path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Store:
         """Open (and migrate) the database; a writer waits ``busy_timeout`` s for a lock."""
         store = cls(path, busy_timeout=busy_timeout)
-        await store._call(store._open)
+        await store.call(store._open)
         return store
 
     def _open(self) -> None:
@@ -105,11 +105,13 @@ class Store:
         if self._committing is not None:
             await asyncio.shield(self._committing)
         if self._db is not None:
-            await self._call(self._db.conn.close)
+            await self.call(self._db.conn.close)
             self._db = None
         self._executor.shutdown(wait=True)
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the store's own thread (the only thread that touches the database);
+        for the store package's table modules, such as ``store.health``."""
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn, *args)
@@ -118,7 +120,7 @@ class Store:
                 raise
             raise StoreUnavailable(str(exc)) from exc
 
-    async def _write(self, fn: Callable[[], T]) -> T:
+    async def write(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in a transaction shared with the writes waiting beside it.
 
         A fleet's probes each write a few rows; one commit (one fsync) per write would make
@@ -137,7 +139,7 @@ class Store:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
                 try:
-                    outcomes = await self._call(self._run_batch, [fn for fn, _ in batch])
+                    outcomes = await self.call(self._run_batch, [fn for fn, _ in batch])
                 except asyncio.CancelledError:
                     for _, future in batch:
                         future.cancel()
@@ -193,14 +195,14 @@ class Store:
             "decision": decision[:32],
             "detail": detail[:500],
         }
-        await self._call(lambda: self.db.table("audit").insert(record))
+        await self.call(lambda: self.db.table("audit").insert(record))
 
     async def recent_audit(self, limit: int = 20) -> list[AuditEntry]:
         def read() -> list[AuditEntry]:
             rows = self.db.query("select * from audit order by id desc limit ?", [limit])
             return [audit_from_row(row) for row in rows]
 
-        return await self._call(read)
+        return await self.call(read)
 
     # -- machines ------------------------------------------------------------------------
 
@@ -209,7 +211,7 @@ class Store:
             rows = list(self.db.query("select * from machines where name = ?", [name]))
             return machine_from_row(rows[0]) if rows else MachineState(name=name)
 
-        return await self._call(read)
+        return await self.call(read)
 
     async def machines(self) -> dict[str, MachineState]:
         def read() -> dict[str, MachineState]:
@@ -218,7 +220,7 @@ class Store:
                 for row in self.db.query("select * from machines")
             }
 
-        return await self._call(read)
+        return await self.call(read)
 
     async def update_machine(self, name: str, **fields: str) -> MachineState:
         """Set some columns of a machine's row; a changed ``state`` also moves ``state_since``."""
@@ -254,7 +256,7 @@ class Store:
                 )
             return machine_from_row({**current, **fields})
 
-        return await self._write(write)
+        return await self.write(write)
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -284,7 +286,7 @@ class Store:
             assert job_id is not None
             return self._job(job_id)
 
-        return await self._call(write)
+        return await self.call(write)
 
     def _active_for(self, machine: str) -> Job | None:
         marks = ",".join("?" for _ in JOB_ACTIVE_STATES)
@@ -309,10 +311,10 @@ class Store:
             except KeyError:
                 return None
 
-        return await self._call(read)
+        return await self.call(read)
 
     async def active_job(self, machine: str) -> Job | None:
-        return await self._call(self._active_for, machine)
+        return await self.call(self._active_for, machine)
 
     async def update_job(self, job_id: int, **fields: Any) -> Job:
         unknown = set(fields) - _JOB_FIELDS
@@ -323,7 +325,7 @@ class Store:
             self.db.table("jobs").update(job_id, fields)
             return self._job(job_id)
 
-        return await self._call(write)
+        return await self.call(write)
 
     async def recent_jobs(self, limit: int = 10, machines: set[str] | None = None) -> list[Job]:
         """The newest ``limit`` jobs, of ``machines`` only when given (filtered in SQL, so
@@ -341,7 +343,7 @@ class Store:
                 )
             return [job_from_row(row) for row in rows]
 
-        return await self._call(read)
+        return await self.call(read)
 
     async def interrupt_active_jobs(self) -> list[Job]:
         """At start: jobs left queued or running by a previous process become ``interrupted``."""
@@ -366,7 +368,7 @@ class Store:
                     )
             return [self._job(row["id"]) for row in rows]
 
-        return await self._call(write)
+        return await self.call(write)
 
     async def forget_job_logs(self, before: str) -> list[str]:
         """Jobs that ended before ``before`` lose their log: the events are deleted, the
@@ -389,21 +391,21 @@ class Store:
                     self.db.table("jobs").update(row["id"], {"log_path": ""})
             return [str(row["log_path"]) for row in rows if row["log_path"]]
 
-        return await self._call(write)
+        return await self.call(write)
 
     async def add_event(self, job_id: int, kind: str, text: str) -> None:
         record = {"job_id": job_id, "at": utcnow(), "kind": kind, "text": text[:2000]}
-        await self._call(lambda: self.db.table("job_events").insert(record))
+        await self.call(lambda: self.db.table("job_events").insert(record))
 
     async def events(self, job_id: int) -> list[JobEvent]:
         def read() -> list[JobEvent]:
             rows = self.db.query("select * from job_events where job_id = ? order by id", [job_id])
             return [event_from_row(row) for row in rows]
 
-        return await self._call(read)
+        return await self.call(read)
 
     async def integrity_check(self) -> str:
         def read() -> str:
             return str(next(iter(self.db.query("pragma integrity_check")))["integrity_check"])
 
-        return await self._call(read)
+        return await self.call(read)

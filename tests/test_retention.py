@@ -21,7 +21,7 @@ NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 async def add_probe_hour(rig: BotRig, machine: str, at: datetime) -> None:
     store = rig.svc.store
     hour = at.strftime("%Y-%m-%dT%H")
-    await store._call(
+    await store.call(
         lambda: store.db.execute(
             "insert into probe_hours (machine, hour, probes, up) values (?, ?, 1, 1)",
             [machine, hour],
@@ -69,7 +69,7 @@ async def test_old_probe_counts_and_job_logs_are_pruned(rig: BotRig, tmp_path: P
 
     assert pruned.probe_hours == 2
     assert pruned.job_logs == 2
-    hours = await store._call(
+    hours = await store.call(
         lambda: [r["hour"] for r in store.db.query("select hour from probe_hours order by hour")]
     )
     assert hours == [recent.strftime("%Y-%m-%dT%H"), NOW.strftime("%Y-%m-%dT%H")]

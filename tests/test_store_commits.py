@@ -38,7 +38,7 @@ async def test_a_failing_write_fails_alone(tmp_path: Path) -> None:
     try:
         results = await asyncio.gather(
             store.update_machine("a", state="up"),
-            store._write(broken),
+            store.write(broken),
             store.update_machine("b", state="down"),
             return_exceptions=True,
         )
@@ -47,6 +47,6 @@ async def test_a_failing_write_fails_alone(tmp_path: Path) -> None:
         known = await store.machines()
         assert (known["a"].state, known["b"].state) == ("up", "down")
         with pytest.raises(sqlite3.OperationalError):
-            await store._write(broken)
+            await store.write(broken)
     finally:
         await store.close()

@@ -33,6 +33,7 @@ class Engine:
     watcher: Watcher
     reboot_tester: RebootTester
     outbox: Outbox
+    records: HealthStore
 
     async def shutdown(self) -> None:
         await self.watcher.shutdown()
@@ -72,6 +73,8 @@ def build_engine(
         sops=sops,
         prompt_timeout=tuning.ssh_timeout,
         settle=tuning.unlock_settle,
+        confirm_timeout=tuning.confirm_timeout,
+        down_timeout=tuning.reboot_down_timeout,
     )
 
     async def after_install(machine: Machine, ctx: JobContext) -> str:
@@ -83,11 +86,12 @@ def build_engine(
         return result.summary
 
     outbox = Outbox(chat, tuning.alert_batch)
+    records = HealthStore(store)
     watcher = Watcher(
         inventory=inventory,
         fleet=fleet,
         store=store,
-        records=HealthStore(store),
+        records=records,
         access=access,
         outbox=outbox,
         unlocker=unlocker,
@@ -116,4 +120,4 @@ def build_engine(
         watcher=watcher,
         down_timeout=tuning.reboot_down_timeout,
     )
-    return Engine(fleet, asker, deployer, unlocker, watcher, tester, outbox)
+    return Engine(fleet, asker, deployer, unlocker, watcher, tester, outbox, records)

@@ -65,6 +65,7 @@ class Progress:
         self.edits = 0
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._finishing = False
 
     async def start(self) -> MessageRef | None:
         if self.chat_id is not None:
@@ -112,20 +113,25 @@ class Progress:
         self.state.result = result
         self.state.finished = time.monotonic()
         if self._task is not None:
+            # The flag ends the pump even if its cancellation is lost (asyncio.wait_for can
+            # swallow one on Python 3.11); wait() lets a cancellation of finish() through.
+            self._finishing = True
+            self._dirty.set()
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])
         if not await self._render():
             # The message is gone or Telegram kept failing: the end must still be said.
             self.ref = None
             await self._render()
 
     async def _pump(self) -> None:
-        while True:
+        while not self._finishing:
             # Re-render now and then even when idle, so the elapsed time keeps moving.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), HEARTBEAT)
             self._dirty.clear()
+            if self._finishing:
+                return
             await self._render()
             await asyncio.sleep(self.interval)  # the throttle: at most one edit per interval
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,8 @@ from store.database import StoreUnavailable
 log = logging.getLogger(__name__)
 DEFAULT_MAX_PARALLEL = 4
 # How long a finished job keeps trying to record its result in a locked database.
+# How long a stopping bot waits for jobs still saying how they ended.
+ENDING_GRACE = 30.0
 STORE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
@@ -117,6 +119,14 @@ class JobContext:
     def fail(self, reason: str) -> JobFailed:
         return JobFailed(self.log.clean(reason), phase=self.phase)
 
+    @contextlib.contextmanager
+    def failing(self, what: str, *errors: type[Exception]) -> Iterator[None]:
+        """Let ``errors`` raised inside end the job as failed: "``what``: the error"."""
+        try:
+            yield
+        except errors as exc:
+            raise self.fail(f"{what}: {exc}" if what else str(exc)) from None
+
 
 JobWork = Callable[[JobContext], Awaitable[Outcome]]
 
@@ -139,6 +149,8 @@ class JobRunner:
         self.progress_interval = progress_interval
         self._slots = asyncio.Semaphore(max_parallel)
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        # Jobs saying how they ended: shutdown waits for them before the store closes.
+        self._endings: set[asyncio.Future[None]] = set()
         self._stopping = False
 
     async def start(
@@ -219,6 +231,8 @@ class JobRunner:
         """End the job once: the first verdict wins and runs to completion, shielded."""
         if ctx.ending is None:
             ctx.ending = asyncio.ensure_future(self._finish(ctx, state, result))
+            self._endings.add(ctx.ending)
+            ctx.ending.add_done_callback(self._endings.discard)
         await asyncio.shield(ctx.ending)
 
     async def _finish(self, ctx: JobContext, state: str, result: str) -> None:
@@ -307,3 +321,5 @@ class JobRunner:
         self._stopping = True
         for job_id in list(self._tasks):
             await self.cancel(job_id)
+        if self._endings:
+            await asyncio.wait(set(self._endings), timeout=ENDING_GRACE)

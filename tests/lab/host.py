@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import secrets
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.lab import generations as gen
 from tests.lab import keys
+from tests.lab.ask_password import Volume, VolumeAsker
 from tests.lab.model import (
+    DEFAULT_VOLUMES,
     LUKS_DEVICE,
     PHASES,
     Fault,
@@ -29,8 +33,10 @@ from tests.lab.model import (
     Stage,
 )
 from tests.lab.network import AddressLease, PortListener
+from tests.lab.proc import kill_pids
 from tests.lab.sshd import Sshd, SshdSpec
 from tests.lab.supervisor import Supervisor
+from tests.lab.units import Activation, SystemManager, Timer
 
 KEY_NAME = "ssh_host_ed25519_key"
 T = TypeVar("T")
@@ -72,6 +78,8 @@ class LabHost:
         boot_delay: float,
         down_delay: float,
         askpass_wait: float,
+        volumes: Sequence[tuple[str, str]] = DEFAULT_VOLUMES,
+        recovery_key: bool = False,
     ) -> None:
         self._ctx = ctx
         self.name = name
@@ -95,9 +103,14 @@ class LabHost:
         #: Human-readable transitions, for diagnosing a failing test.
         self.events: list[str] = []
         self._sshd: Sshd | None = None
+        #: systemd initrd: one asker per LUKS volume, for the current boot.
+        self._askers: list[VolumeAsker] = []
         self._listeners: dict[int, PortListener] = {}
         self._open_ports: set[int] = set()
+        #: Connections that outlived their sshd's listener (``_detach_sshd``).
+        self._orphans: list[int] = []
         self._generation = 0
+        self._system = SystemManager(self)
         self._state = HostState(
             name=name,
             address=self.address,
@@ -111,6 +124,8 @@ class LabHost:
             initrd=initrd,
             persist_dir=persist_dir,
             askpass_wait=askpass_wait,
+            volumes=[[partition, name] for partition, name in volumes],
+            recovery_key=recovery_key,
         )
         for folder in (self.paths.root, self.paths.ram, self.paths.sys, self.paths.run):
             folder.mkdir(parents=True, exist_ok=True)
@@ -181,6 +196,28 @@ class LabHost:
         return self._state.pending_device is not None
 
     @property
+    def console(self) -> list[str]:
+        """Lines the host's console showed (systemd-cryptsetup's verdicts), oldest first."""
+        path = self.paths.console
+        return path.read_text().splitlines() if path.exists() else []
+
+    @property
+    def pending_queries(self) -> list[str]:
+        """systemd initrd: the messages of the password queries in the host's own
+        /run/systemd/ask-password, sorted (what ``--list`` would show)."""
+        found = []
+        for query in sorted(self.paths.ask_password.glob("ask.*")):
+            for line in query.read_text(errors="replace").splitlines():
+                if line.startswith("Message="):
+                    found.append(line.removeprefix("Message="))
+        return sorted(found)
+
+    @property
+    def gave_up(self) -> bool:
+        """systemd initrd: a volume ran out of tries this boot (only a reboot helps)."""
+        return any(asker.gave_up for asker in self._askers)
+
+    @property
     def correct_attempts(self) -> int:
         return sum(1 for a in self.attempts if a.correct)
 
@@ -200,6 +237,53 @@ class LabHost:
     @property
     def open_ports(self) -> frozenset[int]:
         return frozenset(self._open_ports)
+
+    # ------------------------------------------------------- generations and units
+
+    @property
+    def generations(self) -> list[gen.Generation]:
+        """The system profile's generations (``system-N-link``), oldest first."""
+        return gen.generations(self.paths.root)
+
+    @property
+    def current_generation(self) -> int | None:
+        """The generation ``/nix/var/nix/profiles/system`` points at."""
+        return gen.current_generation(self.paths.root)
+
+    @property
+    def current_system(self) -> str | None:
+        """``readlink /run/current-system``: the last activated system (None: not booted)."""
+        return gen.run_link(self.paths.root, "current-system") if self.stage == "booted" else None
+
+    @property
+    def booted_system(self) -> str | None:
+        """``readlink /run/booted-system``: the system this boot started."""
+        return gen.run_link(self.paths.root, "booted-system") if self.stage == "booted" else None
+
+    @property
+    def boot_system(self) -> str | None:
+        """The boot loader's default entry: what the next boot starts."""
+        return self._state.installed_system
+
+    @property
+    def timers(self) -> list[Timer]:
+        """Transient timers of this boot: armed (``waiting``) or fired (``elapsed``)."""
+        return self._call(self._system.timers)
+
+    @property
+    def activations(self) -> list[Activation]:
+        """Every ``switch-to-configuration`` run on this host, oldest first."""
+        return list(self._system.activations)
+
+    @property
+    def units(self) -> dict[str, dict[str, Any]]:
+        """Loaded transient units by name, as ``systemctl`` sees them."""
+        return self.state.units
+
+    @property
+    def sshd_broken(self) -> bool:
+        """Whether the active configuration stopped the system sshd."""
+        return self._state.sshd_broken
 
     def known_hosts_line(self, stage: str | None = None) -> str:
         """A known_hosts line pinning the host key of ``stage`` (default: current)."""
@@ -350,12 +434,17 @@ class LabHost:
             (root / "boot").mkdir(parents=True, exist_ok=True)
             _install_key(initrd_host_key, root / "boot" / KEY_NAME, f"initrd@{self.name}")
             passphrase = luks_passphrase or secrets.token_urlsafe(12)
-            keys.luks_format(self._ctx.cryptsetup, self.paths.luks_image, passphrase.encode())
+            for index in range(max(len(self._state.volumes), 1)):
+                keys.luks_format(
+                    self._ctx.cryptsetup, self.paths.volume_image(index), passphrase.encode()
+                )
             self.luks_passphrase = passphrase
         (root / "etc").mkdir(parents=True, exist_ok=True)
         (root / "etc/NIXOS").write_text("")
+        system = gen.closure(flake_attr, gen.LabConfig())
+        gen.install(root, system)
         self._state.formatted = True
-        self._state.installed_system = f"/nix/store/{'0' * 32}-nixos-system-{flake_attr}"
+        self._state.installed_system = system.toplevel
         self._publish()
 
     def handle(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -365,18 +454,25 @@ class LabHost:
     def close(self) -> None:
         def do() -> None:
             self._generation += 1
+            self._stop_askers()
             self._stop_sshd()
+            self._system.on_down()
             self._open_ports.clear()
             self._sync_listeners()
 
+        askers = list(self._askers)
         try:
             self._call(do)
         except Exception:
+            self._stop_askers()
             self._stop_sshd()
+            self._system.on_down()
             for listener in self._listeners.values():
                 listener.close()
             raise
         finally:
+            for asker in askers:
+                asker.join(5.0)
             self._lease.release()
 
     # ------------------------------------------------- transitions (supervisor thread)
@@ -441,12 +537,15 @@ class LabHost:
             self._publish()
             self._log(f"installed {state.installed_system}")
         else:
-            return {"ok": False, "error": f"unknown op {op!r}"}
+            answer = self._system.handle(message)
+            return answer or {"ok": False, "error": f"unknown op {op!r}"}
         return {"ok": True}
 
     def _down(self) -> None:
         self._generation += 1
+        self._stop_askers()
         self._stop_sshd()
+        self._system.on_down()
         self._state.stage = "down"
         self._state.pending_device = None
         self._sync_listeners()
@@ -510,6 +609,8 @@ class LabHost:
         _write(self.paths.sys / "etc/os-release", _os_release("nixos", installer=False))
         installed_key = self.paths.root / "boot" / KEY_NAME
         state.pending_device = LUKS_DEVICE
+        if state.initrd == "systemd":
+            self._start_askers()
         if not installed_key.exists():
             self._set_stage("initrd")
             self._log("initrd has no host key at /boot: no SSH")
@@ -531,7 +632,74 @@ class LabHost:
         machine_id = persist / "etc/machine-id"
         if not machine_id.exists():
             _write(machine_id, secrets.token_hex(16) + "\n")
-        self._start_sshd("booted", self.ssh_port, key)
+        if self._system.on_boot():
+            self._start_sshd("booted", self.ssh_port, key)
+        else:
+            self._set_stage("booted")
+            self._log("the booted system stops sshd: no SSH")
+
+    def _start_system_sshd(self) -> None:
+        """Start the booted system's sshd again (a good configuration was activated)."""
+        if self.stage == "booted" and self._sshd is None:
+            self._start_sshd("booted", self.ssh_port, self.persist / "etc/ssh" / KEY_NAME)
+
+    # ------------------------------------------- systemd initrd (supervisor thread)
+
+    def _start_askers(self) -> None:
+        """systemd-cryptsetup for every volume: real queries in the host's own folder."""
+        folder = self.paths.ask_password
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(mode=0o755)
+        generation = self._generation
+        self._askers = []
+        for index, (partition, name) in enumerate(self._state.volumes):
+            volume = Volume(
+                partition=partition,
+                name=name,
+                image=self.paths.volume_image(index),
+                recovery_key=self._state.recovery_key,
+            )
+            asker = VolumeAsker(
+                volume,
+                folder=folder,
+                cryptsetup=self._ctx.cryptsetup,
+                on_event=functools.partial(self._from_asker, generation),
+                console=self._console,
+            )
+            self._askers.append(asker)
+            asker.start()
+
+    def _stop_askers(self) -> None:
+        for asker in self._askers:
+            asker.stop()
+
+    def _from_asker(self, generation: int, volume: Volume, event: str) -> None:
+        """An asker's verdict (on its own thread): handed to the supervisor thread."""
+        try:
+            self._call(lambda: self._volume_event(generation, volume, event))
+        except BaseException:  # the lab closed meanwhile: nothing left to tell
+            return
+
+    def _volume_event(self, generation: int, volume: Volume, event: str) -> None:
+        if generation != self._generation:
+            return
+        state = self._state
+        if event in ("right", "wrong"):
+            correct = event == "right"
+            self.attempts.append(PassphraseAttempt(time.time(), correct, "systemd"))
+            self._log(f"passphrase {event} for {volume.name} via systemd")
+        else:
+            self._log(f"{volume.name}: too many attempts, gave up")
+        if any(asker.waiting for asker in self._askers):
+            return
+        state.pending_device = None
+        self._publish()
+        if all(asker.opened for asker in self._askers):
+            self._later(self.boot_delay, self._unlocked)
+
+    def _console(self, line: str) -> None:
+        with self.paths.console.open("a") as console:
+            console.write(line + "\n")
 
     def _unlocked(self) -> None:
         if self.stage != "initrd":
@@ -540,7 +708,9 @@ class LabHost:
         self._enter_booted()
 
     def _start_sshd(self, stage: Stage, port: int, host_key: Path) -> None:
-        self._stop_sshd()
+        if self._sshd is not None:
+            self._sshd.stop()
+            self._sshd = None
         spec = SshdSpec(
             address=self.address,
             port=port,
@@ -568,6 +738,15 @@ class LabHost:
     def _stop_sshd(self) -> None:
         if self._sshd is not None:
             self._sshd.stop()
+            self._sshd = None
+        if self._orphans:
+            kill_pids(self._orphans)
+            self._orphans = []
+
+    def _detach_sshd(self) -> None:
+        """Stop the listener (new connections refused); open connections live on."""
+        if self._sshd is not None:
+            self._orphans += self._sshd.stop_listener()
             self._sshd = None
 
     def _sync_listeners(self) -> None:

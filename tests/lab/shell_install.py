@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from tests.lab import keys
+from tests.lab import generations, keys
 from tests.lab.shell_base import Ctx
 
 DISK_KEY = "/tmp/disk.key"
@@ -97,7 +97,8 @@ def disko(ctx: Ctx, args: list[str]) -> int:
     root.mkdir(mode=0o755)
     if key is not None:
         ctx.out(f"+ cryptsetup -q luksFormat {state.pending_device or '/dev/vda2'} --type luks2\n")
-        keys.luks_format(state.cryptsetup, ctx.paths.luks_image, key)
+        for index in range(max(len(state.volumes), 1)):
+            keys.luks_format(state.cryptsetup, ctx.paths.volume_image(index), key)
         ctx.out("+ cryptsetup open /dev/vda2 crypted\n+ mkfs.ext4 /dev/mapper/crypted\n")
     else:
         ctx.paths.luks_image.unlink(missing_ok=True)
@@ -146,9 +147,7 @@ def nixos_install(ctx: Ctx, args: list[str], copy_host_keys: bool = False) -> in
                 shutil.copy2(key, ssh_dir / key.name)
     (root / "etc").mkdir(exist_ok=True)
     (root / "etc/NIXOS").write_text("")
-    profile = root / "nix/var/nix/profiles"
-    profile.mkdir(parents=True, exist_ok=True)
-    (profile / "system").write_text(system + "\n")
+    generations.install(root, generations.default_closure(system))
     (root / "tmp").mkdir(exist_ok=True)
     ctx.out(
         f"copying path '{system}' from 'local'...\n"

@@ -169,10 +169,8 @@ class Deployer:
     async def _preflight(self, ctx: JobContext, target: Target, *, reinstall: bool) -> Preflight:
         machine = target.machine
         timeout = self.tuning.ssh_timeout
-        try:
+        with ctx.failing(f"cannot reach {machine.host}:{machine.ssh_port}", SshError):
             presented = await fetch_host_key(machine.host, machine.ssh_port, timeout=timeout)
-        except SshError as exc:
-            raise ctx.fail(f"cannot reach {machine.host}:{machine.ssh_port}: {exc}") from None
         pinned = target.pins.system
         installed_system = bool(pinned) and same_key(presented, pinned)
         if installed_system and not reinstall:
@@ -181,23 +179,17 @@ class Deployer:
                 f"and reinstall it, use /reinstall {machine.name}"
             )
         ctx.output(f"{machine.host}:{machine.ssh_port} presents {fingerprint(presented)}")
-        try:
+        with ctx.failing(f"cannot log in as root@{machine.host}", SshError):
             conn = await target.installer(presented)
-        except SshError as exc:
-            raise ctx.fail(f"cannot log in as root@{machine.host}: {exc}") from None
         async with conn:
-            try:
+            with ctx.failing("could not read the target's facts", SshError):
                 os_release = await run(conn, ["cat", "/etc/os-release"], timeout=timeout)
                 meminfo = await run(conn, ["cat", "/proc/meminfo"], timeout=timeout)
-            except SshError as exc:
-                raise ctx.fail(f"could not read the target's facts: {exc}") from None
         if not meminfo.ok:
             raise ctx.fail("could not read /proc/meminfo on the target")
         release = parse_os_release(os_release.stdout_text)
-        try:
+        with ctx.failing("", ValueError):
             mem_mib = parse_mem_total_mib(meminfo.stdout_text)
-        except ValueError as exc:
-            raise ctx.fail(str(exc)) from None
         facts = TargetFacts(
             os_id=release.get("ID", "unknown"),
             os_name=release.get("PRETTY_NAME", ""),
@@ -311,12 +303,11 @@ class Deployer:
         return first
 
     async def _sops(self, ctx: JobContext, file: Path, key: str) -> Secret:
-        try:
+        with (
+            ctx.failing("", SopsError),
+            ctx.failing(f"{key!r} cannot be read from {file}", ValueError),
+        ):
             return await self.sops.value(file, key)
-        except SopsError as exc:
-            raise ctx.fail(str(exc)) from None
-        except ValueError as exc:
-            raise ctx.fail(f"{key!r} cannot be read from {file}: {exc}") from None
 
     async def _stage(
         self, ctx: JobContext, machine: Machine, root: Path, secrets: list[Secret]
@@ -351,12 +342,10 @@ class Deployer:
     async def _remount(self, ctx: JobContext, target: Target, pre: Preflight) -> None:
         size = target.machine.rw_store_size
         argv = ["mount", "-o", f"remount,size={size}", "/nix/.rw-store"]
-        try:
+        with ctx.failing("could not remount /nix/.rw-store", SshError):
             conn = await target.installer(pre.host_key)
             async with conn:
                 result = await run(conn, argv, timeout=self.tuning.ssh_timeout)
-        except SshError as exc:
-            raise ctx.fail(f"could not remount /nix/.rw-store: {exc}") from None
         if not result.ok:
             raise ctx.fail(
                 f"mount -o remount,size={size} /nix/.rw-store failed "
@@ -374,12 +363,10 @@ class Deployer:
         """
         machine = target.machine
         where = f"{machine.host}:{machine.ssh_port}"
-        try:
+        with ctx.failing(f"cannot reach {where} any more", SshError):
             presented = await fetch_host_key(
                 machine.host, machine.ssh_port, timeout=self.tuning.ssh_timeout
             )
-        except SshError as exc:
-            raise ctx.fail(f"cannot reach {where} any more: {exc}") from None
         if not same_key(presented, pre.host_key):
             raise ctx.fail(
                 f"the host key of {where} changed since you confirmed "
@@ -471,12 +458,10 @@ class Deployer:
         return await self._health(ctx, target)
 
     async def _health(self, ctx: JobContext, target: Target) -> str:
-        try:
+        with ctx.failing("the installed system does not answer as expected", SshError):
             conn = await target.system()
             async with conn:
                 health = await target.read_health(conn)
-        except SshError as exc:
-            raise ctx.fail(f"the installed system does not answer as expected: {exc}") from None
         running, units = health.system, health.failed_units
         await self.store.update_machine(target.name, state=Place.SYSTEM, detail=f"system {running}")
         ctx.output(f"system: {running}; failed units: {', '.join(units) or 'none'}")

@@ -6,7 +6,6 @@ When many machines fail together each person gets one summary instead of a storm
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable
 
 from bot.chat.port import ChatPort
@@ -43,6 +42,5 @@ class Outbox:
     async def close(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])
         await self.flush()
