@@ -51,11 +51,16 @@ class SimHost:
     address: str
     boot_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     has_sh: bool = True
+    silent_shells: int = 0  # shells 1 … this read their lines and never answer
     logins: int = 0  # logins that got past authentication
     commands: list[str] = field(default_factory=list)  # every exec and every shell line
     execs: int = 0  # channels opened to run a command
     shells: int = 0  # kept shells (``sh -s``) started
     live: set[asyncssh.SSHServerConnection] = field(default_factory=set)
+
+    def silence_shells(self) -> None:
+        """The shells running now stop answering (a login gone silent); new ones answer."""
+        self.silent_shells = self.shells
 
     def drop(self) -> None:
         """Close every connection to this host, as a reboot would."""
@@ -117,7 +122,10 @@ def _handler(host: SimHost, network: Network) -> object:
         host.execs += 1
         if command == "sh -s" and host.has_sh:
             host.shells += 1
+            number = host.shells
             while line := await process.stdin.readline():  # a kept shell: a script a line
+                if number <= host.silent_shells:
+                    continue
                 if network.latency:
                     await asyncio.sleep(network.latency)
                 host.commands.append(line)

@@ -4,6 +4,7 @@ logins and commands; the bot is the real one."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -125,6 +126,26 @@ async def test_a_machine_without_a_shell_is_asked_command_by_command(
     before = host.execs
     await rig.engine.watcher.probe_round()
     assert host.execs - before == 1 + 5  # the shell is not tried again on this login
+
+
+async def test_a_kept_login_that_stops_answering_is_given_up_at_once(rig: BotRig) -> None:
+    async with sim_hosts(1, rig.root) as hosts:
+        rig.env["DEPLOYBOT_SSH_KEY"] = str(hosts.client_key)
+        await rig.start(hosts.inventory(), ssh_timeout=1.0, check_timeout=0.5)
+        await rig.svc.store.update_machine("m0", host_key=hosts.host_key)
+        watcher, host = rig.engine.watcher, hosts.hosts[0]
+        await watcher.probe_round()
+        host.silence_shells()
+        started = asyncio.get_running_loop().time()
+        probes = await watcher.probe_round()
+        took = asyncio.get_running_loop().time() - started
+        # One wait for the silent shell (1.5 s), then a fresh login that answers.
+        assert probes[0] is not None
+        assert probes[0].ok, probes[0]
+        assert took < 3.0
+        assert host.logins == 2
+        assert host.shells == 2
+        await rig.stop()
 
 
 # -- the script's output, parsed strictly ---------------------------------------------------

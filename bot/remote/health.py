@@ -198,6 +198,7 @@ class HealthShell:
 
     def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
         self.process = process
+        self.timed_out = False  # no answer in time: the login itself may be dead
 
     @classmethod
     async def open(cls, conn: asyncssh.SSHClientConnection) -> HealthShell:
@@ -221,7 +222,11 @@ class HealthShell:
                     _read_until(self.process.stdout, f"{tag} {count - 1} ".encode(), True),
                     _read_until(self.process.stderr, f"{tag} {count - 1}\n".encode(), False),
                 )
-        except (TimeoutError, OSError, asyncssh.Error, _TooMuch):
+        except TimeoutError:
+            self.timed_out = True
+            self.close()
+            return None
+        except (OSError, asyncssh.Error, _TooMuch):
             self.close()
             return None
         results = split_script_output(out, err, tag, count)

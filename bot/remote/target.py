@@ -28,6 +28,7 @@ from bot.remote.health import BOOT_ID, Health, HealthShell, Probe, read_health, 
 from bot.remote.place import Location, Pins, Place, locate
 from bot.remote.ssh import (
     AuthRefused,
+    ConnectionDropped,
     HostKeyMismatch,
     SshEndpoint,
     SshError,
@@ -239,7 +240,11 @@ class Target:
             check_timeout=self.reach.check_timeout,
             disk_limit=self.reach.disk_limit,
         )
-        if health is None:  # not again on this login: it answers single execs only
+        if health is None:
+            if self._shell.timed_out:  # a machine gone silent: do not wait on it twice
+                self.close()
+                raise ConnectionDropped("the kept login stopped answering")
+            # Not again on this login: it answers single execs only.
             self._shell, self._shell_refused = None, conn
         return health
 
