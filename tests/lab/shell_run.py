@@ -206,6 +206,7 @@ def run_sh(ctx: Ctx, args: list[str]) -> int:
     if args == ["-s"]:
         status = 0
         while line := ctx.read_line():
+            ctx.refresh()  # a long-lived shell sees the host as it is now
             status = run_line(ctx, line.decode().strip())
         return status
     files = [a for a in args if not a.startswith("-")]
