@@ -202,7 +202,9 @@ class HealthShell:
 
     @classmethod
     async def open(cls, conn: asyncssh.SSHClientConnection) -> HealthShell:
-        return cls(await conn.create_process("sh -s", encoding=None))
+        # A small window: whatever the machine writes between probes waits on its side.
+        process = await conn.create_process("sh -s", encoding=None, window=SESSION_MAX)
+        return cls(process)
 
     @property
     def alive(self) -> bool:
