@@ -30,6 +30,7 @@ from bot.jobs.retention import FIRST_PRUNE, PRUNE_EVERY, Retention
 from bot.jobs.runner import JobRunner
 from handlers import register_all
 from handlers.chat_port import TelegramChat
+from handlers.priority import SecretsFirst
 from handlers.registry import BotContext
 from store import Store
 
@@ -88,11 +89,13 @@ def build_application(
 
     ``request`` replaces the HTTP transport (the console's in-process Bot API).
     """
+    answers = Answers()
     builder = (
         ApplicationBuilder()
         .token(token)
         .base_url(base_url)
         .context_types(ContextTypes(context=BotContext))
+        .concurrent_updates(SecretsFirst(answers))
     )
     if request is not None:
         builder = builder.request(request).get_updates_request(request)
@@ -101,7 +104,6 @@ def build_application(
         builder.rate_limiter(limiter).post_init(_post_init).post_stop(_post_stop).build()  # type: ignore[arg-type]
     )
     tuning = tuning or Tuning()
-    answers = Answers()
     chat = TelegramChat(application.bot)
     access = Access(admins=settings.admins, inventory=inventory)
     confirmations = Confirmations()

@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.console.session import run_console
 
         return asyncio.run(run_console(settings, inventory, sys.stdin, sys.stdout))
-    setup_logging()
+    setup_logging(token=settings.token)
     from bot.polling import run_polling
 
     return run_polling(settings, inventory)

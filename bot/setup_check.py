@@ -19,6 +19,7 @@ from bot.config.inventory import Inventory, InventoryError, load_inventory
 from bot.config.settings import Settings
 from bot.core.keys import public_from_private
 from bot.core.secret import Secret
+from bot.core.text import printable
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,11 @@ async def _secrets(settings: Settings, inventory: Inventory) -> list[Row]:
 
 
 def render(rows: list[Row]) -> str:
-    width = max(len(r.item) for r in rows)
-    return "\n".join(f"{r.level:<4}  {r.item:<{width}}  {r.detail}" for r in rows)
+    """The table; items and details printable only (an inventory key or a sops error must
+    not clear the operator's terminal or print a fake "all good")."""
+    shown = [(r.level, printable(r.item, 120), printable(r.detail, 500)) for r in rows]
+    width = max(len(item) for _, item, _ in shown)
+    return "\n".join(f"{level:<4}  {item:<{width}}  {detail}" for level, item, detail in shown)
 
 
 async def run_check(settings: Settings, out: TextIO = sys.stdout) -> int:

@@ -23,6 +23,7 @@ from handlers.info import InfoCommands
 from handlers.jobs import JobCommands
 from handlers.paging import Pager
 from handlers.registry import install, table_of
+from handlers.strangers import Strangers
 from handlers.unlock import UnlockCommands
 from store import Store
 
@@ -78,6 +79,7 @@ def register_all(
     ]
     table = table_of(families)
     info.table = table
+    talk = conversation.Conversation(answers)
     gate.register(
         application,
         gate.Gate(
@@ -85,10 +87,13 @@ def register_all(
             table=table,
             inventory=inventory,
             store=store,
+            strangers=Strangers(store=store, admins=access.admins),
+            answers=answers,
+            on_answer=talk.on_text,
             probes_enabled=probes_enabled,
         ),
     )
     install(application, families)
     buttons.register(application, buttons.Buttons(confirmations, pager, store))
-    conversation.register(application, conversation.Conversation(answers))
+    conversation.register(application, talk)
     return table

@@ -7,7 +7,8 @@ anything refused, so no later handler ever sees an update from someone without t
 from __future__ import annotations
 
 import logging
-import time
+import re
+from collections.abc import Awaitable, Callable
 
 from telegram import Message, Update, User
 from telegram.constants import ChatType
@@ -24,13 +25,15 @@ from bot.chat.commands import (
     ParsedCommand,
     Right,
 )
+from bot.chat.questions import Answers
 from bot.config.inventory import Inventory, Machine
 from handlers.registry import BotContext, Call
+from handlers.strangers import Strangers
 from store import Job, Store
 from store.database import StoreUnavailable
 
 log = logging.getLogger(__name__)
-REFUSAL_INTERVAL = 3600.0
+_USERNAME = re.compile(r"[A-Za-z0-9_]{1,32}")
 EXAMPLE_ONLY = (
     "These are the example inventory's machines, not yours: copy machines.example.toml to "
     "machines.toml and describe your own machines there."
@@ -58,13 +61,6 @@ async def tell_store_unavailable(update: Update, exc: Exception) -> None:
         log.warning("could not say that the database is unavailable: %s", error)
 
 
-def refusal_text(user_id: int) -> str:
-    return (
-        f"Not authorised. Your Telegram user id is {user_id}; "
-        "an admin can add it to DEPLOYBOT_ADMINS or a machine's operators."
-    )
-
-
 class Refused(Exception):
     """A command the gate stops; the audit detail and, if any, the answer to send."""
 
@@ -88,14 +84,19 @@ class Gate:
         table: CommandTable,
         inventory: Inventory,
         store: Store,
+        strangers: Strangers,
+        answers: Answers,
+        on_answer: Callable[[Update, BotContext], Awaitable[None]],
         probes_enabled: bool = True,
     ) -> None:
         self.access = access
         self.table = table
         self.inventory = inventory
         self.store = store
+        self.strangers = strangers
+        self.answers = answers
+        self.on_answer = on_answer
         self.probes_enabled = probes_enabled
-        self._last_refusal: dict[int, float] = {}
 
     async def __call__(self, update: Update, context: BotContext) -> None:
         try:
@@ -114,7 +115,22 @@ class Gate:
             raise ApplicationHandlerStop
         if update.edited_message is not None or update.edited_channel_post is not None:
             raise ApplicationHandlerStop
-        name = user.username or user.first_name or ""
+        # Display names are the sender's to choose (HTML, bidi overrides, fake audit lines):
+        # only the id and the username (letters, digits, _) are kept.
+        name = user.username or ""
+        if not _USERNAME.fullmatch(name):
+            name = ""
+        if not self.access.is_known(user.id):
+            action, machine = _describe(update, self._read_command(update, context.bot.username))
+            spawn = context.application.create_task
+            await self.strangers.refuse(update, spawn, user.id, name, action, machine)
+            raise ApplicationHandlerStop
+        if self._answers_a_secret(update, user.id, context.bot.username):
+            await self.store.audit(
+                user_id=user.id, username=name, action="answer", decision="allowed"
+            )
+            await self.on_answer(update, context)
+            raise ApplicationHandlerStop
         command = self._read_command(update, context.bot.username)
         action, machine = _describe(update, command)
 
@@ -128,10 +144,6 @@ class Gate:
                 detail=detail,
             )
 
-        if not self.access.is_known(user.id):
-            await audit("refused", "not an admin or operator")
-            await self._refuse_stranger(update, user.id)
-            raise ApplicationHandlerStop
         if isinstance(command, CommandError):
             await audit("refused", "bad input")
             if update.message is not None:
@@ -155,6 +167,9 @@ class Gate:
         user_id = user.id
         if not self.access.may_run(user_id, spec):
             raise Refused(f"needs {spec.right.value} right", f"/{spec.name} is for admins only.")
+        if Need.PRIVATE_CHAT in spec.needs and message.chat.type != ChatType.PRIVATE:
+            # Before the argument: a group learns nothing about which machines or jobs exist.
+            raise Refused("not in a private chat", _private_only(spec))
         machine: Machine | None = None
         if parsed.machine is not None:
             if spec.right is Right.MACHINE and not self.access.may_act(user_id, parsed.machine):
@@ -177,8 +192,7 @@ class Gate:
                     f"No job {parsed.job_id} of yours. /jobs lists them.",
                 )
         if machine is not None:
-            private = message.chat.type == ChatType.PRIVATE
-            await self._check_needs(spec, machine, private=private)
+            await self._check_needs(spec, machine)
         return Call(
             update=update,
             message=message,
@@ -189,7 +203,7 @@ class Gate:
             job=job,
         )
 
-    async def _check_needs(self, spec: CommandSpec, m: Machine, *, private: bool) -> None:
+    async def _check_needs(self, spec: CommandSpec, m: Machine) -> None:
         """What the command needs of the machine and the chat (its ``needs``)."""
         needs = spec.needs
         if Need.LUKS in needs and not m.luks:
@@ -206,11 +220,6 @@ class Gate:
                     "not installed by the bot",
                     f"{m.name} was not installed by this bot: use /deploy {m.name}.",
                 )
-        if Need.PRIVATE_CHAT in needs and not private:
-            raise Refused(
-                "not in a private chat",
-                f"Run /{spec.name} in our private chat: it asks you to type the name.",
-            )
 
     def _read_command(
         self, update: Update, bot_username: str | None
@@ -230,17 +239,31 @@ class Gate:
         # Operators of other machines learn nothing about whether the name exists.
         return f"You may not act on {machine!r}: it is unknown or not one of yours."
 
-    async def _refuse_stranger(self, update: Update, user_id: int) -> None:
-        if update.callback_query is not None:
-            await update.callback_query.answer("Not authorised.")
-        now = time.monotonic()
-        last = self._last_refusal.get(user_id)
-        if last is not None and now - last < REFUSAL_INTERVAL:
-            return
-        self._last_refusal[user_id] = now
-        chat = update.effective_chat
-        if chat is not None:
-            await update.get_bot().send_message(chat.id, refusal_text(user_id))
+    def _answers_a_secret(self, update: Update, user_id: int, bot_username: str | None) -> bool:
+        """Whether a private message goes to an open secret question, whatever it looks like.
+
+        A passphrase may start with ``/``: then it is no command ("Unknown command /…" would
+        echo it and leave it in the chat). A reply to the prompt always is the answer; so is
+        any text that is not a well-formed command of the table. A well-formed command
+        (``/unlock beta`` while alpha waits) stays a command.
+        """
+        message = update.message
+        if message is None or message.text is None or message.chat.type != ChatType.PRIVATE:
+            return False
+        questions = [q for q in self.answers.questions(user_id, message.chat.id) if q.secret]
+        if not questions:
+            return False
+        replied = message.reply_to_message
+        if replied is not None and any(
+            q.prompt_message_id == replied.message_id for q in questions
+        ):
+            return True
+        return not isinstance(self._read_command(update, bot_username), ParsedCommand)
+
+
+def _private_only(spec: CommandSpec) -> str:
+    """The one line a group gets for a command answered only in private chats."""
+    return f"/{spec.name} works only in our private chat: here every member would see it."
 
 
 def _describe(update: Update, command: ParsedCommand | CommandError | None) -> tuple[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.chat.access import Access
-from bot.chat.commands import Arg, CommandTable, Right
+from bot.chat.commands import Arg, CommandTable, Need, Right
 from bot.config.inventory import Inventory, Machine
 from bot.core.durations import format_duration
 from bot.remote.status import QuickStatus, quick_status
@@ -135,7 +135,7 @@ class InfoCommands:
         handle = f" (@{user.username})" if user.username else ""
         await call.reply(f"You are {user.id}{handle}: {rights}.")
 
-    @command("machines", "the machines you may act on")
+    @command("machines", "the machines you may act on", needs=(Need.PRIVATE_CHAT,))
     async def machines(self, call: Call) -> None:
         machines = self.access.machines_for(call.user.id)
         if not machines:
@@ -150,6 +150,7 @@ class InfoCommands:
         "last known state and a quick probe",
         arg=Arg.OPTIONAL_MACHINE,
         right=Right.MACHINE,
+        needs=(Need.PRIVATE_CHAT,),
     )
     async def status(self, call: Call) -> None:
         machines = [call.machine] if call.machine else self.access.machines_for(call.user.id)
@@ -184,7 +185,7 @@ class InfoCommands:
         )
         await self.pager.reply(call, items, header=status_header([s.known.state for s in statuses]))
 
-    @command("audit", "the recent audit entries", right=Right.ADMIN)
+    @command("audit", "the recent audit entries", right=Right.ADMIN, needs=(Need.PRIVATE_CHAT,))
     async def audit(self, call: Call) -> None:
         entries = await self.store.recent_audit(AUDIT_ENTRIES)
         lines = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.chat.access import Access
-from bot.chat.commands import Arg, Right
+from bot.chat.commands import Arg, Need, Right
 from bot.jobs.runner import JobRunner
 from handlers.paging import Pager
 from handlers.registry import Call, command
@@ -51,7 +51,7 @@ class JobCommands:
             return
         await self.pager.reply(call, [describe_job(j) for j in jobs], header="Recent jobs:")
 
-    @command("log", "a job's log", arg=Arg.JOB, right=Right.MACHINE)
+    @command("log", "a job's log", arg=Arg.JOB, right=Right.MACHINE, needs=(Need.PRIVATE_CHAT,))
     async def log(self, call: Call) -> None:
         job = call.job
         assert job is not None  # the gate resolved it

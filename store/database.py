@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
+from bot.core.files import private_file
+from bot.core.text import printable
 from store.migrations import migrations
 from store.records import (
     JOB_ACTIVE_STATES,
@@ -32,6 +34,11 @@ from store.records import (
 
 T = TypeVar("T")
 _MACHINE_FIELDS = frozenset(MachineState.__dataclass_fields__) - {"name"}
+# Bounds of what is stored from targets and jobs (characters).
+MAX_FIELD = 4000
+MAX_TEXT = {"detail": 2000}
+MAX_RESULT = 4000
+MAX_EVENT = 2000
 _JOB_FIELDS = frozenset(Job.__dataclass_fields__) - {"id", "kind", "machine", "created_at"}
 
 
@@ -94,6 +101,8 @@ class Store:
     def _open(self) -> None:
         if self.path.parent != Path():
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        if str(self.path) != ":memory:":
+            private_file(self.path, "-wal", "-shm", "-journal")
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout)
         db = Database(conn)
         db.enable_wal()
@@ -184,18 +193,32 @@ class Store:
         decision: str,
         machine: str = "",
         detail: str = "",
-    ) -> None:
-        """Record one decision; ``detail`` must never hold a secret (callers pass summaries)."""
+    ) -> int:
+        """Record one decision and return its id; ``detail`` must never hold a secret
+        (callers pass summaries). Names come from chat users: stored printable only."""
         record = {
             "at": utcnow(),
             "user_id": user_id,
-            "username": username[:64],
-            "action": action[:64],
-            "machine": machine[:64],
-            "decision": decision[:32],
-            "detail": detail[:500],
+            "username": printable(username, 64),
+            "action": printable(action, 64),
+            "machine": printable(machine, 64),
+            "decision": printable(decision, 32),
+            "detail": printable(detail, 500),
         }
-        await self.call(lambda: self.db.table("audit").insert(record))
+
+        def write() -> int:
+            entry_id = self.db.table("audit").insert(record).last_pk
+            assert isinstance(entry_id, int)
+            return entry_id
+
+        return await self.call(write)
+
+    async def update_audit(self, entry_id: int, *, detail: str, user_id: int | None = None) -> None:
+        """Rewrite one entry's detail (a repeated refusal counted on its first line)."""
+        fields: dict[str, object] = {"detail": printable(detail, 500)}
+        if user_id is not None:
+            fields["user_id"] = user_id
+        await self.call(lambda: self.db.table("audit").update(entry_id, fields))
 
     async def recent_audit(self, limit: int = 20) -> list[AuditEntry]:
         def read() -> list[AuditEntry]:
@@ -227,8 +250,12 @@ class Store:
         unknown = set(fields) - _MACHINE_FIELDS
         if unknown:
             raise ValueError(f"unknown machine fields: {sorted(unknown)}")
-        # Plain text only: a state may arrive as a StrEnum member.
-        fields = {name: str(value) for name, value in fields.items()}
+        # Plain text only: a state may arrive as a StrEnum member. What a target said is
+        # kept printable and bounded: a machine printing 150 MB must not fill the database.
+        fields = {
+            name: printable(str(value), MAX_TEXT.get(name, MAX_FIELD), newlines=True)
+            for name, value in fields.items()
+        }
 
         def write() -> MachineState:
             # Plain SQL: sqlite-utils' upsert reads the table's schema on every call, and a
@@ -317,6 +344,8 @@ class Store:
         return await self.call(self._active_for, machine)
 
     async def update_job(self, job_id: int, **fields: Any) -> Job:
+        if isinstance(fields.get("result"), str):
+            fields["result"] = printable(fields["result"], MAX_RESULT, newlines=True)
         unknown = set(fields) - _JOB_FIELDS
         if unknown:
             raise ValueError(f"unknown job fields: {sorted(unknown)}")
@@ -394,7 +423,12 @@ class Store:
         return await self.call(write)
 
     async def add_event(self, job_id: int, kind: str, text: str) -> None:
-        record = {"job_id": job_id, "at": utcnow(), "kind": kind, "text": text[:2000]}
+        record = {
+            "job_id": job_id,
+            "at": utcnow(),
+            "kind": printable(kind, 32),
+            "text": printable(text, MAX_EVENT, newlines=True),
+        }
         await self.call(lambda: self.db.table("job_events").insert(record))
 
     async def events(self, job_id: int) -> list[JobEvent]:

@@ -36,10 +36,17 @@ def _mounts_mentioning(needle: str) -> list[str]:
 
 
 async def _answer(lab: Lab, host: LabHost, answers: list[bytes]) -> str:
-    """Run the agent on a dumb terminal and answer its prompts in turn (b"\\x04" skips)."""
+    """Run the agent on a dumb terminal and answer its prompts in turn (b"\\x04" skips).
+
+    The terminal starts with echo off: the agent prints its hint *before* it turns echo
+    off, so even a write right after the hint can come back in clear (seen here).
+    """
     async with await connect(lab, host, initrd=True) as conn:
         proc = await conn.create_process(
-            "systemd-tty-ask-password-agent --query", term_type="dumb", encoding=None
+            "systemd-tty-ask-password-agent --query",
+            term_type="dumb",
+            term_modes={asyncssh.PTY_ECHO: 0},
+            encoding=None,
         )
         seen = b""
         for answer in answers:
@@ -88,7 +95,7 @@ async def test_three_wrong_answers_and_the_initrd_gives_up_until_a_reboot(lab: L
         await host.wait_until(lambda: bool(host.pending_queries), 10, f"query {attempt}")
         session = await _answer(lab, host, [f"wrong {attempt}\r".encode()])
         assert "Please enter passphrase for disk disk-main-luks (crypted):" in session
-        assert f"wrong {attempt}" not in session, "typed after the hint: never echoed"
+        assert f"wrong {attempt}" not in session, "echo off from the start: never echoed"
         assert "Failed" not in session, "verdicts go to the console only"
         assert "attempts" not in session
 

@@ -659,3 +659,58 @@ def test_child_env_withholds_the_bots_secrets() -> None:
 
 def test_default_prefix_constant() -> None:
     assert DEFAULT_PREFIX.split() == PREFIX
+
+
+def test_nix_build_argv_and_store_paths() -> None:
+    from bot.flows.deploy.nixos_anywhere import build as nix_build
+
+    argv = nix_build.build_argv(["nix"], flake="/srv/flake", attr="clawsiecats-luks")
+    assert argv == [
+        "nix",
+        "build",
+        "--no-link",
+        "--print-out-paths",
+        "-L",
+        '/srv/flake#nixosConfigurations."clawsiecats-luks".config.system.build.diskoScript',
+        '/srv/flake#nixosConfigurations."clawsiecats-luks".config.system.build.toplevel',
+    ]
+    disko = "/nix/store/" + "a" * 32 + "-disko"
+    top = "/nix/store/" + "b" * 32 + "-nixos-system-clawsiecats-25.05"
+    lines = ["clawsiecats> building", disko, "  " + top + "  ", "/nix/store/short-x"]
+    assert nix_build.store_paths(lines) == (disko, top)
+    with pytest.raises(ValueError, match="expected 2 store paths"):
+        nix_build.store_paths([disko])
+    with pytest.raises(ValueError, match="DEPLOYBOT_NIX is empty"):
+        nix_build.build_argv([], flake=".", attr="x")
+
+
+def test_store_paths_and_ssh_options_reach_the_argv_checked() -> None:
+    disko = "/nix/store/" + "a" * 32 + "-disko"
+    top = "/nix/store/" + "b" * 32 + "-nixos-system-x"
+    argv = build_argv(
+        ["nixos-anywhere"],
+        flake="/srv/flake",
+        attr="x",
+        target_host="192.0.2.1",
+        ssh_port=22,
+        ssh_key=Path("/k"),
+        extra_files=None,
+        disk_key_fd=None,
+        ssh_options=("LogLevel=ERROR", "GlobalKnownHostsFile=/state/staging/job-1.known_hosts"),
+        store_paths=(disko, top),
+    )
+    assert argv[argv.index("--store-paths") + 1 : argv.index("--store-paths") + 3] == [disko, top]
+    assert "GlobalKnownHostsFile=/state/staging/job-1.known_hosts" in argv
+    for bad in ("--flake", "/nix/store/x y", "/tmp/evil"):
+        with pytest.raises(ValueError, match="store path"):
+            build_argv(
+                ["nixos-anywhere"],
+                flake="/srv/flake",
+                attr="x",
+                target_host="192.0.2.1",
+                ssh_port=22,
+                ssh_key=Path("/k"),
+                extra_files=None,
+                disk_key_fd=None,
+                store_paths=(bad, top),
+            )

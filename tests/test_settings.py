@@ -222,3 +222,13 @@ def test_token_in_place_of_the_file_name_is_not_echoed(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="looks like the token itself") as caught:
         load_settings(None, {"TELEGRAM_BOT_TOKEN_FILE": TOKEN, "CREDENTIALS_DIRECTORY": "/x"})
     assert "secret" not in str(caught.value)
+
+
+def test_nix_executable_defaults_to_nix_and_splits_like_a_shell(tmp_path: Path) -> None:
+    env = tmp_path / "deploy.env"
+    env.write_text("TELEGRAM_BOT_TOKEN=1:x\n")
+    assert load_settings(env, environ={}).nix == ("nix",)
+    custom = load_settings(env, environ={"DEPLOYBOT_NIX": "/opt/nix/bin/nix --option x 'a b'"})
+    assert custom.nix == ("/opt/nix/bin/nix", "--option", "x", "a b")
+    with pytest.raises(SettingsError, match="DEPLOYBOT_NIX"):
+        load_settings(env, environ={"DEPLOYBOT_NIX": "'unclosed"})

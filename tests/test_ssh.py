@@ -43,6 +43,7 @@ class Lab:
     client_key_path: Path
     commands: list[str] = field(default_factory=list)
     stdin_seen: list[bytes] = field(default_factory=list)
+    flood_sent: int = 0
 
     def endpoint(self, host_key: str | None = None, *, key: Path | None = None) -> SshEndpoint:
         return SshEndpoint(
@@ -95,6 +96,16 @@ async def _serve(
             conn.abort()
         elif argv[0] == "hang":
             await process.channel.wait_closed()
+        elif argv[0] == "flood":  # a hostile target: 200 MB unless the reader stops it
+            lab.flood_sent = 0
+            chunk = b"\x1b[2J" + b"x" * 65530
+            try:
+                while lab.flood_sent < 200 * 1024 * 1024 and not process.channel.is_closing():
+                    process.stdout.write(chunk)
+                    lab.flood_sent += len(chunk)
+                    await process.stdout.drain()
+            except (asyncssh.Error, OSError):
+                pass
         else:
             process.exit(127)
 
@@ -268,3 +279,18 @@ async def test_probe_tcp(lab: Lab) -> None:
     assert await probe_tcp("127.0.0.1", lab.port, timeout=2) is True
     assert await probe_tcp("127.0.0.1", _free_port(), timeout=2) is False
     assert await probe_tcp("bad host name!", 1, timeout=0.5) is False
+
+
+async def test_a_flooding_command_is_cut_and_stopped(lab: Lab) -> None:
+    """A target printing 200 MB: the bot keeps 1 MiB, says so, and closes the channel."""
+    async with await connect(lab.endpoint(), timeout=5) as conn:
+        result = await run(conn, ["flood"], timeout=20, max_output=1 << 20)
+        assert result.exit_status == -1
+        assert not result.ok
+        assert len(result.stdout) <= (1 << 20) + 200
+        assert result.stdout.endswith(b"bytes; the command was stopped]\n")
+        # The channel was closed: the target stopped long before its 200 MB.
+        await asyncio.sleep(0)
+        assert lab.flood_sent < 50 * 1024 * 1024
+        still = await run(conn, ["echo", "hi"], timeout=5)
+        assert still.stdout == b"hi"

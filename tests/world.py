@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,7 @@ class World:
     def admin(self) -> FakeUser:
         return self.rig.tg.user(ADMIN, "ada")
 
-    def machine(self, name: str, host: LabHost, **keys: Any) -> None:
+    def machine(self, name: str, host: LabHost, /, **keys: Any) -> None:
         """Add ``[machines.name]`` for ``host``; ``keys`` override the defaults below."""
         entry: dict[str, Any] = {
             "host": host.address,
@@ -144,7 +145,12 @@ def _toml(value: Any) -> str:
 
 
 def make_world(
-    lab: Lab, rig: BotRig, root: Path, *, nixos_anywhere: dict[str, Any] | None = None
+    lab: Lab,
+    rig: BotRig,
+    root: Path,
+    *,
+    nixos_anywhere: dict[str, Any] | None = None,
+    nix_build_delay: float = 0.0,
 ) -> World:
     secrets_dir = root / "secrets"
     secrets_dir.mkdir()
@@ -156,6 +162,7 @@ def make_world(
             "DEPLOYBOT_SSH_KEY": str(lab.operator_key),
             "DEPLOYBOT_FLAKE": str(flake),
             "DEPLOYBOT_NIXOS_ANYWHERE": lab.nixos_anywhere_prefix(**(nixos_anywhere or {})),
+            "DEPLOYBOT_NIX": shlex.join(lab.nix_build_command(delay=nix_build_delay)),
             "DEPLOYBOT_SOPS": sops.sops,
             "SOPS_AGE_KEY_FILE": str(sops.age_key_file),
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.core.durations import parse_duration
+from bot.core.text import printable
 
 UnlockMode = Literal["auto", "askpass", "systemd"]
 MACHINE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -29,7 +31,7 @@ _ATTR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.'-]{0,127}$")
 _SECRET_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _SIZE = re.compile(r"^\d+[KMGT]?$")
 _PERSIST = re.compile(r"/|(/[A-Za-z0-9._+-]+)+/?")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 
 
 class InventoryError(ValueError):
@@ -37,8 +39,9 @@ class InventoryError(ValueError):
 
     def __init__(self, path: Path, problems: list[str]) -> None:
         self.path = path
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
+        # Keys and values come from the file: shown printable only (no escapes, no bidi).
+        self.problems = [printable(p, 300) for p in problems]
+        lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{path}: the inventory is refused:\n{lines}")
 
 
@@ -67,6 +70,7 @@ class Machine:
     unlock_timeout: float = 1800.0
     reboot_check: str = ""
     checks: tuple[str, ...] = ()
+    erase_approval: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "unlock_timeout": (str,),
     "reboot_check": (str,),
     "checks": (list,),
+    "erase_approval": (bool,),
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
 
@@ -143,7 +148,9 @@ def parse_inventory(data: Mapping[str, Any], path: Path) -> Inventory:
             machines[machine.name] = machine
     seen: dict[tuple[str, int], str] = {}
     for machine in machines.values():
-        key = (machine.host.lower(), machine.ssh_port)
+        # 127.1, 0x7f.1 and 127.0.0.1 are one address: compare what they stand for.
+        address = numeric_address(machine.host) or machine.host.lower().rstrip(".")
+        key = (address, machine.ssh_port)
         if key in seen:
             problems.append(
                 f"{machine.name}: host {machine.host}:{machine.ssh_port} is also "
@@ -220,6 +227,12 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
     persist = entry.get("persist_dir", "/nix/persist/system")
     if (persist and not _PERSIST.fullmatch(persist)) or ".." in persist.split("/"):
         bad("persist_dir", f'{persist!r}: expected an absolute path such as /nix/persist, or ""')
+    elif persist and _under_boot(persist):
+        bad(
+            "persist_dir",
+            f"{persist!r} is on /boot, which is not encrypted: the host key "
+            "would lie there in the clear",
+        )
     size = entry.get("rw_store_size", "512M")
     if size and not _SIZE.fullmatch(size):
         bad("rw_store_size", f'{size!r}: expected a size such as 512M or 1G, or ""')
@@ -272,7 +285,33 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
         unlock_timeout=durations["unlock_timeout"],
         reboot_check=cron,
         checks=tuple(checks),
+        erase_approval=entry.get("erase_approval", False),
     )
+
+
+def _under_boot(path: str) -> bool:
+    """Whether ``path`` (``/./boot``, ``//boot/x`` …) names /boot or a folder in it."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    return bool(parts) and parts[0] == "boot"
+
+
+def numeric_address(host: str) -> str | None:
+    """The address a numeric host stands for (``127.1``, ``0x7f.1``, ``::ffff:127.0.0.1``
+    → ``127.0.0.1``), or None for a DNS name. No lookup: resolving names happens at the
+    deploy preflight (``bot.remote.address``)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            packed = socket.inet_aton(host)  # the forms inet_aton(3) accepts: 127.1, 0x7f.1
+        except OSError:
+            return None
+        if not re.fullmatch(r"[0-9a-fA-FxX.]+", host):
+            return None
+        address = ipaddress.IPv4Address(packed)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address)
 
 
 def _valid_host(host: str) -> bool:

@@ -42,6 +42,8 @@ class Settings:
     state_dir: Path = Path("state")
     ssh_key: Path = Path("~/.ssh/id_ed25519")
     nixos_anywhere: tuple[str, ...] = ("nix", "run", "github:nix-community/nixos-anywhere", "--")
+    #: DEPLOYBOT_NIX: the nix executable (split like a shell would) that builds the closures.
+    nix: tuple[str, ...] = ("nix",)
     sops: str = "sops"
     sops_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     keep_days: int = 90
@@ -172,6 +174,12 @@ def load_settings(
         raise SettingsError(f"DEPLOYBOT_NIXOS_ANYWHERE: {exc}") from None
     if not prefix:
         raise SettingsError("DEPLOYBOT_NIXOS_ANYWHERE is empty")
+    try:
+        nix = tuple(shlex.split(get("DEPLOYBOT_NIX", "nix")))
+    except ValueError as exc:
+        raise SettingsError(f"DEPLOYBOT_NIX: {exc}") from None
+    if not nix:
+        raise SettingsError("DEPLOYBOT_NIX is empty")
     api_url = get("TELEGRAM_API_URL", DEFAULT_API_URL)
     if not api_url.startswith(("https://", "http://")):
         raise SettingsError(
@@ -205,6 +213,7 @@ def load_settings(
         state_dir=Path(get("DEPLOYBOT_STATE_DIR", "state")).expanduser(),
         ssh_key=secret_path(get("DEPLOYBOT_SSH_KEY", "~/.ssh/id_ed25519"), credentials),
         nixos_anywhere=prefix,
+        nix=nix,
         sops=get("DEPLOYBOT_SOPS", "") or _default_sops(),
         sops_env=sops_env,
         keep_days=int(keep_days),

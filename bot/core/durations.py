@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# A year: anything longer is a typo, and an infinite or huge value breaks the scheduler.
+MAX_DURATION = 366 * 86400.0
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 
 
@@ -28,6 +30,8 @@ def parse_duration(text: str) -> float:
         raise ValueError(f"bad duration {text!r} (write e.g. 60s, 15m, 1h30m)")
     if total <= 0:
         raise ValueError(f"duration {text!r} must be more than zero")
+    if not total <= MAX_DURATION:  # also catches inf and nan from very long digit strings
+        raise ValueError(f"duration {text[:40]!r} is longer than a year")
     return total
 
 

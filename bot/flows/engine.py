@@ -108,6 +108,7 @@ def build_engine(
         sops=sops,
         settings=settings,
         tuning=tuning,
+        inventory=inventory,
         on_initrd=after_install,
     )
     tester = RebootTester(

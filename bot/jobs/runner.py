@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bot.chat.port import ChatPort
 from bot.core.durations import format_duration
+from bot.core.files import private_dir
 from bot.core.secret import Secret
 from bot.jobs.joblog import JobLog, read_for_sending
 from bot.jobs.progress import Progress, ProgressState
@@ -145,7 +146,8 @@ class JobRunner:
     ) -> None:
         self.store = store
         self.chat = chat
-        self.log_dir = state_dir / "jobs"
+        private_dir(state_dir)
+        self.log_dir = private_dir(state_dir / "jobs")
         self.progress_interval = progress_interval
         self._slots = asyncio.Semaphore(max_parallel)
         self._tasks: dict[int, asyncio.Task[None]] = {}

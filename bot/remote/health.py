@@ -9,6 +9,7 @@ exposed for the bot to watch it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import shlex
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import asyncssh
 
 from bot.config.inventory import Machine
 from bot.core.durations import format_duration
+from bot.core.text import printable
 from bot.remote.place import Place
 from bot.remote.ssh import CommandResult, run
 
@@ -111,9 +113,13 @@ class Probe:
 FAILED_UNITS = ["systemctl", "--failed", "--no-legend", "--plain"]
 
 
+MAX_FAILED_UNITS = 50
+
+
 def failed_units(text: str) -> tuple[str, ...]:
-    """The unit names of ``systemctl --failed --no-legend --plain``."""
-    return tuple(line.split()[0] for line in text.splitlines() if line.strip())
+    """The unit names of ``systemctl --failed --no-legend --plain`` (printable, bounded)."""
+    names = (printable(line.split()[0], 120) for line in text.splitlines() if line.strip())
+    return tuple(itertools.islice((n for n in names if n), MAX_FAILED_UNITS))
 
 
 def health_commands(machine: Machine, check_timeout: float) -> list[list[str]]:
@@ -291,8 +297,8 @@ async def _one_by_one(
 def _health(machine: Machine, results: list[CommandResult], disk_limit: int) -> Health:
     boot, state, failed, df, uptime, *checks = results
     return Health(
-        boot_id=boot.stdout_text.strip()[:64],
-        system=state.stdout_text.strip()[:64] or "unknown",
+        boot_id=printable(boot.stdout_text.strip(), 64),
+        system=printable(state.stdout_text.strip(), 64) or "unknown",
         failed_units=failed_units(failed.stdout_text),
         disks=_disks(df.stdout_text),
         uptime=_uptime(uptime.stdout_text),
@@ -308,6 +314,7 @@ def check_argv(check: str, timeout: float) -> list[str]:
         return ["nc", "-z", "-w", seconds, "127.0.0.1", check[4:]]
     return [
         "curl",
+        "--globoff",  # [1-9999] and {a,b} in a URL are not a request storm
         "--silent",
         "--show-error",
         "--output",
@@ -342,7 +349,7 @@ def _disks(text: str) -> tuple[tuple[str, int], ...]:
     for line in text.splitlines()[1:]:
         fields = line.split()
         if len(fields) >= 6 and fields[4].rstrip("%").isdigit():
-            found[fields[5]] = int(fields[4].rstrip("%"))
+            found[printable(fields[5], 120)] = int(fields[4].rstrip("%"))
     return tuple(found.items())
 
 
@@ -354,5 +361,4 @@ def _uptime(text: str) -> float | None:
 
 
 def _short(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return printable(" ".join(text[: limit * 4].split()), limit)

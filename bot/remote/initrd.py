@@ -133,13 +133,13 @@ async def boot_id(conn: asyncssh.SSHClientConnection, timeout: float = 10.0) -> 
 async def list_queries(
     conn: asyncssh.SSHClientConnection, timeout: float = 10.0
 ) -> list[Query] | None:
-    """The pending systemd queries; None when the agent is missing (exit 127) or the
-    connection failed."""
+    """The pending systemd queries; None when the agent is missing (exit 127), failed, or
+    the connection did: only a clean exit 0 says what is pending."""
     try:
         result = await conn.run(f"{AGENT} --list", timeout=timeout, check=False)
     except (asyncssh.Error, OSError):
         return None
-    if result.exit_status == 127:
+    if result.exit_status != 0:
         return None
     text = result.stdout if isinstance(result.stdout, str) else ""
     queries = []
@@ -314,24 +314,33 @@ async def _systemd(
         return RelayOutcome(
             Relay.NOT_WAITING, "systemd", f"the agent never asked for disk {target.disk}"
         )
-    return await _judge(conn, target, settle)
+    return await _judge(conn, target, prompt_timeout, settle)
 
 
-async def _judge(conn: asyncssh.SSHClientConnection, target: Query, settle: float) -> RelayOutcome:
+async def _judge(
+    conn: asyncssh.SSHClientConnection, target: Query, timeout: float, settle: float
+) -> RelayOutcome:
     """After an answer: the same disk asking again means wrong; the initrd going away
     means accepted; silence is accepted too, unless the caller knows the tries ran out."""
     deadline = time.monotonic() + settle
-    pending: list[Query] = []
+    give_up = deadline + timeout
+    pending: list[Query] | None = None
     while True:
-        listed = await list_queries(conn, min(5.0, settle))
-        if listed is None:
+        listed = await list_queries(conn, timeout)
+        if listed is None and conn.is_closed():
             return RelayOutcome(Relay.ACCEPTED, "systemd", "the initrd went away", answered=target)
-        pending = listed
-        if any(q.message == target.message for q in listed):
+        # A slow or failed listing (a loaded initrd) is not a verdict: look again.
+        pending = listed if listed is not None else pending
+        if listed is not None and any(q.message == target.message for q in listed):
             return RelayOutcome(Relay.WRONG, "systemd", answered=target, pending=tuple(listed))
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if (now >= deadline and pending is not None) or now >= give_up:
             break
         await asyncio.sleep(0.5)
+    if pending is None:
+        return RelayOutcome(
+            Relay.ACCEPTED, "systemd", "its pending queries could not be listed", answered=target
+        )
     return RelayOutcome(
         Relay.ACCEPTED, "systemd", answered=target, pending=tuple(pending), stayed=True
     )

@@ -209,14 +209,64 @@ async def fetch_host_key(host: str, port: int, *, timeout: float) -> str:
     return _key_line(key)
 
 
+# What one remote command may send back, per stream. A target is hostile input: a 200 MB
+# /etc/os-release must not take the bot's memory (or its database) with it.
+MAX_OUTPUT = 1 << 20
+CUT_MARK = b"\n[... output cut: the target sent more than %d bytes; the command was stopped]\n"
+
+
+async def _read_bounded(stream: asyncssh.SSHReader[bytes], limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of ``stream``, and whether it had more."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            return b"".join(chunks), False
+        if size + len(chunk) > limit:
+            chunks.append(chunk[: limit - size])
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        size += len(chunk)
+
+
+async def _read_both(
+    process: asyncssh.SSHClientProcess[bytes], limit: int
+) -> tuple[tuple[bytes, bool], tuple[bytes, bool]]:
+    """Both streams, bounded; the first one past ``limit`` ends the other's read at once."""
+    out = asyncio.ensure_future(_read_bounded(process.stdout, limit))
+    err = asyncio.ensure_future(_read_bounded(process.stderr, limit))
+    try:
+        pending = {out, err}
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if any(task.result()[1] for task in done):
+                for task in pending:
+                    task.cancel()
+                break
+        return (
+            out.result() if out.done() and not out.cancelled() else (b"", False),
+            err.result() if err.done() and not err.cancelled() else (b"", False),
+        )
+    finally:
+        for task in (out, err):
+            task.cancel()
+
+
 async def run(
     conn: asyncssh.SSHClientConnection,
     argv: list[str],
     *,
     input: bytes | None = None,
     timeout: float,
+    max_output: int = MAX_OUTPUT,
 ) -> CommandResult:
-    """Run ``argv`` (quoted for the remote shell); secrets go in ``input``, never in argv."""
+    """Run ``argv`` (quoted for the remote shell); secrets go in ``input``, never in argv.
+
+    At most ``max_output`` bytes of each stream are kept: past that the channel is closed
+    (the remote command is stopped), the output ends with a line saying so, and the
+    result counts as failed (exit status -1).
+    """
     if not argv:
         raise ValueError("argv is empty")
     command = shlex.join(argv)
@@ -227,19 +277,27 @@ async def run(
         else:
             process = await conn.create_process(command, encoding=None, input=input)
         try:
-            done = await process.wait(timeout=timeout)
-        except asyncssh.TimeoutError:
+            async with asyncio.timeout(timeout):
+                (stdout, out_cut), (stderr, err_cut) = await _read_both(process, max_output)
+                if out_cut or err_cut:
+                    process.close()
+                    mark = CUT_MARK % max_output
+                    return CommandResult(
+                        exit_status=-1,
+                        stdout=stdout + (mark if out_cut else b""),
+                        stderr=stderr + (mark if err_cut else b""),
+                    )
+                await process.wait_closed()
+        except TimeoutError:
             process.close()
             raise CommandTimeout(f"remote {name!r} did not finish within {timeout:g} s") from None
     except asyncssh.ChannelOpenError as exc:
         raise ConnectionDropped(f"could not start remote {name!r}: {_reason(exc)}") from None
     except (asyncssh.DisconnectError, BrokenPipeError, ConnectionError) as exc:
         raise ConnectionDropped(f"connection lost while running {name!r}: {_reason(exc)}") from None
-    if done.exit_status is None and done.exit_signal is None:
+    if process.exit_status is None and process.exit_signal is None:
         raise ConnectionDropped(f"connection lost while running {name!r} (no exit status)")
-    stdout = done.stdout if isinstance(done.stdout, bytes) else b""
-    stderr = done.stderr if isinstance(done.stderr, bytes) else b""
-    status = done.returncode if done.returncode is not None else -1
+    status = process.returncode if process.returncode is not None else -1
     return CommandResult(exit_status=status, stdout=stdout, stderr=stderr)
 
 

@@ -7,7 +7,7 @@ import json
 import re
 import secrets
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -138,6 +138,7 @@ class FakeTelegram:
         *,
         supergroup: bool = False,
         bot_is_admin: bool = True,
+        members: Iterable[FakeUser] = (),
     ) -> FakeChat:
         """Create a group (negative id) the bot is a member of.
 
@@ -148,11 +149,16 @@ class FakeTelegram:
             raise ValueError("group ids are negative")
         chat = FakeChat(id, "supergroup" if supergroup else "group", title=title)
         self.state.chats[id] = chat
+        self.state.members[id] = {m.id for m in members}
         if bot_is_admin:
             self.state.bot_admin_in.add(id)
         else:
             self.state.bot_admin_in.discard(id)
         return chat
+
+    def has_left(self, chat: ChatRef) -> bool:
+        """Whether the bot left this group (``leaveChat``)."""
+        return chat_id_of(chat) in self.state.left
 
     def block(self, user: FakeUser, blocked: bool = True) -> None:
         """The user blocks the bot: sends to them fail with 403 until they write again."""

@@ -163,6 +163,8 @@ class Call:
 
     def writable_chat(self) -> FakeChat:
         chat = self.chat()
+        if chat.id in self.state.left:
+            raise ApiError(403, "Forbidden: bot is not a member of the group chat")
         if chat.type == "private":
             if chat.id in self.state.blocked:
                 raise ApiError(403, "Forbidden: bot was blocked by the user")
@@ -495,3 +497,28 @@ async def get_chat(call: Call) -> JSON:
     chat.setdefault("accent_color_id", 0)
     chat.setdefault("max_reaction_count", 11)
     return chat
+
+
+@method("getChatMember")
+async def get_chat_member(call: Call) -> JSON:
+    chat = call.chat()
+    user_id = call.opt_int("user_id")
+    if user_id is None:
+        raise bad_request("user_id is empty")
+    user = call.state.users.get(user_id)
+    if user is None:
+        raise bad_request("user not found")
+    if chat.type == "private":
+        status = "member" if chat.id == user_id else "left"
+    else:
+        status = "member" if user_id in call.state.members.get(chat.id, set()) else "left"
+    return {"status": status, "user": user.to_api()}
+
+
+@method("leaveChat")
+async def leave_chat(call: Call) -> bool:
+    chat = call.chat()
+    if chat.type == "private":
+        raise bad_request("chat member status can't be changed in private chats")
+    call.state.left.add(chat.id)
+    return True

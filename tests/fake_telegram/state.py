@@ -287,6 +287,10 @@ class State:
         self.not_started: set[int] = set()
         self.chats: dict[int, FakeChat] = {}
         self.bot_admin_in: set[int] = set()
+        # Group id -> user ids who are members (everyone who wrote there is one); groups
+        # the bot left.
+        self.members: dict[int, set[int]] = {}
+        self.left: set[int] = set()
         self.messages: dict[int, dict[int, FakeMessage]] = {}
         self._last_message_id: dict[int, int] = {}
         self.updates: list[JSON] = []
@@ -316,6 +320,8 @@ class State:
         return int(time.time())
 
     def add_message(self, chat: FakeChat, sender: FakeUser, **fields: Any) -> FakeMessage:
+        if chat.id < 0 and not sender.is_bot:
+            self.members.setdefault(chat.id, set()).add(sender.id)
         message_id = self._last_message_id.get(chat.id, 0) + 1
         self._last_message_id[chat.id] = message_id
         seq = self.bump()

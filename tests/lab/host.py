@@ -96,6 +96,10 @@ class LabHost:
         self.down_delay = down_delay
         #: Seconds between ``reboot`` inside a session and the host going down.
         self.reboot_grace = 0.1
+        #: Seconds before nixos-anywhere's ``sleep 6 && reboot`` takes the host down (its
+        #: reboot wait's first probe gets in before; set it high for a host that never
+        #: goes down).
+        self.reboot_script_delay = 0.6
         self._os: OsKind = os
         #: The LUKS passphrase when the lab installed the host itself (``installed=True``).
         self.luks_passphrase: str | None = None
@@ -520,7 +524,10 @@ class LabHost:
                 self._later(self.boot_delay, self._unlocked)
         elif op == "reboot":
             generation = self._generation
-            self._later(self.reboot_grace, lambda: self._reboot_now(generation, None))
+            grace = (
+                self.reboot_script_delay if message.get("after") == "script" else self.reboot_grace
+            )
+            self._later(grace, lambda: self._reboot_now(generation, None))
         elif op == "poweroff":
             self._later(self.reboot_grace, self._down)
         elif op == "kexec":

@@ -28,6 +28,7 @@ from tests.lab.supervisor import Supervisor
 
 NIXOS_ANYWHERE = Path(__file__).resolve().with_name("nixos_anywhere.py")
 NIX = Path(__file__).resolve().with_name("nix.py")
+NIX_BUILD = Path(__file__).resolve().with_name("nix_build.py")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
 _open_labs: set[Lab] = set()
 
@@ -151,6 +152,8 @@ class Lab:
         hang: str | None = None,
         interval: float = 0.05,
         give_up_after: int | None = None,
+        build_delay: float = 0.0,
+        hold: bool = False,
     ) -> list[str]:
         """The stand-in's command prefix; the bot appends the real flags to it.
 
@@ -158,7 +161,9 @@ class Lab:
         installs; per-host faults are ``host.inject_failure`` / ``host.hang_at``.
         ``interval`` replaces the real waits between retries (3 s, 1 s, 5 s).
         ``give_up_after`` makes an unreachable host fail after that many tries (the real
-        one retries for ever).
+        one retries for ever). ``build_delay`` is how long its local builds take (skipped
+        with ``--store-paths``); ``hold`` makes every run wait before its first ssh until
+        ``release_stand_ins()``.
         """
         argv = [sys.executable, str(NIXOS_ANYWHERE), "--lab-dir", str(self.dir)]
         argv += ["--lab-interval", str(interval)]
@@ -171,7 +176,34 @@ class Lab:
             argv += ["--lab-hang", hang]
         if give_up_after is not None:
             argv += ["--lab-give-up-after", str(give_up_after)]
+        if build_delay:
+            argv += ["--lab-build-delay", str(build_delay)]
+        if hold:
+            argv.append("--lab-hold-before-ssh")
         return argv
+
+    def nix_build_command(self, *, delay: float = 0.0) -> list[str]:
+        """A stand-in ``nix`` (DEPLOYBOT_NIX) whose ``build`` prints the lab's store paths
+        after ``delay`` seconds."""
+        return [sys.executable, str(NIX_BUILD), "--lab-delay", str(delay)]
+
+    def stand_ins(self) -> list[dict[str, Any]]:
+        """Every run of the stand-in so far: ``{"pid", "tmp", "key_copy"}``, oldest first."""
+        folder = self.dir / "stand-ins"
+        runs = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.is_dir() else []
+        return sorted(
+            runs, key=lambda run: (self.dir / "stand-ins" / f"{run['pid']}.json").stat().st_mtime
+        )
+
+    def stand_in_waiting(self) -> bool:
+        """Whether a ``hold`` run has reached its first ssh and waits to be released."""
+        folder = self.dir / "stand-ins"
+        return folder.is_dir() and any(folder.glob("*.waiting"))
+
+    def release_stand_ins(self) -> None:
+        folder = self.dir / "stand-ins"
+        folder.mkdir(exist_ok=True)
+        (folder / "release").write_text("")
 
     def nixos_anywhere_prefix(self, **options: Any) -> str:
         """``nixos_anywhere_command`` as one string, for DEPLOYBOT_NIXOS_ANYWHERE."""

@@ -8,8 +8,20 @@ ever, as ``until ssh-copy-id; do sleep 3; done`` does), a bad flake attribute, k
 less than 1 GiB of RAM, a failing remote command (its exit status), and faults injected
 per phase (``aborted: …``, exit code) or hangs, from the lab options or the target host.
 
+Like the script it builds both closures locally before its first ssh (``--lab-build-delay``
+stands for the minutes that takes; ``--store-paths`` skips it), runs ``ssh -G`` and then
+the real ``ssh`` with the script's own arguments (``-o IdentitiesOnly=yes -i <copy> -o
+UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no`` first, ``--ssh-option`` values after),
+so OpenSSH's own warnings reach stderr — ``Warning: Permanently added …``, the
+``REMOTE HOST IDENTIFICATION HAS CHANGED`` block when ``GlobalKnownHostsFile`` pins another
+key (it still connects) — unless ``LogLevel=ERROR`` quiets them. It copies ``-i`` into a
+temp dir that an EXIT trap removes: on exit and SIGTERM/SIGINT, not on SIGKILL.
+
 Lab options: ``--lab-dir DIR`` (required), ``--lab-interval SECONDS`` (the real 3/1/5 s
-waits), ``--lab-fail PHASE[:CODE]``, ``--lab-hang PHASE``, ``--lab-give-up-after N``.
+waits), ``--lab-fail PHASE[:CODE]``, ``--lab-hang PHASE``, ``--lab-give-up-after N``,
+``--lab-build-delay SECONDS``, ``--lab-hold-before-ssh`` (wait before the first ssh until
+the test releases it: ``Lab.stand_in_waiting`` / ``Lab.release_stand_ins``). Each run
+records its pid and temp dir in ``<lab dir>/stand-ins/<pid>.json``.
 """
 
 from __future__ import annotations
@@ -115,6 +127,9 @@ class Options:
     interval: float = 0.05
     faults: list[Fault] = dataclasses.field(default_factory=list)
     give_up_after: int | None = None
+    store_paths: tuple[str, str] | None = None
+    build_delay: float = 0.0
+    hold: bool = False
 
 
 _FLAGS_WITH_VALUE = {
@@ -124,7 +139,7 @@ _FLAGS_WITH_VALUE = {
     "--from",
     "--disko-mode",
 }
-_FLAGS_WITH_TWO_VALUES = {"--ssh-store-setting", "--option", "-s", "--store-paths"}
+_FLAGS_WITH_TWO_VALUES = {"--ssh-store-setting", "--option", "-s"}
 _FLAGS_ALONE = {
     "-L",
     "--print-build-logs",
@@ -229,6 +244,15 @@ def parse(argv: list[str]) -> Options:
         elif arg == "--lab-hang":
             opts.faults.append(Fault(phase=value()[0], hang=True))
             step = 2
+        elif arg == "--store-paths":
+            disko, toplevel = value(2)
+            opts.store_paths = (disko, toplevel)
+            step = 3
+        elif arg == "--lab-build-delay":
+            opts.build_delay = float(value()[0])
+            step = 2
+        elif arg == "--lab-hold-before-ssh":
+            opts.hold = True
         elif arg == "--lab-give-up-after":
             opts.give_up_after = int(value()[0])
             step = 2
@@ -239,8 +263,10 @@ def parse(argv: list[str]) -> Options:
         i += step
     if not opts.target:
         raise abort("ssh-host must be set")
-    if not opts.flake:
+    if not opts.flake and opts.store_paths is None:
         raise abort("--flake or --store-paths must be set")
+    if not opts.flake:
+        return opts
     if "#" in opts.flake:
         opts.flake, _, opts.flake_attr = opts.flake.rpartition("#")
     if not opts.flake_attr:
@@ -297,28 +323,86 @@ class Flake:
 class Installer:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
-        self.ssh_args = ["-o", "IdentitiesOnly=yes", "-o", "UserKnownHostsFile=/dev/null"]
-        self.ssh_args += ["-o", "StrictHostKeyChecking=no", "-o", "LogLevel=ERROR"]
+        self.tmp = Path(tempfile.mkdtemp())
+        #: The script's copy of the ``-i`` key (``$sshKeyDir/nixos-anywhere``).
+        self.key_copy = self.tmp / "nixos-anywhere"
         self.key = opts.key
-        self.tmp = Path(tempfile.mkdtemp(prefix="nixos-anywhere."))
-        if not self.key and os.environ.get("SSH_PRIVATE_KEY"):
-            key_file = self.tmp / "from-env"
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT, 0o600)
-            os.write(fd, os.environ["SSH_PRIVATE_KEY"].encode() + b"\n")
-            os.close(fd)
-            self.key = str(key_file)
-        if self.key:
-            self.ssh_args += ["-i", self.key]
+        self.ssh_args = ["-o", "IdentitiesOnly=yes", "-i", str(self.key_copy)]
+        self.ssh_args += ["-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no"]
         self.ssh_args += opts.ssh_args
         self.connection = opts.target
         self.host = opts.target.rpartition("@")[2]
-        self.flake = Flake(opts.flake, opts.flake_attr)
+        self.flake = Flake(opts.flake, opts.flake_attr) if opts.flake else None
         self.facts: dict[str, str] = {}
         self.child: subprocess.Popen[bytes] | None = None
         self.host_dir = self._lab_host_dir()
         self.faults = list(opts.faults)
         if self.host_dir is not None:
             self.faults += HostPaths(self.host_dir).read_state().faults
+
+    def record(self) -> None:
+        """Tell the lab this run's pid and temp dir (where the key copy lives)."""
+        if not self.opts.lab_dir:
+            return
+        folder = Path(self.opts.lab_dir) / "stand-ins"
+        folder.mkdir(exist_ok=True)
+        entry = {"pid": os.getpid(), "tmp": str(self.tmp), "key_copy": str(self.key_copy)}
+        (folder / f"{os.getpid()}.json").write_text(json.dumps(entry))
+
+    def copy_key(self) -> None:
+        """``cp -- "$sshPrivateKeyFile" "$sshKeyDir/nixos-anywhere"``, or SSH_PRIVATE_KEY."""
+        fd = os.open(self.key_copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as copy:
+            if self.key:
+                try:
+                    copy.write(Path(self.key).read_bytes())
+                except OSError:
+                    raise Exit(
+                        1, f"cp: cannot stat '{self.key}': No such file or directory"
+                    ) from None
+            elif os.environ.get("SSH_PRIVATE_KEY"):
+                copy.write(os.environ["SSH_PRIVATE_KEY"].encode() + b"\n")
+        if self.key or os.environ.get("SSH_PRIVATE_KEY"):
+            public = subprocess.run(
+                ["ssh-keygen", "-y", "-f", str(self.key_copy)], capture_output=True, check=False
+            )
+            self.key_copy.with_suffix(".pub").write_bytes(public.stdout)
+
+    def build(self, output: str) -> str:
+        """``nix build --print-out-paths --no-link …system.build.<output>`` (local)."""
+        assert self.flake is not None
+        return self.flake.build(output)
+
+    def builds(self) -> tuple[str, str]:
+        """Both closures, before anything touches the target (minutes with a real build)."""
+        if self.opts.store_paths is not None:
+            return self.opts.store_paths
+        if self.flake is None:
+            raise abort("--flake or --store-paths must be set")
+        disko = self.build("diskoScript") if "disko" in self.opts.phases else ""
+        system = self.build("toplevel") if "install" in self.opts.phases else ""
+        if self.opts.build_delay > 0:
+            time.sleep(self.opts.build_delay)
+        return disko, system
+
+    def hold(self) -> None:
+        """``--lab-hold-before-ssh``: wait (bounded) until the test releases this run."""
+        if not self.opts.hold or not self.opts.lab_dir:
+            return
+        folder = Path(self.opts.lab_dir) / "stand-ins"
+        (folder / f"{os.getpid()}.waiting").write_text("")
+        deadline = time.monotonic() + 60
+        while not (folder / "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def ssh_config(self) -> None:
+        """``ssh -G`` as the script runs it first: its warnings go to stderr."""
+        subprocess.run(
+            ["ssh", "-G", *self.ssh_args, self.connection],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            check=False,
+        )
 
     def _lab_host_dir(self) -> Path | None:
         if not self.opts.lab_dir:
@@ -386,8 +470,6 @@ class Installer:
     # --------------------------------------------------------------------- steps
 
     def upload_ssh_key(self) -> None:
-        if self.key and not Path(self.key).is_file():
-            raise Exit(1, f"cp: cannot stat '{self.key}': No such file or directory")
         self.step("Uploading install SSH keys")
         self.checkpoint("ssh-keys")
         attempts = 0
@@ -495,7 +577,7 @@ class Installer:
                 )
         if self.opts.build_on == "remote":
             self.step("Building disko script")
-            disko_script = self.flake.build("diskoScript")
+            disko_script = self.build("diskoScript")
         self.step("Formatting hard drive with disko")
         if first:
             self.checkpoint("disko")
@@ -504,7 +586,7 @@ class Installer:
     def install(self, system: str) -> None:
         if self.opts.build_on == "remote":
             self.step("Building the system closure")
-            system = self.flake.build("toplevel")
+            system = self.build("toplevel")
         else:
             self.step("Uploading the system closure")
         self.checkpoint("install")
@@ -550,20 +632,20 @@ class Installer:
 
     def main(self) -> int:
         opts = self.opts
+        self.record()
         disko_script = system = ""
-        if opts.build_on == "local":
-            disko_script = self.flake.build("diskoScript") if "disko" in opts.phases else ""
-            system = self.flake.build("toplevel") if "install" in opts.phases else ""
+        if opts.build_on != "remote":
+            disko_script, system = self.builds()
+            opts.build_on = "local"
         if "kexec" not in opts.phases:
             self.connection = f"root@{self.host}"
+        self.ssh_config()
+        self.copy_key()
+        self.hold()
         self.upload_ssh_key()
         self.import_facts(first=True)
         if "kexec" in opts.phases:
             self.kexec()
-        if opts.build_on == "auto":
-            opts.build_on = "local"
-            disko_script = self.flake.build("diskoScript") if "disko" in opts.phases else ""
-            system = self.flake.build("toplevel") if "install" in opts.phases else ""
         if "disko" in opts.phases:
             self.disko(disko_script)
         if "install" in opts.phases:

@@ -232,7 +232,7 @@ def run_script(ctx: Ctx, script: str) -> int:
         copy = 'copyHostKeys-n} = "y"' in script or 'if [ y = "y" ]' in script
         return install.nixos_install(ctx, words[1:], copy_host_keys=copy)
     if "sleep 6 && reboot" in script:
-        ctx.ask("reboot")
+        ctx.ask("reboot", after="script")
         return 0
     status = 0
     for raw in script.splitlines():

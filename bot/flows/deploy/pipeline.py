@@ -3,20 +3,21 @@
 Each step stops the job at the first failure and says which step failed and why — the
 shell script it replaces carried on after errors. Secrets (the disk passphrase, the host's
 private key) live in ``Secret`` objects, reach nixos-anywhere through a pipe and the 0700
-staging folder, and are wiped and removed when the job ends, whatever the outcome.
+staging folder, and are wiped and removed as soon as nixos-anywhere exits. The steps that
+look at the target are in ``preflight``, the build and nixos-anywhere in ``install``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from bot.chat.asker import Asker
 from bot.chat.port import ChatPort
-from bot.config.inventory import Machine
+from bot.config.inventory import Inventory, Machine
 from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
@@ -25,26 +26,14 @@ from bot.core.poll import PollTimeout, poll_until
 from bot.core.secret import Secret
 from bot.core.sops import SopsError, SopsReader
 from bot.flows.deploy import staging
-from bot.flows.deploy.nixos_anywhere import (
-    DISK_KEY_FD_AUTO,
-    NixosAnywhereError,
-    OutputParser,
-    PhaseChanged,
-    build_argv,
-    child_env,
-    run_nixos_anywhere,
-)
-from bot.jobs.runner import JobCancelled, JobContext, JobFailed, JobRunner, Outcome
-from bot.remote.facts import (
-    TargetFacts,
-    is_nixos_installer,
-    memory_verdict,
-    parse_mem_total_mib,
-    parse_os_release,
-)
+from bot.flows.deploy.approval import approvers, second_approval
+from bot.flows.deploy.identity import NotThisMachine, address_of
+from bot.flows.deploy.install import INSTALL, Installer
+from bot.flows.deploy.preflight import Preflight, preflight, remount, still_confirmed
+from bot.jobs.runner import JobCancelled, JobContext, JobRunner, Outcome
 from bot.remote.fleet import Fleet
-from bot.remote.place import Location, Place, same_key
-from bot.remote.ssh import SshError, fetch_host_key, run
+from bot.remote.place import Location, Place
+from bot.remote.ssh import SshError
 from bot.remote.target import Target
 from store import Job, Store, utcnow
 
@@ -55,19 +44,11 @@ CONFIRM = "confirmation"
 DISK_KEY = "disk passphrase"
 STAGING = "staging"
 REMOUNT = "remount rw-store"
-INSTALL = "nixos-anywhere"
 REBOOT = "reboot"
 HEALTH = "health"
 
 # Called when a freshly installed LUKS machine sits in its initrd; returns a status line.
 InitrdHandover = Callable[[Machine, JobContext], Awaitable[str]]
-
-
-@dataclass
-class Preflight:
-    facts: TargetFacts
-    host_key: str  # the key the target presented (an installer's, or the pinned system key)
-    installed_system: bool
 
 
 class Deployer:
@@ -84,9 +65,11 @@ class Deployer:
         sops: SopsReader,
         settings: Settings,
         tuning: Tuning,
+        inventory: Inventory,
         on_initrd: InitrdHandover | None = None,
     ) -> None:
         self.jobs = jobs
+        self.inventory = inventory
         self.fleet = fleet
         self.store = store
         self.chat = chat
@@ -95,6 +78,7 @@ class Deployer:
         self.settings = settings
         self.tuning = tuning
         self.on_initrd = on_initrd
+        self.installer = Installer(settings, tuning)
 
     async def start(self, machine: Machine, *, user_id: int, chat_id: int, reinstall: bool) -> Job:
         """Create the job (JobConflict when the machine is busy) and run it in the background."""
@@ -128,8 +112,20 @@ class Deployer:
         staged_root: Path | None = None
         try:
             await ctx.enter(PREFLIGHT)
-            target = await self.fleet.target(machine)
-            pre = await self._preflight(ctx, target, reinstall=reinstall)
+            with ctx.failing("", NotThisMachine):
+                address = await address_of(machine, self.inventory)
+            # Every connection of the job, nixos-anywhere's included, goes to this address.
+            target = await self.fleet.target(dataclasses.replace(machine, host=address))
+            timeout = self.tuning.ssh_timeout
+            pre = await preflight(
+                ctx,
+                target,
+                self.fleet,
+                self.inventory,
+                self.store,
+                reinstall=reinstall,
+                timeout=timeout,
+            )
             await ctx.enter(CONFIRM)
             await self._confirm(
                 ctx, machine, pre, user_id=user_id, chat_id=chat_id, reinstall=reinstall
@@ -147,14 +143,28 @@ class Deployer:
             host_key, initrd_key = await self._stage(ctx, machine, staged_root, secrets)
             if pre.facts.installer and machine.rw_store_size:
                 await ctx.enter(REMOUNT)
-                await self._remount(ctx, target, pre)
+                await remount(ctx, target, pre, timeout=timeout)
             else:
                 ctx.skip(REMOUNT)
             await ctx.enter(INSTALL)
-            await self._still_confirmed_target(ctx, target, pre)
-            await self._nixos_anywhere(ctx, machine, staged_root, disk_key)
-            for secret in secrets:
-                secret.wipe()
+            built = await self.installer.build(ctx, machine)
+            await still_confirmed(ctx, target, pre, timeout=timeout)
+            try:
+                await self.installer.run(
+                    ctx,
+                    target.machine,
+                    staged_root,
+                    disk_key,
+                    confirmed_key=pre.host_key,
+                    built=built,
+                )
+            finally:
+                # The host's and the initrd's private keys: gone the moment it exits, not
+                # after the reboot and an unlock wait.
+                for secret in secrets:
+                    secret.wipe()
+                await asyncio.to_thread(staging.remove, staged_root)
+                staged_root = None
             await ctx.enter(REBOOT)
             installed = target.with_pins(system=host_key, initrd=initrd_key)
             status = await self._follow_reboot(ctx, installed)
@@ -165,46 +175,6 @@ class Deployer:
                 secret.wipe()
             if staged_root is not None:
                 await asyncio.to_thread(staging.remove, staged_root)
-
-    async def _preflight(self, ctx: JobContext, target: Target, *, reinstall: bool) -> Preflight:
-        machine = target.machine
-        timeout = self.tuning.ssh_timeout
-        with ctx.failing(f"cannot reach {machine.host}:{machine.ssh_port}", SshError):
-            presented = await fetch_host_key(machine.host, machine.ssh_port, timeout=timeout)
-        pinned = target.pins.system
-        installed_system = bool(pinned) and same_key(presented, pinned)
-        if installed_system and not reinstall:
-            raise ctx.fail(
-                f"{machine.name} is installed: it answers with its pinned host key. To erase "
-                f"and reinstall it, use /reinstall {machine.name}"
-            )
-        ctx.output(f"{machine.host}:{machine.ssh_port} presents {fingerprint(presented)}")
-        with ctx.failing(f"cannot log in as root@{machine.host}", SshError):
-            conn = await target.installer(presented)
-        async with conn:
-            with ctx.failing("could not read the target's facts", SshError):
-                os_release = await run(conn, ["cat", "/etc/os-release"], timeout=timeout)
-                meminfo = await run(conn, ["cat", "/proc/meminfo"], timeout=timeout)
-        if not meminfo.ok:
-            raise ctx.fail("could not read /proc/meminfo on the target")
-        release = parse_os_release(os_release.stdout_text)
-        with ctx.failing("", ValueError):
-            mem_mib = parse_mem_total_mib(meminfo.stdout_text)
-        facts = TargetFacts(
-            os_id=release.get("ID", "unknown"),
-            os_name=release.get("PRETTY_NAME", ""),
-            installer=is_nixos_installer(release),
-            mem_mib=mem_mib,
-            rw_store="",
-        )
-        ctx.output(f"target: {facts.describe()}")
-        refusal, warning = memory_verdict(facts)
-        if refusal:
-            raise ctx.fail(refusal)
-        if warning:
-            await ctx.note(warning)
-        await self.fleet.pin(machine, installer=presented)
-        return Preflight(facts=facts, host_key=presented, installed_system=installed_system)
 
     async def _confirm(
         self,
@@ -217,6 +187,9 @@ class Deployer:
         reinstall: bool,
     ) -> None:
         timeout = self.tuning.confirm_timeout
+        where = machine.host
+        if pre.address and pre.address != machine.host:
+            where = f"{machine.host} ({pre.address})"
         key_line = (
             f"its pinned host key {fingerprint(pre.host_key)} ✓"
             if pre.installed_system
@@ -225,7 +198,7 @@ class Deployer:
         )
         summary = (
             f"⚠️ This erases the whole disk of {machine.name}.\n"
-            f"Target: root@{machine.host}:{machine.ssh_port}\n"
+            f"Target: root@{where}:{machine.ssh_port}\n"
             f"Flake: {self.settings.flake}#{machine.flake_attr}\n"
             f"Answers with {key_line}\n"
             f"System: {pre.facts.describe()}\n"
@@ -263,6 +236,19 @@ class Deployer:
             decision="confirmed",
             detail=f"job {ctx.job.id}, target key {fingerprint(pre.host_key)}",
         )
+        if machine.erase_approval:
+            await ctx.note("waiting for a second operator or admin to approve (erase_approval)")
+            approver = await second_approval(
+                asker=self.asker,
+                store=self.store,
+                machine=machine,
+                people=approvers(machine, self.settings.admins, user_id),
+                requester=str(user_id),
+                summary=summary,
+                job_id=ctx.job.id,
+                timeout=timeout,
+            )
+            ctx.output(f"erasing approved by {approver}")
 
     async def _disk_passphrase(self, ctx: JobContext, machine: Machine, *, user_id: int) -> Secret:
         if machine.luks_passphrase_secret and machine.secrets_file is not None:
@@ -338,83 +324,6 @@ class Deployer:
         ctx.output(f"host key {fingerprint(staged.host_public_key)} pinned")
         ctx.output(f"initrd key {fingerprint(staged.initrd_public_key)} pinned")
         return staged.host_public_key, staged.initrd_public_key
-
-    async def _remount(self, ctx: JobContext, target: Target, pre: Preflight) -> None:
-        size = target.machine.rw_store_size
-        argv = ["mount", "-o", f"remount,size={size}", "/nix/.rw-store"]
-        with ctx.failing("could not remount /nix/.rw-store", SshError):
-            conn = await target.installer(pre.host_key)
-            async with conn:
-                result = await run(conn, argv, timeout=self.tuning.ssh_timeout)
-        if not result.ok:
-            raise ctx.fail(
-                f"mount -o remount,size={size} /nix/.rw-store failed "
-                f"(exit {result.exit_status}): {result.stderr_text.strip()[:200]}"
-            )
-        ctx.output(f"/nix/.rw-store remounted with size={size}")
-
-    async def _still_confirmed_target(
-        self, ctx: JobContext, target: Target, pre: Preflight
-    ) -> None:
-        """The disk erased must belong to the machine whose key the user confirmed.
-
-        nixos-anywhere does not check host keys, and the confirmation may have waited for
-        minutes: a target that now answers with another key is not the one confirmed.
-        """
-        machine = target.machine
-        where = f"{machine.host}:{machine.ssh_port}"
-        with ctx.failing(f"cannot reach {where} any more", SshError):
-            presented = await fetch_host_key(
-                machine.host, machine.ssh_port, timeout=self.tuning.ssh_timeout
-            )
-        if not same_key(presented, pre.host_key):
-            raise ctx.fail(
-                f"the host key of {where} changed since you confirmed "
-                f"{fingerprint(pre.host_key)}: it now presents {fingerprint(presented)}. "
-                f"Nothing was installed; run /deploy {machine.name} again to confirm the new key"
-            )
-
-    async def _nixos_anywhere(
-        self, ctx: JobContext, machine: Machine, root: Path, disk_key: Secret | None
-    ) -> None:
-        settings = self.settings
-        try:
-            argv = build_argv(
-                list(settings.nixos_anywhere),
-                flake=settings.flake,
-                attr=machine.flake_attr,
-                target_host=machine.host,
-                ssh_port=machine.ssh_port,
-                ssh_key=settings.ssh_key,
-                extra_files=root,
-                disk_key_fd=DISK_KEY_FD_AUTO if disk_key is not None else None,
-            )
-        except ValueError as exc:
-            raise ctx.fail(f"refusing to run nixos-anywhere: {exc}") from None
-        parser = OutputParser()
-
-        def on_line(line: str) -> None:
-            shown = ctx.output(line)
-            for event in parser.feed(shown):
-                if isinstance(event, PhaseChanged):
-                    ctx.progress.line(f"{INSTALL}: {event.text}")
-                    ctx.log.write(f"--- {event.phase.value}")
-
-        try:
-            code = await run_nixos_anywhere(
-                argv,
-                disk_key=disk_key,
-                on_line=on_line,
-                env=child_env(),
-                cwd=None,
-                timeout=self.tuning.nixos_anywhere_timeout,
-                redact_also=ctx.log.secrets,
-            )
-        except NixosAnywhereError as exc:
-            raise ctx.fail(str(exc)) from None
-        outcome = parser.judge(code)
-        if not outcome.ok:
-            raise JobFailed(outcome.reason, phase=f"{INSTALL} ({outcome.failed_phase or 'start'})")
 
     async def _follow_reboot(self, ctx: JobContext, target: Target) -> str:
         machine = target.machine

@@ -1,8 +1,8 @@
 """The private staging folder that becomes the target's root (``--extra-files``).
 
 Laid out as the manual procedure does: the initrd host key in ``boot/``, the machine id
-and the host's own SSH key under the persist root. The folder is 0700 and removed when
-the job ends, whatever the outcome.
+and the host's own SSH key under the persist root. The folder is 0700 and removed as soon
+as nixos-anywhere exits, whatever the outcome (and at the latest when the job ends).
 """
 
 from __future__ import annotations
@@ -80,4 +80,7 @@ def _with_newline(data: bytes) -> bytes:
 
 
 def remove(root: Path) -> None:
+    """The folder and the known_hosts file beside it (the confirmed key nixos-anywhere
+    checked the target against)."""
     shutil.rmtree(root, ignore_errors=True)
+    root.parent.joinpath(f"{root.name}.known_hosts").unlink(missing_ok=True)

@@ -1,5 +1,9 @@
 """One unlock session: one conversation with one initrd, from the first look to the
-system's own SSH answering with its pinned key (or a clear reason why not)."""
+system's own SSH answering with its pinned key (or a clear reason why not).
+
+Every step a passphrase passes through stays in this one module, so that what happens to
+it can be read top to bottom; the systemd initrd's per-disk rounds and the texts live
+beside it."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from typing import TYPE_CHECKING
 import asyncssh
 
 from bot.chat.access import Access
-from bot.chat.asker import Answer, Asker, Tidy
+from bot.chat.asker import Answer, Asker
 from bot.chat.port import ChatPort
 from bot.config.inventory import UnlockMode
 from bot.core.durations import format_duration
@@ -234,16 +238,8 @@ class UnlockSession:
             texts.prompt(m, self.verified, note, what=what, detail=detail),
             purpose=f"unlock {m.name}",
             timeout=m.unlock_timeout,
-            tidy=Tidy(
-                answered=f"🔐 {m.name}: passphrase received and deleted.",
-                others=f"🔐 {m.name}: {{by}} is unlocking it.",
-                expired=f"⌛ The prompt to unlock {m.name} expired.",
-            ),
-            late=lambda by: (
-                f"{by} already answered for {m.name}; I deleted your message."
-                if by is not None
-                else f"That prompt for {m.name} expired; I deleted your message."
-            ),
+            tidy=texts.tidy(m),
+            late=lambda by: texts.late(m, by),
         )
 
     async def relay(self, secret: Secret, query: Query | None = None) -> RelayOutcome:
@@ -352,22 +348,8 @@ class UnlockSession:
 
     async def refuse(self, trigger: str, why: str, presented: str = "") -> frozenset[int]:
         """The loud alert when the passphrase must not go out, with both fingerprints."""
-        pins = self.target.pins
-        lines = [f"🚨 {self.m.name}: {why}. The passphrase was NOT sent."]
-        if pins.initrd:
-            lines.append(f"pinned:    {fingerprint(pins.initrd)} ({pins.initrd_source})")
-        if presented:
-            shown = presented if presented.startswith("SHA256:") else fingerprint(presented)
-            lines.append(f"presented: {shown}")
-        if not pins.initrd:
-            lines.append("Set initrd_host_key in the inventory, or reinstall with the bot.")
-        else:
-            lines.append(
-                "If the machine was reinstalled outside the bot, update its key; otherwise "
-                "someone may be impersonating it."
-            )
         await self.audit(None, "", "refused", f"{why} ({trigger})"[:300])
-        return await self.alert("\n".join(lines))
+        return await self.alert(texts.refusal(self.m, self.target.pins, why, presented))
 
     async def alert(self, text: str) -> frozenset[int]:
         people = self.tools.access.people_for(self.m)

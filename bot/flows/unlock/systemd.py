@@ -118,10 +118,10 @@ async def _queries(session: UnlockSession) -> tuple[str, list[Query]] | None:
             return None
         boot = await boot_id(conn, timeout)
         queries = await list_queries(conn, timeout)
-        if queries is None:
+        if queries is None and conn.is_closed():
             return None
         if queries or time.monotonic() >= deadline:
-            return boot, queries
+            return (boot, queries) if queries is not None else None
         await asyncio.sleep(0.5)
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.chat.asker import Tidy
 from bot.config.inventory import Machine
 from bot.core.durations import format_duration
 from bot.core.keys import fingerprint
 from bot.remote.initrd import Relay, RelayOutcome
-from bot.remote.place import Location, Place
+from bot.remote.place import Location, Pins, Place
 
 
 @dataclass(frozen=True)
@@ -59,3 +60,36 @@ def prompt(m: Machine, verified: str, note: str, *, what: str, detail: str) -> s
         "and never store it."
     )
     return f"{note}\n{text}" if note else text
+
+
+def tidy(m: Machine) -> Tidy:
+    """What the unlock prompts say once someone answered, or nobody did."""
+    return Tidy(
+        answered=f"🔐 {m.name}: passphrase received and deleted.",
+        others=f"🔐 {m.name}: {{by}} is unlocking it.",
+        expired=f"⌛ The prompt to unlock {m.name} expired.",
+    )
+
+
+def late(m: Machine, by: str | None) -> str:
+    if by is not None:
+        return f"{by} already answered for {m.name}; I deleted your message."
+    return f"That prompt for {m.name} expired; I deleted your message."
+
+
+def refusal(m: Machine, pins: Pins, why: str, presented: str) -> str:
+    """The loud alert when the passphrase must not go out, with both fingerprints."""
+    lines = [f"🚨 {m.name}: {why}. The passphrase was NOT sent."]
+    if pins.initrd:
+        lines.append(f"pinned:    {fingerprint(pins.initrd)} ({pins.initrd_source})")
+    if presented:
+        shown = presented if presented.startswith("SHA256:") else fingerprint(presented)
+        lines.append(f"presented: {shown}")
+    if not pins.initrd:
+        lines.append("Set initrd_host_key in the inventory, or reinstall with the bot.")
+    else:
+        lines.append(
+            "If the machine was reinstalled outside the bot, update its key; otherwise "
+            "someone may be impersonating it."
+        )
+    return "\n".join(lines)

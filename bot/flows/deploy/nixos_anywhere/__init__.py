@@ -28,6 +28,7 @@ from bot.flows.deploy.nixos_anywhere.output import (
 )
 from bot.flows.deploy.nixos_anywhere.process import (
     NixosAnywhereError,
+    NixosAnywhereStopped,
     NixosAnywhereTimeout,
     run_nixos_anywhere,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "ErrorSeen",
     "Event",
     "NixosAnywhereError",
+    "NixosAnywhereStopped",
     "NixosAnywhereTimeout",
     "Outcome",
     "OutputLine",

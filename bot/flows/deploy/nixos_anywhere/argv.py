@@ -19,6 +19,7 @@ _ATTR = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.'+-]{0,199}")
 _HOST = re.compile(r"[A-Za-z0-9_:][A-Za-z0-9_.:%-]{0,252}")
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _REMOTE_PATH = re.compile(r"/[A-Za-z0-9_./-]{1,255}")
+_STORE_PATH = re.compile(r"/nix/store/[0-9a-z]{32}-[A-Za-z0-9+._?=-]{1,200}")
 _SSH_OPTION = re.compile(r"[A-Za-z][A-Za-z0-9]*=[^\s\x00-\x1f\x7f]*")
 _WITHHELD_PREFIXES = ("TELEGRAM_", "DEPLOYBOT_", "SOPS_")
 _WITHHELD = frozenset({"SSH_PRIVATE_KEY", "SSHPASS", "SSH_AUTH_SOCK"})
@@ -47,6 +48,7 @@ def build_argv(
     target_user: str = "root",
     disk_key_remote: str = DISK_KEY_REMOTE,
     phases: Sequence[str] | None = None,
+    store_paths: tuple[str, str] | None = None,
 ) -> list[str]:
     """The nixos-anywhere command line; ValueError if any value could pose as a flag.
 
@@ -64,6 +66,11 @@ def build_argv(
     if isinstance(ssh_port, bool) or not isinstance(ssh_port, int) or not 0 < ssh_port < 65536:
         raise ValueError(f"ssh port must be 1-65535, not {ssh_port!r}")
     argv = [*prefix, "--flake", f"{flake}#{attr}"]
+    if store_paths is not None:
+        for path in store_paths:
+            if not isinstance(path, str) or not _STORE_PATH.fullmatch(path):
+                raise ValueError(f"store path must be /nix/store/<hash>-<name>: {path!r}")
+        argv += ["--store-paths", *store_paths]
     if extra_files is not None:
         argv += ["--extra-files", _path("extra files", extra_files)]
     argv += ["-i", _path("ssh key", ssh_key), "-p", str(ssh_port)]

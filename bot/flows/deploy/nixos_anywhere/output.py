@@ -82,7 +82,13 @@ _STEPS: tuple[tuple[str, Phase], ...] = (
 _NOISE = (
     "Pseudo-terminal will not be allocated",
     "Warning: Permanently added",
+    "Warning: Identity file",
+    "/usr/bin/ssh-copy-id: INFO:",
+    "/usr/bin/ssh-copy-id: WARNING: All keys were skipped",
 )
+#: OpenSSH's line when a pinned key (GlobalKnownHostsFile) does not match: the target is
+#: not the machine confirmed. nixos-anywhere's ssh goes on regardless (docs/nixos-anywhere.md).
+HOST_KEY_CHANGED = "REMOTE HOST IDENTIFICATION HAS CHANGED"
 _RAM_HINT = (
     "the machine has too little RAM for kexec (about 1.5 GB needed): boot a minimal NixOS "
     "installer ISO instead (no kexec needed) and remount /nix/.rw-store"

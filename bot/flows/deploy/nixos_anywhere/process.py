@@ -29,7 +29,20 @@ class NixosAnywhereTimeout(NixosAnywhereError, TimeoutError):
     """It ran longer than allowed; its whole process group was stopped."""
 
 
+class NixosAnywhereStopped(NixosAnywhereError):
+    """The caller stopped it (a stalled step, a changed host key); the group was stopped.
+
+    Raise it from ``on_line`` or return a reason from ``check`` to stop the run.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 LineCallback = Callable[[str], Awaitable[None]] | Callable[[str], None]
+# Polled about once a second while it runs: a reason to stop it, or None.
+Check = Callable[[], str | None]
 
 
 async def run_nixos_anywhere(
@@ -44,6 +57,8 @@ async def run_nixos_anywhere(
     max_line: int = MAX_LINE,
     kill_grace: float = KILL_GRACE,
     drain_timeout: float = DRAIN_TIMEOUT,
+    check: Check | None = None,
+    check_interval: float = 1.0,
 ) -> int:
     """Run nixos-anywhere in its own process group and return its exit status.
 
@@ -51,8 +66,10 @@ async def run_nixos_anywhere(
     ``/dev/fd/N``, the read end of a pipe that holds the key (written verbatim, no newline
     added). ``env=None`` inherits the bot's whole environment: pass :func:`child_env`.
     stdout and stderr are merged, read line by line, capped at ``max_line``
-    characters, redacted and handed to ``on_line``. Cancellation or the timeout stops the
-    whole group: SIGTERM, then SIGKILL after ``kill_grace`` seconds.
+    characters, redacted and handed to ``on_line``. Cancellation, the timeout, ``on_line``
+    raising :class:`NixosAnywhereStopped` or ``check`` returning a reason stop the whole
+    group: SIGTERM (nixos-anywhere's EXIT trap then removes its copy of the SSH key), then
+    SIGKILL after ``kill_grace`` seconds.
     """
     args = list(argv)
     secrets = [s for s in (disk_key, *redact_also) if s is not None]
@@ -106,10 +123,14 @@ async def run_nixos_anywhere(
         feeder = asyncio.create_task(_feed(write_fd, disk_key.reveal()))
     reader = asyncio.create_task(_pump(stream, on_line, secrets, max_line))
     waiter = asyncio.create_task(proc.wait())
+    watcher = asyncio.create_task(_watch(check, check_interval)) if check is not None else None
     deadline = asyncio.timeout(timeout)
     try:
         async with deadline:
-            await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            racing = {reader, waiter} | ({watcher} if watcher is not None else set())
+            await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+            if watcher is not None and watcher.done():
+                watcher.result()
             if reader.done():
                 reader.result()
             code = await waiter
@@ -122,14 +143,26 @@ async def run_nixos_anywhere(
                 f"nixos-anywhere did not finish within {timeout:g} s and was stopped"
             ) from None
         raise
+    except NixosAnywhereStopped:
+        await _stop_group(proc, kill_grace)
+        raise
     finally:
         if proc.returncode is None:
             await _stop_group(proc, kill_grace)
-        tasks = [t for t in (reader, waiter, feeder) if t is not None]
+        tasks = [t for t in (reader, waiter, feeder, watcher) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         transport.close()
+
+
+async def _watch(check: Check, interval: float) -> None:
+    """Raise NixosAnywhereStopped as soon as ``check`` gives a reason."""
+    while True:
+        reason = check()
+        if reason is not None:
+            raise NixosAnywhereStopped(reason)
+        await asyncio.sleep(interval)
 
 
 async def _feed(fd: int, data: bytes) -> None:
@@ -222,7 +255,11 @@ async def _drain(reader: asyncio.Task[None], pgid: int, patience: float) -> None
 
 
 async def _stop_group(proc: asyncio.subprocess.Process, grace: float) -> None:
-    """SIGTERM the whole group, SIGKILL what is left after ``grace``, reap the leader."""
+    """SIGTERM the whole group, SIGKILL what is left after ``grace``, reap the leader.
+
+    The grace lets nixos-anywhere's EXIT trap run (it removes its copy of the key); SIGKILL
+    would skip it.
+    """
     _signal_group(proc.pid, signal.SIGTERM)
     waiter = asyncio.ensure_future(proc.wait())
     try:
