@@ -1,178 +1,238 @@
-"""One round of probes over 200 simulated hosts, next to 200 plain sequential SSH logins.
+"""A fleet of 1000: one probe round next to 1000 sequential logins, and the bot's memory.
 
-The hosts are in-process asyncssh servers on 127.0.1.N answering the health commands a
-booted NixOS machine answers; the bot is the real one (Watcher, store, fake Bot API). Both
-the bot and the servers share this process and its event loop, so the figures are an
-upper bound for the bot's side.
+The hosts are asyncssh servers on 127.0.x.y (tests/sshhosts.py) answering what a booted
+NixOS machine answers, each exec after ``LATENCY`` seconds (a stand-in for a remote
+machine's round trip). They run in a process of their own, as remote machines would, so
+their work is not counted as the bot's (both still share this machine's cores). The bot is
+the real one (Watcher, Fleet, store, fake Bot API). The round is measured twice: the first
+one logs in to every host, the next finds the logins kept. The baseline, in the same run:
+1000 logins one after another, each running ``true`` with the same delay.
+
+Memory: ``deploybot run`` in its own process with the same 1000 machines, once it has
+probed every one of them twice (so it holds 1000 open logins), next to an idle ``python``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import resource
+import sys
 import tempfile
 import time
 import tracemalloc
-import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-
-import asyncssh
+from typing import Any
 
 from bench.common import Figure, print_figures
+from bench.startup import ROOT, _env, _idle_rss
 from bot.remote.ssh import SshEndpoint, connect, run
+from store import Store
 from tests.botrig import BotRig
 from tests.fake_telegram import FakeTelegram
 from tests.people import ADMIN, OPERATOR
+from tests.sshhosts import PORT
 
-HOSTS = 200
-PORT = 2222
+HOSTS = 1000
 LATENCY = 0.05
-ANSWERS = {
-    "systemctl is-system-running": "running\n",
-    "systemctl --failed --no-legend --plain": "",
-    "df -P / /nix/persist/system": (
-        "Filesystem 1024-blocks Used Available Capacity Mounted on\n"
-        "tmpfs 1048576 4096 1044480 1% /\n"
-        "/dev/mapper/crypted 20971520 2097152 18874368 10% /nix\n"
-    ),
-    "cat /proc/uptime": "12345.67 20000.00\n",
-    "true": "",
-}
+RSS_PROBE_INTERVAL = "10s"
 
 
-def address(i: int) -> str:
-    return f"127.0.1.{i + 1}"
+@dataclass
+class FarHosts:
+    """The hosts' process, told what to do over its stdin."""
 
+    proc: asyncio.subprocess.Process
+    client_key: Path
+    host_key: str
+    addresses: list[str]
 
-class _Server(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return True
+    async def ask(self, line: str) -> Any:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+        return json.loads(await self.proc.stdout.readline())
 
+    async def latency(self, seconds: float) -> None:
+        await self.ask(f"latency {seconds}")
 
-class Network:
-    """Seconds each command's answer is held back: a stand-in for a remote machine's RTT."""
+    async def stats(self) -> dict[str, list[int]]:
+        found: dict[str, list[int]] = await self.ask("stats")
+        return found
 
-    latency = 0.0
-
-
-def _handler(boot_id: str) -> object:
-    async def handle(process: asyncssh.SSHServerProcess[str]) -> None:
-        if Network.latency:
-            await asyncio.sleep(Network.latency)
-        command = process.command or ""
-        if command == "cat /proc/sys/kernel/random/boot_id":
-            process.stdout.write(boot_id + "\n")
-            process.exit(0)
-        elif command in ANSWERS:
-            process.stdout.write(ANSWERS[command])
-            process.exit(0)
-        else:
-            process.stderr.write(f"bash: {command.split()[0]}: command not found\n")
-            process.exit(127)
-
-    return handle
+    def inventory(self, *, probe_interval: str = "1h", count: int | None = None) -> str:
+        return "".join(
+            f'[machines.m{i}]\nhost = "{address}"\nssh_port = {PORT}\n'
+            f'operators = [{OPERATOR}]\nprobe_interval = "{probe_interval}"\n\n'
+            for i, address in enumerate(self.addresses[:count])
+        )
 
 
 @contextlib.asynccontextmanager
-async def servers(root: Path) -> AsyncIterator[tuple[Path, str]]:
-    """200 listeners; yields the client key path and the (shared) host key line."""
-    host_key = asyncssh.generate_private_key("ssh-ed25519")
-    client_key = asyncssh.generate_private_key("ssh-ed25519")
-    key_path = root / "client_key"
-    key_path.write_bytes(client_key.export_private_key())
-    key_path.chmod(0o600)
-    authorized = asyncssh.import_authorized_keys(client_key.export_public_key().decode())
-    listeners = [
-        await asyncssh.listen(
-            address(i),
-            PORT,
-            server_factory=_Server,
-            server_host_keys=[host_key],
-            authorized_client_keys=authorized,
-            process_factory=_handler(str(uuid.uuid4())),
-            encoding="utf-8",
-        )
-        for i in range(HOSTS)
-    ]
-    try:
-        line = host_key.export_public_key().decode().split()
-        yield key_path, f"{line[0]} {line[1]}"
-    finally:
-        for listener in listeners:
-            listener.close()
-            await listener.wait_closed()
-
-
-def inventory() -> str:
-    return "".join(
-        f'[machines.m{i}]\nhost = "{address(i)}"\nssh_port = {PORT}\n'
-        f'operators = [{OPERATOR}]\nprobe_interval = "1h"\n\n'
-        for i in range(HOSTS)
+async def far_hosts(count: int, root: Path) -> AsyncIterator[FarHosts]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.sshhosts",
+        str(count),
+        str(root),
+        cwd=ROOT,
+        env=_env({}),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=1 << 24,
     )
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 300))
+        yield FarHosts(proc, Path(ready["client_key"]), ready["host_key"], ready["addresses"])
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 60)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
-async def sequential_logins(key: Path, host_key: str) -> float:
+def _more_files() -> None:
+    """A socket per host (and the bot's database, logs …) in this process."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 2 * HOSTS + 256)), hard))
+
+
+async def sequential_logins(hosts: FarHosts) -> float:
     started = time.perf_counter()
-    for i in range(HOSTS):
-        endpoint = SshEndpoint(address(i), PORT, "root", key, host_key)
-        conn = await connect(endpoint, timeout=10)
+    for address in hosts.addresses:
+        endpoint = SshEndpoint(address, PORT, "root", hosts.client_key, hosts.host_key)
+        conn = await connect(endpoint, timeout=30)
         async with conn:
-            await run(conn, ["true"], timeout=10)
+            await run(conn, ["true"], timeout=30)
     return time.perf_counter() - started
 
 
+async def rounds(hosts: FarHosts, root: Path) -> dict[str, float]:
+    async with FakeTelegram() as tg:
+        rig = BotRig(
+            tg=tg,
+            root=root,
+            env={"DEPLOYBOT_ADMINS": str(ADMIN), "DEPLOYBOT_SSH_KEY": str(hosts.client_key)},
+        )
+        try:
+            await rig.start(hosts.inventory())
+            for i in range(HOSTS):
+                await rig.svc.store.update_machine(f"m{i}", host_key=hosts.host_key)
+            watcher = rig.engine.watcher
+            started = time.perf_counter()
+            await watcher.probe_round()
+            cold = time.perf_counter() - started
+            started = time.perf_counter()
+            results = await watcher.probe_round()
+            warm = time.perf_counter() - started
+            tracemalloc.start()  # a third round: tracing slows it several times over
+            await watcher.probe_round()
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            up = sum(1 for r in results if r is not None and r.ok)
+            kept = rig.engine.fleet.open_logins
+            concurrency = rig.svc.tuning.probe_concurrency
+        finally:
+            await rig.stop()
+    stats = await hosts.stats()
+    return {
+        "cold": cold,
+        "warm": warm,
+        "up": float(up),
+        "logins": float(sum(stats["logins"])),
+        "kept": float(kept),
+        "peak": peak / 2**20,
+        "concurrency": float(concurrency),
+    }
+
+
+async def bot_rss(hosts: FarHosts, root: Path, machines: int) -> float:
+    """``deploybot run`` with ``machines`` of the hosts, once each was probed twice."""
+    cwd = root / f"rss-{machines}"
+    cwd.mkdir()
+    inventory = hosts.inventory(probe_interval=RSS_PROBE_INTERVAL, count=machines)
+    (cwd / "machines.toml").write_text(inventory)
+    store = await Store.open(cwd / "run.sqlite3")
+    try:
+        for i in range(machines):
+            await store.update_machine(f"m{i}", host_key=hosts.host_key)
+    finally:
+        await store.close()
+    before = (await hosts.stats())["commands"][:machines]
+    async with FakeTelegram() as tg:
+        env = _env(
+            {
+                "TELEGRAM_BOT_TOKEN": tg.token,
+                "TELEGRAM_API_URL": tg.base_url,
+                "DEPLOYBOT_ADMINS": str(ADMIN),
+                "DEPLOYBOT_DB": str(cwd / "run.sqlite3"),
+                "DEPLOYBOT_STATE_DIR": str(cwd / "state"),
+                "DEPLOYBOT_SSH_KEY": str(hosts.client_key),
+            }
+        )
+
+        async def probed_twice() -> bool:
+            now = (await hosts.stats())["commands"][:machines]
+            return all(n - b >= 2 for n, b in zip(now, before, strict=True))
+
+        return await _idle_rss(
+            [sys.executable, "-m", "bot", "run"], env, cwd, probed_twice, timeout=300
+        )
+
+
 async def measure() -> tuple[list[Figure], dict[str, float]]:
+    _more_files()
     with tempfile.TemporaryDirectory(prefix="deploybot-bench-") as tmp:
         root = Path(tmp)
-        async with servers(root) as (key, host_key), FakeTelegram() as tg:
-            rig = BotRig(
-                tg=tg,
-                root=root,
-                env={"DEPLOYBOT_ADMINS": str(ADMIN), "DEPLOYBOT_SSH_KEY": str(key)},
-            )
-            try:
-                await rig.start(inventory())
-                for i in range(HOSTS):
-                    await rig.svc.store.update_machine(f"m{i}", host_key=host_key)
-                watcher = rig.engine.watcher
-                await watcher.probe_round()  # warm-up: first boot ids recorded
-                started = time.perf_counter()
-                results = await watcher.probe_round()
-                round_time = time.perf_counter() - started
-                up = sum(1 for r in results if r is not None and r.ok)
-                tracemalloc.start()
-                await watcher.probe_round()
-                _, peak = tracemalloc.get_traced_memory()
-                tracemalloc.stop()
-                baseline = await sequential_logins(key, host_key)
-                Network.latency = LATENCY
-                started = time.perf_counter()
-                await watcher.probe_round()
-                slow_round = time.perf_counter() - started
-                slow_baseline = await sequential_logins(key, host_key)
-                Network.latency = 0.0
-                concurrency = rig.svc.tuning.probe_concurrency
-            finally:
-                await rig.stop()
+        async with far_hosts(HOSTS, root) as hosts:
+            await hosts.latency(LATENCY)
+            found = await rounds(hosts, root)
+            baseline = await sequential_logins(hosts)
+            await hosts.latency(0.0)
+            one = await bot_rss(hosts, root, 1)
+            many = await bot_rss(hosts, root, HOSTS)
+        sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+        idle = await _idle_rss(sleeper, _env({}), root)
+    delay = f"{LATENCY * 1000:.0f} ms per exec"
     figures = [
         Figure(
-            f"one probe round, {HOSTS} hosts (health included)",
-            round_time,
-            f"{HOSTS} sequential SSH logins + `true`",
+            f"probe round, {HOSTS} hosts, logins kept, {delay}",
+            found["warm"],
+            f"{HOSTS} sequential SSH logins + `true`, {delay}",
             baseline,
         ),
         Figure(
-            f"same, each command answered after {LATENCY * 1000:.0f} ms",
-            slow_round,
-            "same logins, same delay",
-            slow_baseline,
+            f"first probe round, {HOSTS} hosts (every login new), {delay}",
+            found["cold"],
+            f"{HOSTS} sequential SSH logins + `true`, {delay}",
+            baseline,
+        ),
+        Figure(
+            f"memory: deploybot run, {HOSTS} machines, logins kept (RSS)",
+            many,
+            "idle python (RSS)",
+            idle,
+            "MiB",
         ),
     ]
     extra = {
-        "hosts found up and healthy": float(up),
-        "peak Python memory during a round (MiB)": peak / 2**20,
-        "probe concurrency": float(concurrency),
+        "speed-up of the kept round over sequential logins (×)": baseline / found["warm"],
+        "hosts found up and healthy": found["up"],
+        "logins the hosts saw over both rounds": found["logins"],
+        "logins kept open after the rounds": found["kept"],
+        "peak Python memory during a kept round (MiB)": found["peak"],
+        "probe concurrency": found["concurrency"],
+        "deploybot run with 1 machine (RSS MiB)": one,
+        "memory per machine, logins kept (KiB)": (many - one) * 1024 / (HOSTS - 1),
     }
     return figures, extra
 

@@ -50,7 +50,9 @@ def _rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def _idle_rss(argv: list[str], env: dict[str, str], cwd: Path, ready: object = None) -> float:
+async def _idle_rss(
+    argv: list[str], env: dict[str, str], cwd: Path, ready: object = None, *, timeout: float = 30
+) -> float:
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
@@ -60,7 +62,7 @@ async def _idle_rss(argv: list[str], env: dict[str, str], cwd: Path, ready: obje
     )
     try:
         if ready is not None:
-            await eventually(ready, timeout=30, what="the bot polling")  # type: ignore[arg-type]
+            await eventually(ready, timeout=timeout, what="the bot ready")  # type: ignore[arg-type]
         else:
             await asyncio.sleep(1.0)  # an idle interpreter has nothing to wait for
         return _rss_kib(proc.pid) / 1024

@@ -30,6 +30,7 @@ from bot.flows.engine import Engine, build_engine
 from bot.flows.recovery import clear_crash_leftovers, look_after_interruption
 from bot.flows.reload import Reloader
 from bot.flows.watch.schedule import Schedules
+from bot.jobs.retention import FIRST_PRUNE, PRUNE_EVERY, Retention
 from bot.jobs.runner import JobRunner
 from handlers import register_all
 from handlers.chat_port import TelegramChat
@@ -58,6 +59,7 @@ class Parts:
     commands: CommandTable
     schedules: Schedules | None
     reloader: Reloader
+    retention: Retention
     probes_enabled: bool = True
     started_at: float = field(default_factory=time.monotonic)
 
@@ -155,6 +157,7 @@ def build_application(
         read_settings=read_settings,
         schedules=schedules,
         watcher=engine.watcher,
+        fleet=engine.fleet,
         store=store,
         chat=chat,
     )
@@ -187,6 +190,7 @@ def build_application(
         commands=commands,
         schedules=schedules,
         reloader=reloader,
+        retention=Retention(store, engine.records, jobs.log_dir, keep_days=settings.keep_days),
         probes_enabled=probes_enabled,
     )
     application.bot_data["parts"] = parts
@@ -209,6 +213,14 @@ async def _post_init(application: BotApplication) -> None:
     await tell_key_contradictions(parts)
     if parts.schedules is not None:
         parts.schedules.start()
+    if application.job_queue is not None:
+
+        async def prune(context: object) -> None:
+            await parts.retention.prune()
+
+        application.job_queue.run_repeating(
+            prune, interval=PRUNE_EVERY, first=FIRST_PRUNE, name="prune history"
+        )
 
 
 async def _post_stop(application: BotApplication) -> None:

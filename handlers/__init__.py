@@ -9,6 +9,7 @@ from telegram.ext import Application
 from bot.chat.access import Access
 from bot.chat.commands import CommandTable
 from bot.chat.confirm import Confirmations
+from bot.chat.pages import Views
 from bot.chat.port import ChatPort
 from bot.chat.questions import Answers
 from bot.config.current import Current
@@ -23,6 +24,7 @@ from handlers.deploy import DeployCommands
 from handlers.health import HealthCommands
 from handlers.info import InfoCommands
 from handlers.jobs import JobCommands
+from handlers.paging import Pager
 from handlers.registry import install, table_of
 from handlers.strangers import Strangers
 from handlers.unlock import UnlockCommands
@@ -62,10 +64,12 @@ def register_all(
     probes_enabled: bool,
 ) -> CommandTable:
     """Install the gate first, then every command family, then buttons and free text."""
+    pager = Pager(Views())
     info = InfoCommands(
         access=access,
         store=store,
         health=engine.records,
+        pager=pager,
         probes_enabled=probes_enabled,
         fleet=engine.fleet,
     )
@@ -81,8 +85,9 @@ def register_all(
             chat=chat,
             asker=engine.asker,
             confirm_timeout=confirm_timeout,
+            pager=pager,
         ),
-        JobCommands(store=store, jobs=jobs, access=access),
+        JobCommands(store=store, jobs=jobs, access=access, pager=pager),
         AdoptCommands(engine.adopter),
         AdminCommands(reloader),
     ]
@@ -104,6 +109,6 @@ def register_all(
         ),
     )
     install(application, families)
-    buttons.register(application, buttons.Buttons(confirmations, store))
+    buttons.register(application, buttons.Buttons(confirmations, pager, store))
     conversation.register(application, talk)
     return table

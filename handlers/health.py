@@ -12,6 +12,7 @@ from bot.flows.watch.reboot_test import RebootTester
 from bot.flows.watch.schedule import Schedules
 from bot.flows.watch.watcher import Watcher
 from handlers.common import Background
+from handlers.paging import Pager
 from handlers.registry import Call, command
 from store import JobConflict
 
@@ -27,7 +28,9 @@ class HealthCommands:
         chat: ChatPort,
         asker: Asker,
         confirm_timeout: float,
+        pager: Pager,
     ) -> None:
+        self.pager = pager
         self.tester = tester
         self.watcher = watcher
         self.schedules = schedules
@@ -114,7 +117,7 @@ class HealthCommands:
         if not entries:
             await call.reply("Nothing is scheduled.")
             return
-        lines = [f"Schedules ({len(entries)}):"]
+        lines = []
         for e in entries:
             when = (
                 e.next_run.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -122,4 +125,4 @@ class HealthCommands:
                 else "paused"
             )
             lines.append(f"• {e.kind} {e.machine} ({e.every}) — next {when}")
-        await call.reply("\n".join(lines))
+        await self.pager.reply(call, lines, header=f"Schedules ({len(entries)}):")

@@ -11,10 +11,14 @@ from bot.core.durations import format_duration
 from bot.remote.fleet import Fleet
 from bot.remote.pins import describe as describe_pins
 from bot.remote.status import QuickStatus, quick_status
+from handlers.paging import Pager
 from handlers.registry import Call, command
 from store import MachineState, Store
 from store.health import HealthStore
 
+AUDIT_ENTRIES = 200
+# TCP looks of /status at a time: a fleet of hundreds is looked at in bounded batches.
+STATUS_LOOKS = 64
 INTRO = (
     "deploybot installs NixOS machines with nixos-anywhere, unlocks their LUKS disks from "
     "this chat when they boot, and watches them. /help lists what you may do."
@@ -68,6 +72,22 @@ async def watch_lines(machine: Machine, health: HealthStore) -> list[str]:
     return lines
 
 
+def needs_attention(status: QuickStatus, check_ok: bool | None) -> bool:
+    """Not up, its SSH port closed, or its last health check failed."""
+    if status.known.state != "up" or check_ok is False:
+        return True
+    return status.probed and not status.ssh_open
+
+
+def status_header(states: list[str]) -> str:
+    """The fleet in one line: how many machines are in each state, most first."""
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state] = counts.get(state, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return f"Status of {len(states)} machines: " + ", ".join(f"{n} {s}" for s, n in ranked)
+
+
 def _when(iso: str) -> str:
     return iso[:16].replace("T", " ") + " UTC"
 
@@ -82,9 +102,11 @@ class InfoCommands:
         store: Store,
         health: HealthStore,
         fleet: Fleet,
+        pager: Pager,
         probes_enabled: bool = True,
     ) -> None:
         self.access = access
+        self.pager = pager
         self.store = store
         self.health = health
         self.fleet = fleet
@@ -122,9 +144,8 @@ class InfoCommands:
             await call.reply("No machines in the inventory.")
             return
         known = await self.store.machines()
-        lines = [f"Machines ({len(machines)}):"]
-        lines += [describe_machine(m, known.get(m.name) or MachineState(m.name)) for m in machines]
-        await call.reply("\n".join(lines))
+        lines = [describe_machine(m, known.get(m.name) or MachineState(m.name)) for m in machines]
+        await self.pager.reply(call, lines, header=f"Machines ({len(machines)}):")
 
     @command(
         "status",
@@ -138,26 +159,44 @@ class InfoCommands:
         if not machines:
             await call.reply("No machines in the inventory.")
             return
-        statuses = await asyncio.gather(
-            *(quick_status(m, self.store, probe=self.probes_enabled) for m in machines)
+        looks = asyncio.Semaphore(STATUS_LOOKS)
+
+        async def look(m: Machine) -> QuickStatus:
+            async with looks:
+                return await quick_status(m, self.store, probe=self.probes_enabled)
+
+        statuses, watched, checks = await asyncio.gather(
+            asyncio.gather(*(look(m) for m in machines)),
+            asyncio.gather(*(watch_lines(m, self.health) for m in machines)),
+            asyncio.gather(*(self.health.last_check(m.name) for m in machines)),
         )
-        watched = await asyncio.gather(*(watch_lines(m, self.health) for m in machines))
         keys = await asyncio.gather(*(self.key_lines(m) for m in machines))
-        watched = [[*w, *k] for w, k in zip(watched, keys, strict=True)]
-        await call.reply(
-            "\n".join(
-                "\n".join([describe_status(s), *w]) for s, w in zip(statuses, watched, strict=True)
-            )
+        blocks = [
+            "\n".join([describe_status(s), *w, *k])
+            for s, w, k in zip(statuses, watched, keys, strict=True)
+        ]
+        if len(machines) == 1:
+            await self.pager.reply(call, blocks)
+            return
+        attention = [
+            needs_attention(s, c.ok if c is not None else None)
+            for s, c in zip(statuses, checks, strict=True)
+        ]
+        first = [b for b, a in zip(blocks, attention, strict=True) if a]
+        rest = [b for b, a in zip(blocks, attention, strict=True) if not a]
+        items = ([f"Needs attention ({len(first)}):", *first] if first else []) + (
+            [f"Fine ({len(rest)}):", *rest] if rest else []
         )
+        await self.pager.reply(call, items, header=status_header([s.known.state for s in statuses]))
 
     async def key_lines(self, machine: Machine) -> list[str]:
         """Which keys are pinned and from where (bot.remote.pins)."""
         return [f"  {line}" for line in describe_pins(machine, await self.fleet.pins(machine))]
 
-    @command("audit", "the last 20 audit entries", right=Right.ADMIN, needs=(Need.PRIVATE_CHAT,))
+    @command("audit", "the recent audit entries", right=Right.ADMIN, needs=(Need.PRIVATE_CHAT,))
     async def audit(self, call: Call) -> None:
-        entries = await self.store.recent_audit(20)
-        lines = [f"Last {len(entries)} audit entries (newest first):"]
+        entries = await self.store.recent_audit(AUDIT_ENTRIES)
+        lines = []
         for e in entries:
             if e.user_id is None:  # the bot itself: a schedule, a signal
                 who = e.username or "bot"
@@ -168,4 +207,5 @@ class InfoCommands:
             lines.append(
                 f"{e.at[5:19].replace('T', ' ')} {who} {e.action}{where}: {e.decision}{why}"
             )
-        await call.reply("\n".join(lines))
+        header = f"Last {len(entries)} audit entries (newest first):"
+        await self.pager.reply(call, lines, header=header)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from bot.chat.access import Access
 from bot.chat.commands import Arg, Need, Right
 from bot.jobs.runner import JobRunner
+from handlers.paging import Pager
 from handlers.registry import Call, command
 from store import Job, Store
 
+RECENT_JOBS = 100
 STATE_MARKS = {
     "queued": "⏳",
     "running": "▶️",
@@ -29,8 +31,9 @@ def describe_job(job: Job) -> str:
 class JobCommands:
     """Background jobs, seen from the chat."""
 
-    def __init__(self, *, store: Store, jobs: JobRunner, access: Access) -> None:
+    def __init__(self, *, store: Store, jobs: JobRunner, access: Access, pager: Pager) -> None:
         self.store = store
+        self.pager = pager
         self.jobs = jobs
         self.access = access
 
@@ -42,11 +45,11 @@ class JobCommands:
             if self.access.is_admin(user_id)
             else {m.name for m in self.access.machines_for(user_id)}
         )
-        jobs = await self.store.recent_jobs(10, machines=mine)
+        jobs = await self.store.recent_jobs(RECENT_JOBS, machines=mine)
         if not jobs:
             await call.reply("No jobs yet.")
             return
-        await call.reply("Recent jobs:\n" + "\n".join(describe_job(j) for j in jobs))
+        await self.pager.reply(call, [describe_job(j) for j in jobs], header="Recent jobs:")
 
     @command("log", "a job's log", arg=Arg.JOB, right=Right.MACHINE, needs=(Need.PRIVATE_CHAT,))
     async def log(self, call: Call) -> None:

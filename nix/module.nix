@@ -171,6 +171,7 @@ let
     DEPLOYBOT_SSH_KEY = if cfg.sshKeyFile != null then credentialNames.sshKeyFile else null;
     DEPLOYBOT_NIXOS_ANYWHERE = lib.escapeShellArgs cfg.settings.nixosAnywhere;
     DEPLOYBOT_SOPS = cfg.settings.sops;
+    DEPLOYBOT_KEEP_DAYS = toString cfg.settings.keepDays;
     DEPLOYBOT_NIX = cfg.settings.nix;
     DEPLOYBOT_WEBHOOK_URL = cfg.settings.webhookUrl;
     DEPLOYBOT_WEBHOOK_LISTEN = cfg.settings.webhookListen;
@@ -254,6 +255,11 @@ in
         default = lib.getExe pkgs.sops;
         defaultText = literalExpression "lib.getExe pkgs.sops";
         description = "The sops executable (DEPLOYBOT_SOPS).";
+      };
+      keepDays = mkOption {
+        type = types.ints.between 1 36500;
+        default = 90;
+        description = "Days of probe counts and job logs kept; older ones are pruned once a day (DEPLOYBOT_KEEP_DAYS).";
       };
       nix = mkOption {
         type = types.str;

@@ -72,6 +72,14 @@ class StoreUnavailable(sqlite3.OperationalError):
 DEFAULT_BUSY_TIMEOUT = 10.0
 
 
+def _unavailable(exc: BaseException) -> BaseException:
+    """A transient sqlite3 error as StoreUnavailable, as ``Store.call`` raises it."""
+    transient = isinstance(exc, sqlite3.OperationalError) and _transient(exc)
+    if transient and not isinstance(exc, StoreUnavailable):
+        return StoreUnavailable(str(exc))
+    return exc
+
+
 class Store:
     """Async facade over the database; every public method runs on the store's own thread."""
 
@@ -80,6 +88,8 @@ class Store:
         self.busy_timeout = busy_timeout
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._db: Database | None = None
+        self._waiting: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._committing: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Store:
@@ -101,6 +111,8 @@ class Store:
         self._db = db
 
     async def close(self) -> None:
+        if self._committing is not None:
+            await asyncio.shield(self._committing)
         if self._db is not None:
             await self.call(self._db.conn.close)
             self._db = None
@@ -116,6 +128,53 @@ class Store:
             if isinstance(exc, StoreUnavailable) or not _transient(exc):
                 raise
             raise StoreUnavailable(str(exc)) from exc
+
+    async def write(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in a transaction shared with the writes waiting beside it.
+
+        A fleet's probes each write a few rows; one commit (one fsync) per write would make
+        the disk the bound of a probe round. Writes that arrive while a commit is under way
+        wait for the next one, each in its own savepoint, so one failing write fails alone;
+        a caller resumes only once its write is committed.
+        """
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiting.append((fn, future))
+        if self._committing is None:
+            self._committing = asyncio.create_task(self._commit_waiting(), name="store-commit")
+        return await future
+
+    async def _commit_waiting(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    outcomes = await self.call(self._run_batch, [fn for fn, _ in batch])
+                except asyncio.CancelledError:
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                except Exception as exc:
+                    outcomes = [(False, exc)] * len(batch)
+                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(_unavailable(value))
+        finally:
+            self._committing = None
+
+    def _run_batch(self, fns: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        with self.db.atomic():
+            for fn in fns:
+                try:
+                    with self.db.atomic():
+                        outcomes.append((True, fn()))
+                except Exception as exc:
+                    outcomes.append((False, exc))
+        return outcomes
 
     @property
     def db(self) -> Database:
@@ -199,15 +258,32 @@ class Store:
         }
 
         def write() -> MachineState:
-            with self.db.atomic():
-                rows = list(self.db.query("select * from machines where name = ?", [name]))
-                current = rows[0] if rows else {"name": name}
-                if "state" in fields and fields["state"] != current.get("state"):
-                    fields.setdefault("state_since", utcnow())
-                self.db.table("machines").upsert({**current, **fields}, pk="name")
+            # Plain SQL: sqlite-utils' upsert reads the table's schema on every call, and a
+            # fleet's probes write here once each.
+            conn = self.db.conn
+            cursor = conn.execute("select * from machines where name = ?", [name])
+            row = cursor.fetchone()
+            names = [d[0] for d in cursor.description]
+            current = dict(zip(names, row, strict=True)) if row is not None else {"name": name}
+            if "state" in fields and fields["state"] != current.get("state"):
+                fields.setdefault("state_since", utcnow())
+            columns = sorted(fields)
+            if row is None:
+                listed = ", ".join(["name", *columns])
+                marks = ", ".join("?" for _ in range(len(columns) + 1))
+                conn.execute(
+                    f"insert into machines ({listed}) values ({marks})",  # noqa: S608 - known column names only
+                    [name, *(fields[c] for c in columns)],
+                )
+            elif columns:
+                sets = ", ".join(f"{c} = ?" for c in columns)
+                conn.execute(
+                    f"update machines set {sets} where name = ?",  # noqa: S608 - known column names only
+                    [*(fields[c] for c in columns), name],
+                )
             return machine_from_row({**current, **fields})
 
-        return await self.call(write)
+        return await self.write(write)
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -320,6 +396,29 @@ class Store:
                         {"job_id": row["id"], "at": now, "kind": "state", "text": "interrupted"}
                     )
             return [self._job(row["id"]) for row in rows]
+
+        return await self.call(write)
+
+    async def forget_job_logs(self, before: str) -> list[str]:
+        """Jobs that ended before ``before`` lose their log: the events are deleted, the
+        log path cleared and returned (the caller removes the files)."""
+
+        def write() -> list[str]:
+            marks = ",".join("?" for _ in JOB_ACTIVE_STATES)
+            ended = "coalesce(nullif(finished_at, ''), created_at)"
+            with self.db.atomic():
+                rows = list(
+                    self.db.query(
+                        f"select id, log_path from jobs where state not in ({marks}) "  # noqa: S608 - placeholders only
+                        f"and {ended} < ? and (coalesce(log_path, '') != '' or id in "
+                        "(select job_id from job_events))",
+                        [*JOB_ACTIVE_STATES, before],
+                    )
+                )
+                for row in rows:
+                    self.db.execute("delete from job_events where job_id = ?", [row["id"]])
+                    self.db.table("jobs").update(row["id"], {"log_path": ""})
+            return [str(row["log_path"]) for row in rows if row["log_path"]]
 
         return await self.call(write)
 

@@ -96,7 +96,17 @@ class HealthStore:
                 [machine, hour, int(up), int(up)],
             )
 
-        await self.store.call(write)
+        await self.store.write(write)
+
+    async def prune_probes(self, before: datetime) -> int:
+        """Forget the probe counts of hours before ``before``; how many rows went."""
+        hour = _hour(before)
+
+        def write() -> int:
+            cursor = self.store.db.execute("delete from probe_hours where hour < ?", [hour])
+            return int(cursor.rowcount)
+
+        return await self.store.call(write)
 
     async def uptime_share(self, machine: str, days: int = 7) -> float | None:
         """Share of probes that found the machine up over the last ``days``; None if none."""
@@ -128,9 +138,16 @@ class HealthStore:
             "ok": int(ok),
             "summary": summary[:1000],
         }
-        await self.store.call(
-            lambda: self.store.db.table("health_checks").upsert(record, pk="machine")
-        )
+
+        def write() -> None:
+            self.store.db.execute(
+                "insert into health_checks (machine, at, state, ok, summary) "
+                "values (:machine, :at, :state, :ok, :summary) on conflict (machine) do update "
+                "set at = :at, state = :state, ok = :ok, summary = :summary",
+                record,
+            )
+
+        await self.store.write(write)
 
     async def last_check(self, machine: str) -> CheckRecord | None:
         def read() -> CheckRecord | None:

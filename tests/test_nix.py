@@ -153,6 +153,7 @@ def test_small_configuration(small: dict[str, Any]) -> None:
     assert env["DEPLOYBOT_STATE_DIR"] == "/var/lib/deploybot/state"
     assert env["DEPLOYBOT_SOPS"] == f"{STORE}sops-3.11.0/bin/sops"
     assert env["DEPLOYBOT_NIX"] == f"{STORE}nix-2.28.3/bin/nix"
+    assert env["DEPLOYBOT_KEEP_DAYS"] == "90"
     assert env["DEPLOYBOT_NIXOS_ANYWHERE"] == f"{STORE}nixos-anywhere-1.11.0/bin/nixos-anywhere"
     assert not {"DEPLOYBOT_SSH_KEY", "SOPS_AGE_KEY_FILE", "TELEGRAM_API_URL"} & set(env)
     assert not any("/run/secrets" in value for value in env.values())

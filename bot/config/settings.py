@@ -50,6 +50,7 @@ class Settings:
     sops_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     webhook_url: str | None = None
     webhook_listen: tuple[str, int] = DEFAULT_WEBHOOK_LISTEN
+    keep_days: int = 90
 
     def sops_reader(self) -> SopsReader:
         """sops as configured: the settings' key variables over the bot's environment."""
@@ -190,6 +191,11 @@ def load_settings(
         )
     credentials = _credentials_directory(environ)
     sops_env = {k: merged[k] for k in KEY_VARIABLES if merged.get(k)}
+    keep_days = get("DEPLOYBOT_KEEP_DAYS", "90")
+    if not keep_days.isdigit() or not 1 <= int(keep_days) <= 36500:
+        raise SettingsError(
+            f"DEPLOYBOT_KEEP_DAYS must be a number of days from 1 to 36500, not {keep_days[:20]!r}"
+        )
     for name in ("SOPS_AGE_KEY_FILE", "SOPS_AGE_SSH_PRIVATE_KEY_FILE"):
         if name in sops_env:
             sops_env[name] = str(secret_path(sops_env[name], credentials))
@@ -216,6 +222,7 @@ def load_settings(
         sops_env=sops_env,
         webhook_url=_parse_webhook_url(get("DEPLOYBOT_WEBHOOK_URL", "")),
         webhook_listen=_parse_listen(get("DEPLOYBOT_WEBHOOK_LISTEN", "127.0.0.1:8443")),
+        keep_days=int(keep_days),
     )
 
 

@@ -36,7 +36,7 @@ class Tuning:
     #: ``nix build`` of the disko script and the system before nixos-anywhere starts.
     build_timeout: float = 2 * 3600.0
     unlock_settle: float = 10.0
-    probe_concurrency: int = 32
+    probe_concurrency: int = 64
     alert_after: int = 3
     alert_batch: float = 2.0
     disk_alert_percent: int = 90

@@ -42,6 +42,7 @@ class Engine:
     async def shutdown(self) -> None:
         await self.watcher.shutdown()
         await self.unlocker.shutdown()
+        self.fleet.close()  # the logins kept open between probes
 
 
 def build_engine(

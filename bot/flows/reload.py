@@ -26,6 +26,7 @@ from bot.config.inventory import Inventory, InventoryError, load_inventory
 from bot.config.settings import Settings, SettingsError
 from bot.flows.watch.schedule import Schedules
 from bot.flows.watch.watcher import Watcher
+from bot.remote.fleet import Fleet
 from store import Store
 
 log = logging.getLogger(__name__)
@@ -115,10 +116,12 @@ class Reloader:
         read_settings: Callable[[], Settings] | None,
         schedules: Schedules | None,
         watcher: Watcher,
+        fleet: Fleet,
         store: Store,
         chat: ChatPort,
     ) -> None:
         self.current = current
+        self.fleet = fleet
         self.settings = settings
         self.read_settings = read_settings
         self.schedules = schedules
@@ -178,6 +181,8 @@ class Reloader:
             lines.append(f"admins: {', '.join(str(a) for a in sorted(settings.admins)) or 'none'}")
         removed = [n for n in before.inventory.machines if n not in inventory.machines]
         self.watcher.forget(removed)
+        # Kept logins of machines that left are closed; a changed entry gets a new Target.
+        self.fleet.retain(inventory.machines)
         if self.schedules is not None:
             self.schedules.sync()
         restart = restart_needed(self.settings, settings)

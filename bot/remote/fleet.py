@@ -3,18 +3,24 @@
 Pins are resolved from every source (``bot.remote.pins``): what the bot recorded, the
 inventory, the sops-held host key, the initrd key read from the booted system, /adopt. A
 new pin is written to the store with its source, where the next Target reads it.
+
+The Fleet keeps one Target per machine, so the login it keeps open to the machine's system
+(``bot.remote.target``) lasts from one probe to the next; its pins are read again from the
+store on every ``target()``. Targets of machines that left the inventory are closed and
+forgotten (``retain``), and every one is closed when the bot stops (``close``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 from bot.config.inventory import Machine
 from bot.remote.pins import RECORDED, SopsHostKeys, booted_source, resolve
 from bot.remote.place import Pins
 from bot.remote.target import KeyReadFailed, Reach, Target
-from store import Store
+from store import MachineState, Store
 
 log = logging.getLogger(__name__)
 #: After a failed read of the initrd key from the booted system, wait this long to retry.
@@ -22,19 +28,50 @@ INITRD_READ_RETRY = 600.0
 
 
 class Fleet:
-    """Builds a machine's Target with its current pins."""
+    """One Target per machine, judged by its current pins."""
 
     def __init__(self, store: Store, reach: Reach, sops_keys: SopsHostKeys | None = None) -> None:
         self.store = store
         self.reach = reach
         self.sops_keys = sops_keys or SopsHostKeys(None)
         self._read_failed_at: dict[str, float] = {}
+        self._targets: dict[str, Target] = {}
 
-    async def target(self, machine: Machine) -> Target:
-        return Target(machine, await self.pins(machine), self.reach)
+    async def target(self, machine: Machine, known: MachineState | None = None) -> Target:
+        """The machine's Target with the pins the store holds now (``known``, when the
+        caller has just read the machine's row)."""
+        pins = await self.pins(machine, known)
+        target = self._targets.get(machine.name)
+        if target is not None and target.machine != machine:  # its inventory entry changed
+            target.close()
+            target = None
+        if target is None:
+            target = Target(machine, pins, self.reach, keep=True)
+            self._targets[machine.name] = target
+        else:
+            target.repin(pins)
+        return target
 
-    async def pins(self, machine: Machine) -> Pins:
-        known = await self.store.machine(machine.name)
+    def retain(self, names: Iterable[str]) -> None:
+        """Close and forget the Targets of machines not in ``names`` (they left the
+        inventory)."""
+        keep = set(names)
+        for name in [n for n in self._targets if n not in keep]:
+            self._targets.pop(name).close()
+
+    def close(self) -> None:
+        """Close every kept login (the bot stops)."""
+        for target in self._targets.values():
+            target.close()
+        self._targets.clear()
+
+    @property
+    def open_logins(self) -> int:
+        return sum(1 for t in self._targets.values() if t.connected)
+
+    async def pins(self, machine: Machine, known: MachineState | None = None) -> Pins:
+        if known is None:
+            known = await self.store.machine(machine.name)
         sops_key, _ = await self.sops_keys.public_key(machine)
         return resolve(machine, known, sops_key)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
+import shlex
 from dataclasses import dataclass
 
 import asyncssh
@@ -22,6 +24,10 @@ from bot.remote.ssh import CommandResult, run
 
 BOOT_ID = ["cat", "/proc/sys/kernel/random/boot_id"]
 _CHANNELS = 4
+# What one command of the health script may say: more is dropped, never parsed.
+SECTION_MAX = 16 * 1024
+# What a kept shell may answer to one script before it is given up on.
+SESSION_MAX = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,60 @@ def failed_units(text: str) -> tuple[str, ...]:
     return tuple(itertools.islice((n for n in names if n), MAX_FAILED_UNITS))
 
 
+def health_commands(machine: Machine, check_timeout: float) -> list[list[str]]:
+    """The commands of one health check, in the order :func:`_health` reads them."""
+    mounts = ["/"] + ([machine.persist_dir] if machine.persist_dir not in ("", "/") else [])
+    return [
+        BOOT_ID,
+        ["systemctl", "is-system-running"],
+        FAILED_UNITS,
+        ["df", "-P", *mounts],
+        ["cat", "/proc/uptime"],
+        *(check_argv(c, check_timeout) for c in machine.checks),
+    ]
+
+
+def health_script(commands: list[list[str]], tag: str) -> str:
+    """One ``sh -c`` line running ``commands`` in turn, each followed by ``tag i status`` on
+    stdout and ``tag i`` on stderr, so one exec answers what took a channel each."""
+    return "; ".join(
+        f'{shlex.join(argv)}; echo "{tag} {i} $?"; echo "{tag} {i}" >&2'
+        for i, argv in enumerate(commands)
+    )
+
+
+def split_script_output(
+    stdout: bytes, stderr: bytes, tag: str, count: int
+) -> list[CommandResult] | None:
+    """Each command's result from the script's output; None unless every section is there,
+    in order, and nothing follows the last (then the caller asks command by command)."""
+    marker = tag.encode() + b" "
+    outs, errs = stdout.split(marker), stderr.split(marker)
+    if len(outs) != count + 1 or len(errs) != count + 1:
+        return None
+    results = []
+    out, err = outs[0], errs[0]
+    for i in range(count):
+        out_head, out_end, out_next = outs[i + 1].partition(b"\n")
+        err_head, err_end, err_next = errs[i + 1].partition(b"\n")
+        number, _, status = out_head.partition(b" ")
+        if (
+            not out_end
+            or not err_end
+            or number != str(i).encode()
+            or err_head != number
+            or not status.isdigit()
+            or len(status) > 3
+            or int(status) > 255
+        ):
+            return None
+        results.append(CommandResult(int(status), out[:SECTION_MAX], err[:SECTION_MAX]))
+        out, err = out_next, err_next
+    if out or err:
+        return None
+    return results
+
+
 async def read_health(
     conn: asyncssh.SSHClientConnection,
     machine: Machine,
@@ -124,22 +184,118 @@ async def read_health(
     check_timeout: float,
     disk_limit: int = 90,
 ) -> Health:
-    """Every health command on one connection, a few channels at a time."""
-    mounts = ["/"] + ([machine.persist_dir] if machine.persist_dir not in ("", "/") else [])
+    """Every health command in one exec (a shell script), else one channel each."""
+    commands = health_commands(machine, check_timeout)
+    tag = f"--deploybot-{secrets.token_hex(8)}--"
+    script = health_script(commands, tag)
+    timeout = ssh_timeout + check_timeout * (1 + len(machine.checks))
+    result = await run(conn, ["sh", "-c", script], timeout=timeout)
+    results = split_script_output(result.stdout, result.stderr, tag, len(commands))
+    if results is None:
+        results = await _one_by_one(conn, commands, timeout=check_timeout + ssh_timeout)
+    return _health(machine, results, disk_limit)
+
+
+class HealthShell:
+    """A shell (``sh -s``) kept open on a kept login: each health check is one line written
+    to it, so a probe costs a few packets instead of a channel. Anything unexpected (a
+    timeout, too much output, a marker out of place) ends it; the caller then asks afresh.
+    """
+
+    def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
+        self.process = process
+        self.timed_out = False  # no answer in time: the login itself may be dead
+
+    @classmethod
+    async def open(cls, conn: asyncssh.SSHClientConnection) -> HealthShell:
+        # A small window: whatever the machine writes between probes waits on its side.
+        process = await conn.create_process("sh -s", encoding=None, window=SESSION_MAX)
+        return cls(process)
+
+    @property
+    def alive(self) -> bool:
+        return not self.process.is_closing() and self.process.exit_status is None
+
+    def close(self) -> None:
+        self.process.close()
+
+    async def run(self, commands: list[list[str]], *, timeout: float) -> list[CommandResult] | None:
+        """The commands' results, or None (and the shell closed) when it went wrong."""
+        tag = f"--deploybot-{secrets.token_hex(8)}--"
+        count = len(commands)
+        try:
+            self.process.stdin.write(health_script(commands, tag).encode() + b"\n")
+            async with asyncio.timeout(timeout):
+                out, err = await asyncio.gather(
+                    _read_until(self.process.stdout, f"{tag} {count - 1} ".encode(), True),
+                    _read_until(self.process.stderr, f"{tag} {count - 1}\n".encode(), False),
+                )
+        except TimeoutError:
+            self.timed_out = True
+            self.close()
+            return None
+        except (OSError, asyncssh.Error, _TooMuch):
+            self.close()
+            return None
+        results = split_script_output(out, err, tag, count)
+        if results is None:
+            self.close()
+        return results
+
+
+class _TooMuch(Exception):
+    pass
+
+
+async def _read_until(stream: asyncssh.SSHReader[bytes], end: bytes, line_after: bool) -> bytes:
+    """Read until ``end`` (and, with ``line_after``, the rest of its line), at most
+    ``SESSION_MAX`` bytes; the stream closing first is an error."""
+    data = b""
+    while True:
+        at = data.find(end)
+        if at >= 0 and (not line_after or data.find(b"\n", at + len(end)) >= 0):
+            return data
+        if len(data) > SESSION_MAX:
+            raise _TooMuch
+        chunk = await stream.read(65536)
+        if not chunk:
+            raise BrokenPipeError("the shell closed its output")
+        data += chunk
+
+
+async def read_health_in(
+    shell: HealthShell,
+    machine: Machine,
+    *,
+    ssh_timeout: float,
+    check_timeout: float,
+    disk_limit: int = 90,
+) -> Health | None:
+    """The health check through a kept shell; None when the shell failed (it is closed)."""
+    commands = health_commands(machine, check_timeout)
+    timeout = ssh_timeout + check_timeout * (1 + len(machine.checks))
+    results = await shell.run(commands, timeout=timeout)
+    return None if results is None else _health(machine, results, disk_limit)
+
+
+async def _one_by_one(
+    conn: asyncssh.SSHClientConnection, commands: list[list[str]], *, timeout: float
+) -> list[CommandResult]:
+    """Each command on its own channel, a few at a time (no ``sh`` on the machine)."""
     channels = asyncio.Semaphore(_CHANNELS)
 
     async def one(argv: list[str]) -> CommandResult:
         async with channels:
-            return await run(conn, argv, timeout=check_timeout + ssh_timeout)
+            result = await run(conn, argv, timeout=timeout)
+        return CommandResult(
+            result.exit_status, result.stdout[:SECTION_MAX], result.stderr[:SECTION_MAX]
+        )
 
-    boot, state, failed, df, uptime, *checks = await asyncio.gather(
-        one(BOOT_ID),
-        one(["systemctl", "is-system-running"]),
-        one(FAILED_UNITS),
-        one(["df", "-P", *mounts]),
-        one(["cat", "/proc/uptime"]),
-        *(one(check_argv(c, check_timeout)) for c in machine.checks),
-    )
+    return list(await asyncio.gather(*(one(argv) for argv in commands)))
+
+
+def _health(machine: Machine, results: list[CommandResult], disk_limit: int) -> Health:
+    boot, state, failed, df, uptime, *checks = results
     return Health(
         boot_id=printable(boot.stdout_text.strip(), 64),
         system=printable(state.stdout_text.strip(), 64) or "unknown",

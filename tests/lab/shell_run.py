@@ -1,7 +1,8 @@
 """The lab shell proper: reads ``SSH_ORIGINAL_COMMAND`` and runs it against the host folder.
 
 It understands the small part of sh that the bot and nixos-anywhere send: ``;``, ``&&``,
-``||``, ``>``/``>>``/``2>`` redirections, ``VAR=value`` prefixes and ``$HOME``. Which
+``||``, ``>``/``>>``/``2>``/``>&2`` redirections, ``VAR=value`` prefixes, ``$HOME`` and
+``$?``. Which
 commands exist depends on the stage (and the initrd flavour); anything else answers
 ``command not found`` with status 127, as a shell would.
 """
@@ -137,6 +138,8 @@ def _redirected(ctx: Ctx, words: list[str]) -> Iterator[list[str]]:
                 if fd2:
                     argv.pop()
                     ctx.stderr = ctx.stdout
+                elif words[i + 1] == "2":
+                    ctx.stdout = ctx.stderr
                 else:
                     ctx.stderr = ctx.stdout
                 i += 2
@@ -190,14 +193,23 @@ def run_line(ctx: Ctx, line: str) -> int:
             if words[:4] == ["while", "read", "file", "ownership"]:
                 status = install.chown_pairs(ctx)
             continue
+        if words[0] not in ("sh", "bash"):  # their -c line is expanded when it runs
+            words = [w.replace("$?", str(status)) for w in words]
         status = run_simple(ctx, words)
     return status
 
 
 def run_sh(ctx: Ctx, args: list[str]) -> int:
-    """``sh``/``bash``: ``-c LINE``, a script file, or a script on stdin."""
+    """``sh``/``bash``: ``-c LINE``, ``-s`` (lines from stdin, each run as it arrives), a
+    script file, or a script on stdin."""
     if args and args[0] == "-c":
         return run_line(ctx, args[1] if len(args) > 1 else "")
+    if args == ["-s"]:
+        status = 0
+        while line := ctx.read_line():
+            ctx.refresh()  # a long-lived shell sees the host as it is now
+            status = run_line(ctx, line.decode().strip())
+        return status
     files = [a for a in args if not a.startswith("-")]
     if files:
         path = ctx.resolve(files[0])

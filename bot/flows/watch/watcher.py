@@ -114,7 +114,7 @@ class Watcher:
             return None
         try:
             known = await self.store.machine(machine.name)
-            target = await self.fleet.target(machine)
+            target = await self.fleet.target(machine, known)
             # A machine with no key anywhere is not the bot's to judge (/adopt pins it).
             if not target.pins.system and not target.pins.conflicts:
                 return None
@@ -140,26 +140,30 @@ class Watcher:
 
     # -- verdicts ------------------------------------------------------------------------
 
-    async def _record(self, machine: Machine, probe: Probe) -> None:
+    async def _record(self, machine: Machine, probe: Probe, *, counted: bool = False) -> None:
+        """The probe's verdict, its check and (``counted``) its uptime sample, written
+        together: the store commits writes that arrive together at once."""
         fields = {"state": probe.state.value, "last_probe_at": utcnow(), "detail": probe.detail}
         if probe.health is not None:
             fields["detail"] = probe.health.summary()
             if probe.health.boot_id:
                 fields["boot_id"] = probe.health.boot_id
-            await self.records.save_check(
+            check = self.records.save_check(
                 machine.name, state=probe.state.value, ok=probe.ok, summary=probe.health.summary()
             )
         else:
-            await self.records.save_check(
+            check = self.records.save_check(
                 machine.name, state=probe.state.value, ok=False, summary=probe.problem
             )
-        await self.store.update_machine(machine.name, **fields)
+        writes = [check, self.store.update_machine(machine.name, **fields)]
+        if counted:
+            writes.append(self.records.record_probe(machine.name, up=probe.state is Place.SYSTEM))
+        await asyncio.gather(*writes)
 
     async def _judge(self, machine: Machine, known: MachineState, probe: Probe) -> None:
         name = machine.name
         people = self.access.people_for(machine)
-        await self.records.record_probe(name, up=probe.state is Place.SYSTEM)
-        await self._record(machine, probe)
+        await self._record(machine, probe, counted=True)
         incidents = await self._open_incidents()
         rebooted = ""
         if probe.health is not None:
