@@ -112,6 +112,7 @@ let
         host_key_secret = optional sopsKey "The sops key holding the machine's private SSH host key.";
         luks_passphrase_secret = optional sopsKey "Optional sops key with the disk passphrase, for the install and auto_unlock.";
         auto_unlock = optional types.bool "Unlock unattended with luks_passphrase_secret (operators are still told).";
+        erase_approval = optional types.bool "Erasing (/reinstall, a first /deploy) waits for a second operator or admin to approve.";
         persist_dir = optional types.str ''
           Impermanence root for machine-id and host keys; "" is / (bot default:
           /nix/persist/system).

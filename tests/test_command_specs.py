@@ -52,7 +52,7 @@ def test_machine_commands_need_a_machine_and_job_commands_a_job() -> None:
     for spec in command_table():
         if spec.arg in (Arg.MACHINE, Arg.JOB):
             assert spec.right is Right.MACHINE, spec.name
-        if spec.needs - {Need.PRIVATE_CHAT}:
+        if spec.needs - {Need.PRIVATE_CHAT}:  # what a machine must be needs a machine
             assert spec.arg is Arg.MACHINE, spec.name
 
 
@@ -66,6 +66,8 @@ def test_needs_are_where_the_flows_need_them() -> None:
 
     assert needs("unlock") == {Need.LUKS}
     assert needs("reinstall") == {Need.INSTALLED_BY_BOT, Need.PRIVATE_CHAT}
+    for private in ("status", "machines", "log", "audit"):  # operator data
+        assert Need.PRIVATE_CHAT in needs(private), private
     assert Need.PINNED in needs("reboot")
     assert Need.PINNED in needs("check")
     assert needs("deploy") == frozenset()

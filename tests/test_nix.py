@@ -70,6 +70,7 @@ FULL_MACHINE: dict[str, Any] = {
     "host_key_secret": "clawsiecats_ssh_host_ed25519_key",
     "luks_passphrase_secret": "clawsiecats_luks",
     "auto_unlock": True,
+    "erase_approval": True,
     "persist_dir": "/nix/persist",
     "rw_store_size": "1G",
     "operators": [123456789, 42],
