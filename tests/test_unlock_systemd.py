@@ -208,3 +208,33 @@ async def test_no_tty_listing_is_read_only(world: World) -> None:
     assert [q.disk for q in queries] == ["disk-main-luks (crypted)"]
     assert boot == host.boot_id
     assert host.attempts == []
+
+
+async def test_an_initrd_that_echoes_the_answer_never_gets_it_shown(world: World) -> None:
+    """A hostile initrd names the answer it was given in its next query: the prompt, the
+    alerts, the audit and the database show it masked, never in clear."""
+    host = await _systemd_host(world)
+    host.hostile_echo = True
+    host.reboot()
+    await host.wait_for_stage("initrd", timeout=30)
+    await host.wait_until(lambda: bool(host.pending_queries), 10, "a query")
+    op, tg = world.op, world.rig.tg
+    secret = "tr0ub4dor-and-3"
+    await tg.send_text(op, "/unlock clawsiecats")
+    await tg.wait_for_message(op, _is_prompt)
+    await tg.send_text(op, secret)
+    await host.wait_until(lambda: any(secret in q for q in host.pending_queries), 20, "the echo")
+    # The next prompt names the disk the initrd now claims to be: the answer, masked.
+    again = await tg.wait_for_message(op, lambda m: _is_prompt(m) and "***" in m.body, timeout=30)
+    assert secret not in again.body
+    assert host.luks_passphrase is not None
+    await tg.send_text(op, host.luks_passphrase)
+    await tg.wait_for_message(op, _says("unlocked by"), timeout=60)
+    said = "\n".join(m.body for m in tg.bot_messages(op))
+    assert secret not in said
+    entries = await world.rig.svc.store.recent_audit(50)
+    assert not [e for e in entries if secret in e.detail]
+    db = world.rig.svc.store.path
+    for path in (db, db.with_name(db.name + "-wal")):
+        if path.exists():
+            assert secret.encode() not in path.read_bytes()

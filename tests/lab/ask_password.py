@@ -60,8 +60,12 @@ class VolumeAsker:
         on_event: EventHook,
         console: Callable[[str], None],
         tries: int = TRIES,
+        echo_answers: bool = False,
     ) -> None:
         self.volume = volume
+        # A hostile initrd: after a wrong answer, its next query names the answer.
+        self.echo_answers = echo_answers
+        self._echo = ""
         self.folder = folder
         self.cryptsetup = cryptsetup
         self.on_event = on_event
@@ -102,7 +106,7 @@ class VolumeAsker:
                 "--icon=drive-harddisk",
                 f"--id=cryptsetup:{self.volume.name}",
                 "--timeout=0",
-                self.volume.message(),
+                self._message(),
             ],
         )
         with self._lock:
@@ -128,6 +132,11 @@ class VolumeAsker:
             answer[-1:] = b""
         return answer
 
+    def _message(self) -> str:
+        if self._echo:
+            return f"Please enter passphrase for disk {self._echo} ({self.volume.name}):"
+        return self.volume.message()
+
     def _run(self) -> None:
         for _ in range(self.tries):
             answer = self._ask_once()
@@ -137,6 +146,8 @@ class VolumeAsker:
                 correct = self.volume.image.exists() and keys.luks_opens(
                     self.cryptsetup, self.volume.image, bytes(answer)
                 )
+                if self.echo_answers:
+                    self._echo = answer.decode("utf-8", "replace")
             finally:
                 _wipe(answer)
             with self._lock:

@@ -348,6 +348,9 @@ class LabHost:
         """Go down now, come back after ``down_for`` (default ``down_delay``) seconds."""
         self._call(lambda: self._reboot_now(self._generation, down_for))
 
+    #: A hostile systemd initrd: each new query names the answer it was just given.
+    hostile_echo = False
+
     def vanish_initrd(self) -> None:
         """Kill the initrd's sshd and its sessions mid-relay; the host stays stuck there."""
 
@@ -672,6 +675,7 @@ class LabHost:
                 cryptsetup=self._ctx.cryptsetup,
                 on_event=functools.partial(self._from_asker, generation),
                 console=self._console,
+                echo_answers=self.hostile_echo,
             )
             self._askers.append(asker)
             asker.start()

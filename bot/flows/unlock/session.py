@@ -8,6 +8,7 @@ beside it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from bot.config.inventory import UnlockMode
 from bot.core.durations import format_duration
 from bot.core.keys import fingerprint
 from bot.core.poll import PollTimeout, poll_until
-from bot.core.secret import Secret
+from bot.core.secret import Secret, redact
 from bot.core.sops import SopsError, SopsReader
 from bot.flows.unlock import texts
 from bot.flows.unlock.texts import UnlockResult
@@ -85,12 +86,35 @@ class UnlockSession:
         self.memory = memory
         self.offer_reboot = offer_reboot
         self.link = Link(target)
+        # Every answer handed over, kept until the session ends: a hostile initrd may echo
+        # one back (in a prompt, a disk name), and nothing it says is shown unredacted.
+        self._given: list[Secret] = []
+
+    def remember(self, secret: Secret) -> None:
+        """Keep a copy of an answer as a redaction needle until the session ends."""
+        if secret and not secret.wiped:
+            self._given.append(Secret(secret.reveal()))
+
+    def scrub(self, text: str) -> str:
+        return redact(text, self._given) if self._given else text
 
     @property
     def verified(self) -> str:
         return fingerprint(self.target.pins.initrd)
 
     async def run(self, trigger: str, ask: list[int] | None, seen: Location | None) -> UnlockResult:
+        """The session; what it ends with never holds an answer it handed over."""
+        try:
+            result = await self._run(trigger, ask, seen)
+            return dataclasses.replace(result, summary=self.scrub(result.summary))
+        finally:
+            for given in self._given:
+                given.wipe()
+            self._given.clear()
+
+    async def _run(
+        self, trigger: str, ask: list[int] | None, seen: Location | None
+    ) -> UnlockResult:
         m, pins = self.m, self.target.pins
         if not pins.initrd:
             told = await self.refuse(trigger, "no pinned initrd host key")
@@ -145,6 +169,7 @@ class UnlockSession:
             await self.audit(None, "", "failed", str(exc)[:200], action="auto-unlock")
             return UnlockResult(False, text, await self.alert(text))
         try:
+            self.remember(secret)
             for _ in range(MAX_QUERIES):
                 outcome = await self.relay(secret)
                 # systemd: one query per LUKS volume; the sops passphrase is for all of them.
@@ -188,6 +213,7 @@ class UnlockSession:
                 return await self.nobody_answered()
             user_id, by = answer.user_id, answer.by
             started = time.monotonic()
+            self.remember(answer.secret)
             try:
                 outcome = await self.relay(answer.secret)
             finally:
@@ -235,7 +261,7 @@ class UnlockSession:
         m = self.m
         return await self.tools.asker.ask_first(
             people,
-            texts.prompt(m, self.verified, note, what=what, detail=detail),
+            self.scrub(texts.prompt(m, self.verified, note, what=what, detail=detail)),
             purpose=f"unlock {m.name}",
             timeout=m.unlock_timeout,
             tidy=texts.tidy(m),
@@ -352,6 +378,7 @@ class UnlockSession:
         return await self.alert(texts.refusal(self.m, self.target.pins, why, presented))
 
     async def alert(self, text: str) -> frozenset[int]:
+        text = self.scrub(text)
         people = self.tools.access.people_for(self.m)
         await asyncio.gather(*(self.tools.chat.post(p, text) for p in people))
         return frozenset(people)
@@ -372,5 +399,5 @@ class UnlockSession:
             action=action,
             machine=self.m.name,
             decision=decision,
-            detail=detail,
+            detail=self.scrub(detail),
         )

@@ -65,6 +65,7 @@ async def prompted_systemd(session: UnlockSession, people: list[int]) -> UnlockR
         last_user = user_id
         people = [user_id]
         started = time.monotonic()
+        session.remember(answer.secret)
         try:
             outcome = await session.relay(answer.secret, query)
         finally:
