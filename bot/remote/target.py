@@ -238,21 +238,22 @@ class Target:
         )
 
     async def _read_in_shell(self, conn: asyncssh.SSHClientConnection) -> Health | None:
-        if self._shell is None or not self._shell.alive:
+        shell = self._shell
+        if shell is None or not shell.alive:
             try:
-                self._shell = await HealthShell.open(conn)
+                shell = self._shell = await HealthShell.open(conn)
             except (asyncssh.Error, OSError):
                 self._shell, self._shell_refused = None, conn
                 return None
         health = await read_health_in(
-            self._shell,
+            shell,
             self.machine,
             ssh_timeout=self.reach.ssh_timeout,
             check_timeout=self.reach.check_timeout,
             disk_limit=self.reach.disk_limit,
         )
         if health is None:
-            if self._shell.timed_out:  # a machine gone silent: do not wait on it twice
+            if shell.timed_out:  # a machine gone silent: do not wait on it twice
                 self.close()
                 raise ConnectionDropped("the kept login stopped answering")
             # Not again on this login: it answers single execs only.
