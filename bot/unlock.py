@@ -338,7 +338,6 @@ class Unlocker:
         resent = False
         note = ""
         last_user: int | None = None
-        current = ""
         for _ in range(MAX_SYSTEMD_ROUNDS):
             found = await self._queries(link)
             if found is None:
@@ -347,13 +346,8 @@ class Unlocker:
             boot, queries = found
             if not queries:
                 return await self._not_asking(m, pins, boot, last_user)
-            # Stay with the disk being answered; otherwise take them in a stable order (the
-            # agent's own order is the directory's, which changes with every new query).
-            target = next(
-                (q for q in queries if q.message == current),
-                min(queries, key=lambda q: q.message),
-            )
-            current = target.message
+            # The agent asks in the order --list shows: ask for that disk (docs/initrd.md).
+            target = queries[0]
             key = (m.name, boot, target.message)
             used = self._tries.get(key, 0)
             detail = f"Disk {target.disk}: try {used + 1} of {SYSTEMD_TRIES} this boot."
@@ -401,6 +395,12 @@ class Unlocker:
                 return await self._gave_up(m, pins, last_user)
             if verdict is Relay.WRONG:
                 note = f"❌ wrong {target.what}, attempt {used + 2} of {SYSTEMD_TRIES}."
+                if len(outcome.pending) > 1:
+                    note += f" (That was disk {target.disk}.)"
+                continue
+            if verdict is Relay.NOT_WAITING and outcome.pending:
+                # Another disk came first meanwhile: nothing was sent; ask for that one.
+                note = f"⚠️ {outcome.detail}."
                 continue
             if verdict is not Relay.ACCEPTED:
                 return await self._undelivered(m, pins, outcome)
