@@ -209,7 +209,8 @@ async def relay_passphrase(
 ) -> RelayOutcome:
     """Answer the initrd's pending passphrase query once and judge what it did with it.
 
-    ``query`` (systemd) names the query to answer; by default the first one listed.
+    ``query`` (systemd) names the query to answer; by default the first one listed. It
+    is answered only when the agent asks for it first (``NOT_WAITING`` otherwise).
     """
     why = control_characters(passphrase)
     if why is not None:
@@ -265,7 +266,11 @@ async def _systemd(
     prompt_timeout: float,
     settle: float,
 ) -> RelayOutcome:
-    """Answer one query with the agent; skip (Ctrl-D) every other prompt it shows."""
+    """Answer one query with the agent: the first one it shows, which ``--list`` names
+    first (both read the directory in the same order). Ctrl-D would skip a query, but
+    sent before the agent has switched the terminal to raw mode it is the line
+    discipline's end of file, which the agent takes as an empty answer — a try lost. So
+    the agent is closed instead before any other prompt is answered."""
     before = await list_queries(conn, prompt_timeout)
     if before is None:
         return RelayOutcome(Relay.NOT_WAITING, "systemd", f"{AGENT} not found or not answering")
@@ -289,20 +294,21 @@ async def _systemd(
         return RelayOutcome(Relay.DROPPED, "systemd", clean(str(exc)))
     out = _Transcript(process)
     sent = False
+    found = ""
     try:
-        for _ in range(MAX_PROMPTS):
-            start = out.cursor
-            if await out.until((HINT,), prompt_timeout) is None:
-                break
-            shown = _prompt_text(out.since(start, out.cursor - len(HINT)))
-            if not sent and shown == target.message:
+        first = out.cursor
+        if await out.until((HINT,), prompt_timeout) is not None:
+            shown = _prompt_text(out.since(first, out.cursor - len(HINT)))
+            if shown == target.message:
                 process.stdin.write(passphrase.reveal())
                 process.stdin.write(b"\r")
+                await process.stdin.drain()
                 sent = True
+                # The answer is handed over when the agent moves on: to the next query's
+                # prompt (left pending: the agent is closed, never sent Ctrl-D) or its exit.
+                await out.until((HINT,), settle)
             else:
-                process.stdin.write(b"\x04")  # skip: the query stays pending
-            await process.stdin.drain()
-        await _wait_exit(process, settle)
+                found = shown
     except (asyncssh.Error, OSError) as exc:
         if sent:
             return RelayOutcome(Relay.ACCEPTED, "systemd", "the initrd closed the connection")
@@ -310,6 +316,15 @@ async def _systemd(
     finally:
         process.close()
         out.wipe()
+    if found:
+        # The agent asks in its directory's order; closing it skips nothing.
+        first_asked = Query(found, 0)
+        return RelayOutcome(
+            Relay.NOT_WAITING,
+            "systemd",
+            f"the initrd now asks for disk {first_asked.disk} first; nothing was sent",
+            pending=tuple(before),
+        )
     if not sent:
         return RelayOutcome(
             Relay.NOT_WAITING, "systemd", f"the agent never asked for disk {target.disk}"

@@ -34,7 +34,6 @@ async def prompted_systemd(session: UnlockSession, people: list[int]) -> UnlockR
     resent = False
     note = ""
     last_user: int | None = None
-    current = ""
     for _ in range(MAX_SYSTEMD_ROUNDS):
         found = await _queries(session)
         if found is None:
@@ -43,12 +42,8 @@ async def prompted_systemd(session: UnlockSession, people: list[int]) -> UnlockR
         boot, queries = found
         if not queries:
             return await _not_asking(session, boot, last_user)
-        # Stay with the disk being answered; otherwise take them in a stable order (the
-        # agent's own order is the directory's, which changes with every new query).
-        query = next(
-            (q for q in queries if q.message == current), min(queries, key=lambda q: q.message)
-        )
-        current = query.message
+        # The agent asks in the order --list shows: ask for that disk (docs/initrd.md).
+        query = queries[0]
         key = (m.name, boot, query.message)
         used = memory.tries.get(key, 0)
         detail = f"Disk {query.disk}: try {used + 1} of {SYSTEMD_TRIES} this boot."
@@ -92,6 +87,12 @@ async def prompted_systemd(session: UnlockSession, people: list[int]) -> UnlockR
             return await _gave_up(session, last_user)
         if verdict is Relay.WRONG:
             note = f"❌ wrong {query.what}, attempt {used + 2} of {SYSTEMD_TRIES}."
+            if len(outcome.pending) > 1:
+                note += f" (That was disk {query.disk}.)"
+            continue
+        if verdict is Relay.NOT_WAITING and outcome.pending:
+            # Another disk came first meanwhile: nothing was sent; ask for that one.
+            note = f"⚠️ {outcome.detail}."
             continue
         if verdict is not Relay.ACCEPTED:
             return await session.undelivered(outcome)
