@@ -12,12 +12,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tests.lab.generations import LabConfig
     from tests.lab.host import LabHost, PassphraseAttempt
     from tests.lab.lab import Lab
     from tests.lab.model import PHASES, Initrd, OsKind, Stage
     from tests.lab.sops import SopsSecrets, make_sops_secrets
 
 _WHERE = {
+    "LabConfig": "tests.lab.generations",
     "LabHost": "tests.lab.host",
     "PassphraseAttempt": "tests.lab.host",
     "Lab": "tests.lab.lab",
@@ -33,6 +35,7 @@ __all__ = [
     "PHASES",
     "Initrd",
     "Lab",
+    "LabConfig",
     "LabHost",
     "OsKind",
     "PassphraseAttempt",

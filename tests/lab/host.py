@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.lab import generations as gen
 from tests.lab import keys
 from tests.lab.model import (
     LUKS_DEVICE,
@@ -31,6 +32,7 @@ from tests.lab.model import (
 from tests.lab.network import AddressLease, PortListener
 from tests.lab.sshd import Sshd, SshdSpec
 from tests.lab.supervisor import Supervisor
+from tests.lab.units import Activation, SystemManager, Timer
 
 KEY_NAME = "ssh_host_ed25519_key"
 T = TypeVar("T")
@@ -98,6 +100,7 @@ class LabHost:
         self._listeners: dict[int, PortListener] = {}
         self._open_ports: set[int] = set()
         self._generation = 0
+        self._system = SystemManager(self)
         self._state = HostState(
             name=name,
             address=self.address,
@@ -200,6 +203,53 @@ class LabHost:
     @property
     def open_ports(self) -> frozenset[int]:
         return frozenset(self._open_ports)
+
+    # ------------------------------------------------------- generations and units
+
+    @property
+    def generations(self) -> list[gen.Generation]:
+        """The system profile's generations (``system-N-link``), oldest first."""
+        return gen.generations(self.paths.root)
+
+    @property
+    def current_generation(self) -> int | None:
+        """The generation ``/nix/var/nix/profiles/system`` points at."""
+        return gen.current_generation(self.paths.root)
+
+    @property
+    def current_system(self) -> str | None:
+        """``readlink /run/current-system``: the last activated system (None: not booted)."""
+        return gen.run_link(self.paths.root, "current-system") if self.stage == "booted" else None
+
+    @property
+    def booted_system(self) -> str | None:
+        """``readlink /run/booted-system``: the system this boot started."""
+        return gen.run_link(self.paths.root, "booted-system") if self.stage == "booted" else None
+
+    @property
+    def boot_system(self) -> str | None:
+        """The boot loader's default entry: what the next boot starts."""
+        return self._state.installed_system
+
+    @property
+    def timers(self) -> list[Timer]:
+        """Transient timers of this boot: armed (``waiting``) or fired (``elapsed``)."""
+        return self._call(self._system.timers)
+
+    @property
+    def activations(self) -> list[Activation]:
+        """Every ``switch-to-configuration`` run on this host, oldest first."""
+        return list(self._system.activations)
+
+    @property
+    def units(self) -> dict[str, dict[str, Any]]:
+        """Loaded transient units by name, as ``systemctl`` sees them."""
+        return self.state.units
+
+    @property
+    def sshd_broken(self) -> bool:
+        """Whether the active configuration stopped the system sshd."""
+        return self._state.sshd_broken
 
     def known_hosts_line(self, stage: str | None = None) -> str:
         """A known_hosts line pinning the host key of ``stage`` (default: current)."""
@@ -354,8 +404,10 @@ class LabHost:
             self.luks_passphrase = passphrase
         (root / "etc").mkdir(parents=True, exist_ok=True)
         (root / "etc/NIXOS").write_text("")
+        system = gen.closure(flake_attr, gen.LabConfig())
+        gen.install(root, system)
         self._state.formatted = True
-        self._state.installed_system = f"/nix/store/{'0' * 32}-nixos-system-{flake_attr}"
+        self._state.installed_system = system.toplevel
         self._publish()
 
     def handle(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -366,6 +418,7 @@ class LabHost:
         def do() -> None:
             self._generation += 1
             self._stop_sshd()
+            self._system.on_down()
             self._open_ports.clear()
             self._sync_listeners()
 
@@ -441,12 +494,14 @@ class LabHost:
             self._publish()
             self._log(f"installed {state.installed_system}")
         else:
-            return {"ok": False, "error": f"unknown op {op!r}"}
+            answer = self._system.handle(message)
+            return answer or {"ok": False, "error": f"unknown op {op!r}"}
         return {"ok": True}
 
     def _down(self) -> None:
         self._generation += 1
         self._stop_sshd()
+        self._system.on_down()
         self._state.stage = "down"
         self._state.pending_device = None
         self._sync_listeners()
@@ -531,7 +586,16 @@ class LabHost:
         machine_id = persist / "etc/machine-id"
         if not machine_id.exists():
             _write(machine_id, secrets.token_hex(16) + "\n")
-        self._start_sshd("booted", self.ssh_port, key)
+        if self._system.on_boot():
+            self._start_sshd("booted", self.ssh_port, key)
+        else:
+            self._set_stage("booted")
+            self._log("the booted system stops sshd: no SSH")
+
+    def _start_system_sshd(self) -> None:
+        """Start the booted system's sshd again (a good configuration was activated)."""
+        if self.stage == "booted" and self._sshd is None:
+            self._start_sshd("booted", self.ssh_port, self.persist / "etc/ssh" / KEY_NAME)
 
     def _unlocked(self) -> None:
         if self.stage != "initrd":

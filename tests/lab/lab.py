@@ -7,24 +7,27 @@ sshd and session it started, releases the hosts' addresses and removes its folde
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import re
 import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from tests.lab import keys
 from tests.lab.control import ControlServer
+from tests.lab.generations import LabConfig
 from tests.lab.host import HostContext, LabHost
 from tests.lab.model import PHASES, Initrd, OsKind, Stage
 from tests.lab.supervisor import Supervisor
 
 NIXOS_ANYWHERE = Path(__file__).resolve().with_name("nixos_anywhere.py")
+NIX = Path(__file__).resolve().with_name("nix.py")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
 _open_labs: set[Lab] = set()
 
@@ -170,17 +173,53 @@ class Lab:
         """``nixos_anywhere_command`` as one string, for DEPLOYBOT_NIXOS_ANYWHERE."""
         return shlex.join(self.nixos_anywhere_command(**options))
 
-    def make_flake(self, attrs: Iterable[str] = ("clawsiecats-luks",), name: str = "flake") -> Path:
-        """A folder to pass as DEPLOYBOT_FLAKE: the stand-in knows these attributes."""
+    def nix_command(self) -> list[str]:
+        """The stand-in ``nix`` (DEPLOYBOT_NIX): ``build`` and ``copy``; append real args."""
+        return [sys.executable, str(NIX), "--lab-dir", str(self.dir)]
+
+    def nix_prefix(self) -> str:
+        """``nix_command`` as one string, for DEPLOYBOT_NIX."""
+        return shlex.join(self.nix_command())
+
+    def make_flake(
+        self,
+        attrs: Iterable[str] | Mapping[str, LabConfig] = ("clawsiecats-luks",),
+        name: str = "flake",
+    ) -> Path:
+        """A folder to pass as DEPLOYBOT_FLAKE: the stand-ins know these attributes.
+
+        A mapping says how each attribute behaves (``LabConfig``); plain names behave
+        as ``LabConfig()``, the configuration a preinstalled host runs.
+        """
         flake = self.dir / name
         flake.mkdir(parents=True, exist_ok=True)
-        configs = {attr: {"system": "x86_64-linux"} for attr in attrs}
+        chosen = attrs if isinstance(attrs, Mapping) else {a: LabConfig() for a in attrs}
+        configs = {
+            attr: {"system": "x86_64-linux", **dataclasses.asdict(config)}
+            for attr, config in chosen.items()
+        }
         (flake / "flake.nix").write_text(
             "{\n  # deploybot lab flake: the stand-in nixos-anywhere reads lab-flake.json\n"
             "  outputs = { self, ... }: { };\n}\n"
         )
         (flake / "lab-flake.json").write_text(json.dumps({"nixosConfigurations": configs}))
         return flake
+
+    def set_configuration(
+        self, flake: Path, attr: str, config: LabConfig | None = None, **changes: Any
+    ) -> LabConfig:
+        """Change (or add) one attribute of a lab flake: ``config``, or the current one
+        with ``changes`` (``version="2"``, ``kernel="6.12.34"``, ``breaks_ssh=True``...)."""
+        path = flake / "lab-flake.json"
+        raw = json.loads(path.read_text())
+        configs: dict[str, Any] = raw["nixosConfigurations"]
+        base = config or LabConfig.from_json(configs.get(attr, {}))
+        chosen = dataclasses.replace(base, **changes)
+        configs[attr] = {"system": "x86_64-linux", **dataclasses.asdict(chosen)}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(raw))
+        tmp.replace(path)
+        return chosen
 
     # ------------------------------------------------------------------ plain ssh
 

@@ -64,6 +64,12 @@ class HostState:
     http: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     disk_use_percent: int = 23
     faults: list[Fault] = dataclasses.field(default_factory=list)
+    #: Transient units of this boot by name (``units.py``): services and timers.
+    units: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: How finished transient services ended, by invocation id (``systemd-run --wait``).
+    finished: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: The active configuration stopped the system sshd (``LabConfig.breaks_ssh``).
+    sshd_broken: bool = False
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from tests.lab import keys
+from tests.lab import generations, keys
 from tests.lab.shell_base import Ctx
 
 DISK_KEY = "/tmp/disk.key"
@@ -146,9 +146,7 @@ def nixos_install(ctx: Ctx, args: list[str], copy_host_keys: bool = False) -> in
                 shutil.copy2(key, ssh_dir / key.name)
     (root / "etc").mkdir(exist_ok=True)
     (root / "etc/NIXOS").write_text("")
-    profile = root / "nix/var/nix/profiles"
-    profile.mkdir(parents=True, exist_ok=True)
-    (profile / "system").write_text(system + "\n")
+    generations.install(root, generations.default_closure(system))
     (root / "tmp").mkdir(exist_ok=True)
     ctx.out(
         f"copying path '{system}' from 'local'...\n"

@@ -19,6 +19,7 @@ from typing import BinaryIO
 from tests.lab import shell_install as install
 from tests.lab import shell_system as system
 from tests.lab import shell_unlock as unlock
+from tests.lab import shell_updates as updates
 from tests.lab.model import STAGES
 from tests.lab.shell_base import Ctx, ShellExit
 
@@ -49,7 +50,13 @@ _RUNNING: dict[str, Command] = {
     "mkdir": system.cmd_mkdir,
     "chmod": system.cmd_chmod,
     "chown": system.cmd_chown,
+    "readlink": updates.cmd_readlink,
     "systemd-tty-ask-password-agent": unlock.agent,
+}
+_BOOTED: dict[str, Command] = {
+    "nix-env": updates.cmd_nix_env,
+    "nix-store": updates.cmd_nix_store,
+    "systemd-run": updates.cmd_systemd_run,
 }
 _NIXOS: dict[str, Command] = {"nixos-version": system.cmd_nixos_version, "nix": install.nix}
 _INSTALLER: dict[str, Command] = {
@@ -74,6 +81,8 @@ def commands(ctx: Ctx) -> dict[str, Command]:
         table.update(_NIXOS)
     if ctx.stage == "installer":
         table.update(_INSTALLER)
+    if ctx.stage == "booted":
+        table.update(_BOOTED)
     table["sh"] = run_sh
     table["bash"] = run_sh
     return table
@@ -163,6 +172,8 @@ def run_simple(ctx: Ctx, words: list[str]) -> int:
             return install.chown_pairs(ctx)
         if name.startswith("/nix/store/") and "disko" in name:
             return install.disko(ctx, args)
+        if ctx.stage == "booted" and updates.is_switch(name):
+            return updates.switch_to_configuration(ctx, name, args)
         command = commands(ctx).get(Path(name).name if name.startswith("/run/") else name)
         if command is None:
             return ctx.fail(f"bash: {name}: command not found", 127)

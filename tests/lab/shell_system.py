@@ -14,6 +14,7 @@ import socket
 import time
 from pathlib import Path
 
+from tests.lab import shell_updates as updates
 from tests.lab.model import NIXOS_VERSION, HostState
 from tests.lab.shell_base import Ctx, ShellExit
 
@@ -73,14 +74,15 @@ def cmd_hostname(ctx: Ctx, args: list[str]) -> int:
 
 
 def cmd_uname(ctx: Ctx, args: list[str]) -> int:
+    release = updates.booted_kernel(ctx)
     if not args or args == ["-s"]:
         ctx.out("Linux\n")
     elif args == ["-m"]:
         ctx.out("x86_64\n")
     elif args == ["-r"]:
-        ctx.out("6.12.33\n")
+        ctx.out(f"{release}\n")
     else:
-        ctx.out(f"Linux {ctx.state.name} 6.12.33 #1-NixOS SMP PREEMPT_DYNAMIC x86_64 GNU/Linux\n")
+        ctx.out(f"Linux {ctx.state.name} {release} #1-NixOS SMP PREEMPT_DYNAMIC x86_64 GNU/Linux\n")
     return 0
 
 
@@ -246,7 +248,7 @@ def cmd_mount(ctx: Ctx, args: list[str]) -> int:
 def system_state(state: HostState) -> str:
     if state.system_state is not None:
         return state.system_state
-    return "degraded" if state.failed_units else "running"
+    return "degraded" if updates.failed_units(state) else "running"
 
 
 def cmd_systemctl(ctx: Ctx, args: list[str]) -> int:
@@ -262,7 +264,11 @@ def cmd_systemctl(ctx: Ctx, args: list[str]) -> int:
     if verb in ("reboot", "poweroff", "halt", "kexec"):
         ctx.ask("poweroff" if verb in ("poweroff", "halt") else "reboot")
         return 0
-    failed = state.failed_units if ctx.stage == "booted" else []
+    if ctx.stage == "booted":
+        handled = updates.systemctl(ctx, verb, units, flags, args)
+        if handled is not None:
+            return handled
+    failed = updates.failed_units(state) if ctx.stage == "booted" else []
     if verb == "is-system-running":
         answer = (
             system_state(state)
@@ -273,15 +279,14 @@ def cmd_systemctl(ctx: Ctx, args: list[str]) -> int:
             ctx.out(answer + "\n")
         return 0 if answer == "running" else 1
     if verb in ("is-active", "is-failed"):
-        status = 0
-        for unit in units:
-            bad = unit in failed
-            answer = "failed" if bad else "active"
-            if "--quiet" not in flags and "-q" not in flags:
-                ctx.out(answer + "\n")
-            if (verb == "is-active") == bad:
-                status = 3 if verb == "is-active" else 1
-        return status
+        answers = [
+            updates.unit_state(state, unit) if ctx.stage == "booted" else "active" for unit in units
+        ]
+        if "--quiet" not in flags and "-q" not in flags:
+            ctx.out("".join(answer + "\n" for answer in answers))
+        if verb == "is-active":
+            return 0 if all(a == "active" for a in answers) else 3
+        return 0 if "failed" in answers else 1
     if verb == "list-units" or "--failed" in flags:
         if "--failed" not in flags and "--state=failed" not in flags:
             return ctx.fail("lab: only `systemctl --failed` lists units", 1)
