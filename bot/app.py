@@ -25,6 +25,7 @@ from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.flows.engine import Engine, build_engine
 from bot.flows.recovery import clear_crash_leftovers, look_after_interruption
+from bot.flows.update.pipeline import GUARD_AFTER_RESTART, GUARDED_KINDS
 from bot.flows.watch.schedule import Schedules
 from bot.jobs.runner import JobRunner
 from handlers import register_all
@@ -216,6 +217,8 @@ async def tell_interrupted_jobs(parts: Parts) -> None:
             continue
         now = looks.get(job.machine, f"check it with /status {job.machine} before you retry")
         extra = f"\nI stopped {len(stopped)} processes it had left running." if stopped else ""
+        if job.kind in GUARDED_KINDS:
+            extra += f"\n{GUARD_AFTER_RESTART}"
         await parts.chat.post(
             job.chat_id,
             f"⏹ Job {job.id} ({job.kind} {job.machine}) was interrupted: the bot restarted "

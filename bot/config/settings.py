@@ -35,6 +35,7 @@ class Settings:
     state_dir: Path = Path("state")
     ssh_key: Path = Path("~/.ssh/id_ed25519")
     nixos_anywhere: tuple[str, ...] = ("nix", "run", "github:nix-community/nixos-anywhere", "--")
+    nix: tuple[str, ...] = ("nix",)  # DEPLOYBOT_NIX: builds and copies an update's system
     sops: str = "sops"
     sops_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -111,6 +112,10 @@ def load_settings(
         raise SettingsError(f"DEPLOYBOT_NIXOS_ANYWHERE: {exc}") from None
     if not prefix:
         raise SettingsError("DEPLOYBOT_NIXOS_ANYWHERE is empty")
+    try:
+        nix = tuple(shlex.split(get("DEPLOYBOT_NIX", "nix")))
+    except ValueError as exc:
+        raise SettingsError(f"DEPLOYBOT_NIX: {exc}") from None
     api_url = get("TELEGRAM_API_URL", DEFAULT_API_URL)
     if not api_url.startswith(("https://", "http://")):
         raise SettingsError(
@@ -127,6 +132,7 @@ def load_settings(
         state_dir=Path(get("DEPLOYBOT_STATE_DIR", "state")).expanduser(),
         ssh_key=Path(get("DEPLOYBOT_SSH_KEY", "~/.ssh/id_ed25519")).expanduser(),
         nixos_anywhere=prefix,
+        nix=nix or ("nix",),
         sops=get("DEPLOYBOT_SOPS", "") or _default_sops(),
         sops_env=sops_env,
     )

@@ -14,6 +14,7 @@ from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.flows.deploy.pipeline import Deployer
 from bot.flows.unlock import Unlocker
+from bot.flows.update.pipeline import Updater
 from bot.flows.watch.outbox import Outbox
 from bot.flows.watch.reboot_test import RebootTester
 from bot.flows.watch.watcher import Watcher
@@ -33,8 +34,10 @@ class Engine:
     watcher: Watcher
     reboot_tester: RebootTester
     outbox: Outbox
+    updater: Updater
 
     async def shutdown(self) -> None:
+        await self.updater.shutdown()
         await self.watcher.shutdown()
         await self.unlocker.shutdown()
 
@@ -115,4 +118,14 @@ def build_engine(
         watcher=watcher,
         down_timeout=tuning.reboot_down_timeout,
     )
-    return Engine(fleet, asker, deployer, unlocker, watcher, tester, outbox)
+    updater = Updater(
+        jobs=jobs,
+        fleet=fleet,
+        store=store,
+        chat=chat,
+        asker=asker,
+        settings=settings,
+        tuning=tuning,
+        tester=tester,
+    )
+    return Engine(fleet, asker, deployer, unlocker, watcher, tester, outbox, updater)
