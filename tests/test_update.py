@@ -4,18 +4,18 @@ updating lab hosts behind the rollback guard that lives on the host."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from tests.fake_telegram import ChatRef, FakeMessage, FakeUser
 from tests.lab.host import LabHost
-from tests.waiting import eventually
 from tests.world import World
 
 ATTR = "clawsiecats"
 ENDED = re.compile(r"^(Update|Rollback) .* — (succeeded|failed|cancelled|interrupted) after")
 
 
-async def installed(world: World, name: str = "upd", *, luks: bool = False, **keys: object) -> LabHost:
+async def installed(
+    world: World, name: str = "upd", *, luks: bool = False, **keys: object
+) -> LabHost:
     """A booted host running the flake's ``clawsiecats`` as installed, the bot pinned to it."""
     host = world.lab.start_installed_host(name, stage="booted", luks=luks, flake_attr=ATTR)
     world.machine("clawsiecats", host, luks=luks, flake_attr=ATTR, **keys)
@@ -24,8 +24,13 @@ async def installed(world: World, name: str = "upd", *, luks: bool = False, **ke
     return host
 
 
-async def confirm_update(world: World, user: FakeUser, *, command: str = "/deploy clawsiecats",
-                         press: str = "Update clawsiecats") -> FakeMessage:
+async def confirm_update(
+    world: World,
+    user: FakeUser,
+    *,
+    command: str = "/deploy clawsiecats",
+    press: str = "Update clawsiecats",
+) -> FakeMessage:
     tg = world.rig.tg
     await tg.send_text(user, command)
     confirmation = await tg.wait_for_message(user, lambda m: bool(m.buttons), timeout=30)
@@ -33,9 +38,7 @@ async def confirm_update(world: World, user: FakeUser, *, command: str = "/deplo
     return confirmation
 
 
-async def job_end(
-    world: World, chat: ChatRef, *, job: int = 1, timeout: float = 60
-) -> FakeMessage:
+async def job_end(world: World, chat: ChatRef, *, job: int = 1, timeout: float = 60) -> FakeMessage:
     """Job ``job``'s progress message once it shows a final result."""
 
     def ended(message: FakeMessage) -> bool:
@@ -58,6 +61,7 @@ async def test_update_switches_and_disarms_the_guard(world: World) -> None:
     assert "switched clawsiecats to generation 2" in end.body
     assert host.current_generation == 2
     assert host.current_system != old
+    assert host.current_system is not None
     assert host.current_system in end.body
     assert host.timers == [], "the guard was disarmed"
     assert host.activations[-1].unit == "deploybot-switch-1.service"
@@ -105,8 +109,9 @@ async def test_build_failure_changes_nothing(world: World) -> None:
 
 
 async def test_kernel_change_offers_a_reboot_through_the_unlock(world: World) -> None:
-    host = await installed(world, luks=True, luks_passphrase_secret="clawsiecats_luks_passphrase",
-                           auto_unlock=False)
+    host = await installed(
+        world, luks=True, luks_passphrase_secret="clawsiecats_luks_passphrase", auto_unlock=False
+    )
     world.lab.set_configuration(world.flake, ATTR, kernel="6.12.34")
     confirmation = await confirm_update(world, world.op)
     assert "kernel, initrd, kernel-modules change: a reboot is needed" in confirmation.body

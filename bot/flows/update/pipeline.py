@@ -22,9 +22,9 @@ from bot.config.inventory import Machine
 from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
-from bot.core.poll import PollTimeout, poll_until
 from bot.flows.deploy.nixos_anywhere import child_env
 from bot.flows.update import guard, nix
+from bot.flows.update.offer import RebootOffers
 from bot.flows.update.plan import Plan, PlanError, read_plan
 from bot.flows.update.watch import GuardWatch
 from bot.flows.watch.reboot_test import RebootTester
@@ -33,7 +33,7 @@ from bot.remote.fleet import Fleet
 from bot.remote.place import Place
 from bot.remote.ssh import SshError, run
 from bot.remote.target import Target
-from store import Job, JobConflict, Store
+from store import Job, Store
 
 BUILD, COPY, REVIEW, ACTIVATE, CONFIRM, HEALTH = (
     "build",
@@ -91,8 +91,9 @@ class Updater:
         self.asker = asker
         self.settings = settings
         self.tuning = tuning
-        self.tester = tester
-        self._offers: set[asyncio.Task[None]] = set()
+        self.offers = RebootOffers(
+            store=store, chat=chat, asker=asker, tuning=tuning, tester=tester
+        )
 
     async def decide(self, machine: Machine, *, user_id: int, username: str) -> Decision:
         """Update a machine answering with its pinned system key; install anything else;
@@ -153,9 +154,7 @@ class Updater:
         )
 
     async def shutdown(self) -> None:
-        for task in list(self._offers):
-            task.cancel()
-        await asyncio.gather(*self._offers, return_exceptions=True)
+        await self.offers.shutdown()
 
     # -- the jobs ----------------------------------------------------------------------------
 
@@ -341,61 +340,8 @@ class Updater:
         )
         if plan.reboot_parts:
             summary += f"; {', '.join(plan.reboot_parts)} changed: reboot to use them"
-            self._offer(ctx.job.id, target.machine, plan, user_id=user_id, chat_id=chat_id)
+            self.offers.offer(ctx.job.id, target.machine, plan, user_id=user_id, chat_id=chat_id)
         return Outcome(summary)
-
-    def _offer(
-        self, job_id: int, machine: Machine, plan: Plan, *, user_id: int, chat_id: int
-    ) -> None:
-        task = asyncio.create_task(
-            self._offer_reboot(job_id, machine, plan, user_id=user_id, chat_id=chat_id),
-            name=f"reboot-offer-{job_id}",
-        )
-        self._offers.add(task)
-        task.add_done_callback(self._offers.discard)
-
-    async def _offer_reboot(
-        self, job_id: int, machine: Machine, plan: Plan, *, user_id: int, chat_id: int
-    ) -> None:
-        """After the job ended (its lock released), offer the reboot the new kernel needs."""
-
-        async def state() -> Job | None:
-            return await self.store.job(job_id)
-
-        try:
-            await poll_until(state, lambda j: j is None or not j.active, timeout=30.0, interval=0.1)
-        except PollTimeout:
-            return
-        unlock = " through the unlock of its disk" if machine.luks else ""
-        timeout = self.tuning.confirm_timeout
-        pressed = await self.asker.confirm(
-            chat_id,
-            user_id,
-            f"{machine.name} runs generation with a new {', '.join(plan.reboot_parts)}; they are "
-            f"used from the next boot. Reboot it now (a reboot test{unlock})?\n\n"
-            f"Answer within {format_duration(timeout)}.",
-            yes="Reboot now",
-            no="Later",
-            timeout=timeout,
-        )
-        await self.store.audit(
-            user_id=user_id,
-            username="",
-            action="reboot after update",
-            machine=machine.name,
-            decision={True: "confirmed", False: "declined", None: "expired"}[pressed],
-            detail=f"update job {job_id}",
-        )
-        if not pressed:
-            return
-        try:
-            await self.tester.start(
-                machine, trigger=f"after update job {job_id}", user_id=user_id, chat_id=chat_id
-            )
-        except JobConflict as exc:
-            await self.chat.post(
-                chat_id, f"{machine.name} already has job {exc.job.id} ({exc.job.kind}): not now."
-            )
 
 
 def _remove(path: Path) -> None:
