@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncssh
@@ -21,6 +22,7 @@ from bot.remote.ssh import CommandResult, run
 
 PROFILE = "/nix/var/nix/profiles/system"
 PARTS = ("kernel", "initrd", "kernel-modules")
+SEPARATOR = "@@deploybot@@"
 _GENERATION = re.compile(r"^\s*(\d+)\s+\S+\s+\S+\s*(\(current\))?\s*$")
 
 
@@ -141,24 +143,70 @@ class Links:
 async def readlink(conn: asyncssh.SSHClientConnection, path: str, *, timeout: float) -> str:
     """Where ``path`` points on the machine ("" if it is no link); bounded, stripped."""
     result = await run(conn, ["readlink", path], timeout=timeout)
-    text = result.stdout_text.strip().splitlines()
-    return text[0][:400] if result.ok and text else ""
+    return first_line(result.stdout_text) if result.ok else ""
 
 
-async def links(conn: asyncssh.SSHClientConnection, system: str, *, timeout: float) -> Links:
-    kernel, initrd, modules = [
-        await readlink(conn, f"{system}/{p}", timeout=timeout) for p in PARTS
+@dataclass(frozen=True)
+class State:
+    """The machine's profile and running system, read in one round trip."""
+
+    numbers: list[int]
+    current: int | None
+    running: str
+    armed: list[str]
+    links: list[Links]
+    first: str = ""  # the output of the command run before the reading
+
+
+async def read_state(
+    conn: asyncssh.SSHClientConnection,
+    *,
+    timeout: float,
+    first: str | None = None,
+    systems: Sequence[str] = (),
+) -> State:
+    """Generations, ``/run/current-system``, armed guards and the kernel links of
+    ``systems``; ``first`` (shell text) runs before them, its output kept."""
+    reads: list[list[str] | str] = [
+        list_generations(),
+        ["readlink", "/run/current-system"],
+        running_guards(),
     ]
-    return Links(kernel, initrd, modules)
+    reads += [["readlink", f"{system}/{part}"] for system in systems for part in PARTS]
+    commands = ([first] if first is not None else []) + reads
+    result = await run(conn, batch(*commands), timeout=timeout)
+    out = parts(result, len(commands))
+    head = out.pop(0) if first is not None else ""
+    numbers, current = parse_generations(out[0])
+    found = [first_line(o) for o in out[3:]]
+    links = [Links(*found[i : i + 3]) for i in range(0, len(found), 3)]
+    return State(numbers, current, first_line(out[1]), armed_guards(out[2]), links, head)
 
 
-async def generations(
-    conn: asyncssh.SSHClientConnection, *, timeout: float
-) -> tuple[list[int], int | None]:
-    result = await run(conn, list_generations(), timeout=timeout)
-    if not result.ok:
-        return [], None
-    return parse_generations(result.stdout_text)
+def batch(*commands: list[str] | str) -> list[str]:
+    """Several commands in one remote shell, their outputs apart (one login, one round trip).
+
+    A command given as a string is shell text already (``a && echo OK``)."""
+    script = f"; echo {SEPARATOR}; ".join(
+        c if isinstance(c, str) else shlex.join(c) for c in commands
+    )
+    return ["sh", "-c", script]
+
+
+def parts(result: CommandResult, count: int) -> list[str]:
+    """The outputs of a :func:`batch`, one per command (missing ones empty)."""
+    found = result.stdout_text.split(f"{SEPARATOR}\n")
+    return [*found, *[""] * count][:count]
+
+
+def first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0][:400] if lines else ""
+
+
+def marked(command: list[str], mark: str) -> str:
+    """``command && echo mark``: the mark in the output says it succeeded."""
+    return f"{shlex.join(command)} && echo {mark}"
 
 
 def why(result: CommandResult, limit: int = 200) -> str:

@@ -31,7 +31,7 @@ from bot.flows.watch.reboot_test import RebootTester
 from bot.jobs.runner import JobCancelled, JobContext, JobRunner, Outcome
 from bot.remote.fleet import Fleet
 from bot.remote.place import Place
-from bot.remote.ssh import SshError, run
+from bot.remote.ssh import SshError
 from bot.remote.target import Target
 from store import Job, Store
 
@@ -184,7 +184,8 @@ class Updater:
         timeout = self.tuning.ssh_timeout
         try:
             async with await target.system() as conn:
-                numbers, current = await guard.generations(conn, timeout=timeout)
+                state = await guard.read_state(conn, timeout=timeout)
+                numbers, current = state.numbers, state.current
                 older = [n for n in numbers if current is not None and n < current]
                 if not older:
                     raise ctx.fail(
@@ -263,13 +264,6 @@ class Updater:
         timeout = self.tuning.ssh_timeout
         try:
             async with await target.system() as conn:
-                listing = await run(conn, guard.running_guards(), timeout=timeout)
-                armed = guard.armed_guards(listing.stdout_text) if listing.ok else []
-                if armed:
-                    raise ctx.fail(
-                        f"a rollback guard is still armed on {target.name} ({armed[0]}): wait "
-                        "for it to fire, then try again. Nothing was changed"
-                    )
                 plan = await read_plan(conn, target.name, new, timeout=timeout, to_generation=back)
         except SshError as exc:
             raise ctx.fail(f"cannot read {target.name}'s system: {exc}") from None

@@ -69,22 +69,25 @@ async def read_plan(
     to_generation: int | None = None,
 ) -> Plan:
     """Read the machine's profile and the links of the booted and the coming system."""
-    _, current_generation = await guard.generations(conn, timeout=timeout)
-    if current_generation is None:
+    state = await guard.read_state(conn, timeout=timeout, systems=("/run/booted-system", new))
+    if state.armed:
+        raise PlanError(
+            f"a rollback guard is still armed on {machine} ({state.armed[0]}): wait for it "
+            "to fire, then try again. Nothing was changed"
+        )
+    if state.current is None:
         raise PlanError(
             f"{machine} lists no current generation of {guard.PROFILE}: is it a NixOS system?"
         )
-    current = await guard.readlink(conn, "/run/current-system", timeout=timeout)
-    if not current:
+    if not state.running:
         raise PlanError(f"{machine} has no /run/current-system")
-    booted = await guard.links(conn, "/run/booted-system", timeout=timeout)
-    coming = await guard.links(conn, new, timeout=timeout)
+    booted, coming = state.links
     if not coming.kernel:
         raise PlanError(f"{new} on {machine} has no kernel link: it is not a NixOS system")
     return Plan(
         machine=machine,
-        current=current,
-        generation=current_generation,
+        current=state.running,
+        generation=state.current,
         new=new,
         booted=booted,
         coming=coming,

@@ -9,6 +9,7 @@ until a login sees the old generation again, then says why it rolled back.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ class Look:
         return not self.why
 
 
+async def _nothing() -> None:
+    return None
+
+
 class GuardWatch:
     """Arms the guard, activates, and confirms or waits for the machine to switch back."""
 
@@ -68,6 +73,9 @@ class GuardWatch:
         self.armed_at = 0.0
         self.new_generation: int | None = None
         self.problem = ""
+        self._healthy = False
+        self._fired = False
+        self._enter_health: Callable[[], Awaitable[None]] = _nothing
 
     @property
     def job_id(self) -> int:
@@ -82,28 +90,21 @@ class GuardWatch:
         """Select the new generation, arm the guard, and run the activation detached."""
         ctx, plan, name = self.ctx, self.plan, self.target.name
         timeout = self.ssh_timeout
+        arm = guard.arm(self.job_id, back_to=plan.generation, seconds=self.timeout)
         try:
             async with await self.target.system() as conn:
-                _, current = await guard.generations(conn, timeout=timeout)
-                running = await guard.readlink(conn, "/run/current-system", timeout=timeout)
-                if current != plan.generation or running != plan.current:
+                now = await guard.read_state(conn, timeout=timeout)
+                if now.current != plan.generation or now.running != plan.current or now.armed:
                     raise ctx.fail(
-                        f"{name} changed since you confirmed (generation {current}, {running}); "
-                        "nothing was activated"
+                        f"{name} changed since you confirmed (generation {now.current}, "
+                        f"{now.running or 'no system'}); nothing was activated"
                     )
-                chosen = await run(conn, select, timeout=timeout)
-                if not chosen.ok:
-                    raise ctx.fail(
-                        f"could not select the new generation ({guard.why(chosen)}); "
-                        "nothing was activated"
-                    )
-                _, self.new_generation = await guard.generations(conn, timeout=timeout)
-                armed = await run(
-                    conn,
-                    guard.arm(self.job_id, back_to=plan.generation, seconds=self.timeout),
-                    timeout=timeout,
-                )
-                if not armed.ok:
+                first = f"{guard.marked(select, 'SELECTED')} && {guard.marked(arm, 'ARMED')}"
+                step = await guard.read_state(conn, timeout=timeout, first=first)
+                if "SELECTED" not in step.first:
+                    raise ctx.fail("could not select the new generation; nothing was activated")
+                self.new_generation = step.current
+                if "ARMED" not in step.first:
                     back = await run(
                         conn, guard.switch_generation(plan.generation), timeout=timeout
                     )
@@ -111,8 +112,8 @@ class GuardWatch:
                         "the profile is back" if back.ok else "the profile could not be reset"
                     )
                     raise ctx.fail(
-                        f"could not arm the rollback guard ({guard.why(armed)}); {restored} on "
-                        f"generation {plan.generation} and nothing was activated"
+                        f"could not arm the rollback guard; {restored} on generation "
+                        f"{plan.generation} and nothing was activated"
                     )
                 self.armed_at = time.monotonic()
                 await ctx.note(
@@ -138,15 +139,22 @@ class GuardWatch:
         """Confirm in time and disarm, or wait for the machine's own rollback (JobFailed)."""
         if self.problem:
             await self._rolled_back(self.problem)
-        seen = await self._until(self._login)
-        await enter_health()
-        seen = await self._until(self._health)
+        self._enter_health = enter_health
+        try:
+            seen = await poll_until(
+                self._look,
+                lambda seen: seen.ok or self._fired,
+                timeout=max(0.0, self._deadline - time.monotonic()),
+                interval=self.poll,
+            )
+        except PollTimeout as exc:
+            last: Look = exc.last
+            await self._rolled_back(
+                f"{last.why} within {format_duration(self.timeout)} of the activation"
+            )
+        if not seen.ok:
+            await self._rolled_back(seen.why)
         assert seen.health is not None
-        if time.monotonic() > self._deadline:
-            await self._rolled_back("the confirmation came too late to stop the guard")
-        why = await self._disarm()
-        if why:
-            await self._rolled_back(why)
         await self._audit("switched", f"generation {self.new_generation}")
         await self.store.update_machine(
             self.target.name, state=Place.SYSTEM, detail=f"generation {self.new_generation}"
@@ -157,60 +165,41 @@ class GuardWatch:
     def _deadline(self) -> float:
         return self.armed_at + self.timeout - self.margin
 
-    async def _until(self, look: Callable[[], Awaitable[Look]]) -> Look:
-        try:
-            return await poll_until(
-                look,
-                lambda seen: seen.ok,
-                timeout=max(0.0, self._deadline - time.monotonic()),
-                interval=self.poll,
-            )
-        except PollTimeout as exc:
-            last: Look = exc.last
-            await self._rolled_back(
-                f"{last.why} within {format_duration(self.timeout)} of the activation"
-            )
-
-    async def _login(self) -> Look:
-        """A fresh pinned login, made now, must see the new system."""
+    async def _look(self) -> Look:
+        """A fresh pinned login, made now, must see the new system and pass the health
+        checks; then, on the same login, the guard is disarmed."""
         try:
             async with await self.target.system() as conn:
-                running = await guard.readlink(
-                    conn, "/run/current-system", timeout=self.ssh_timeout
+                running, health = await asyncio.gather(
+                    guard.readlink(conn, "/run/current-system", timeout=self.ssh_timeout),
+                    self.target.read_health(conn),
                 )
+                if running != self.plan.new:
+                    return Look(f"it runs {running or 'no known system'}, not the new one")
+                if not self._healthy:
+                    self._healthy = True
+                    await self._enter_health()
+                problems = health.problems()
+                if problems:
+                    return Look(f"the health check failed: {'; '.join(problems)}", health)
+                if time.monotonic() > self._deadline:
+                    return Look("the confirmation came too late to stop the guard", health)
+                seen = await self._disarm(conn, health)
         except SshError as exc:
             return Look(f"no pinned login succeeded ({exc})")
-        if running != self.plan.new:
-            return Look(f"it runs {running or 'no known system'}, not the new one")
-        return Look()
+        return seen
 
-    async def _health(self) -> Look:
-        try:
-            async with await self.target.system() as conn:
-                health = await self.target.read_health(conn)
-        except SshError as exc:
-            return Look(f"the health check could not log in ({exc})")
-        problems = health.problems()
-        if problems:
-            return Look(f"the health check failed: {'; '.join(problems)}", health)
-        return Look(health=health)
-
-    async def _disarm(self) -> str:
-        """Stop the timer, then make sure it had not fired ("" when the new system stays)."""
-        timeout = self.ssh_timeout
-        try:
-            async with await self.target.system() as conn:
-                stopped = await run(conn, guard.disarm(self.job_id), timeout=timeout)
-                _, current = await guard.generations(conn, timeout=timeout)
-                running = await guard.readlink(conn, "/run/current-system", timeout=timeout)
-        except SshError as exc:
-            return f"the guard could not be disarmed ({exc})"
-        if current != self.new_generation or running != self.plan.new:
-            return "the guard fired before it could be disarmed"
-        if not stopped.ok:
-            return f"the guard could not be disarmed ({guard.why(stopped)})"
+    async def _disarm(self, conn: asyncssh.SSHClientConnection, health: Health) -> Look:
+        """Stop the timer, then make sure it had not fired."""
+        first = guard.marked(guard.disarm(self.job_id), "DISARMED")
+        state = await guard.read_state(conn, timeout=self.ssh_timeout, first=first)
+        if state.current != self.new_generation or state.running != self.plan.new:
+            self._fired = True
+            return Look("the guard fired before it could be disarmed", health)
+        if "DISARMED" not in state.first:
+            return Look("the guard could not be disarmed", health)
         self.ctx.output(f"guard {guard.rollback_unit(self.job_id)} disarmed")
-        return ""
+        return Look(health=health)
 
     async def _rolled_back(self, reason: str) -> NoReturn:
         """Wait for the machine to be back on the old generation; JobFailed either way."""
@@ -235,9 +224,8 @@ class GuardWatch:
         timeout = self.ssh_timeout
         try:
             async with await self.target.system() as conn:
-                _, current = await guard.generations(conn, timeout=timeout)
-                running = await guard.readlink(conn, "/run/current-system", timeout=timeout)
-                if current != self.plan.generation or running != self.plan.current:
+                now = await guard.read_state(conn, timeout=timeout)
+                if now.current != self.plan.generation or now.running != self.plan.current:
                     return False
                 await run(conn, guard.disarm(self.job_id), timeout=timeout)  # unload the timer
         except SshError:
