@@ -3,7 +3,9 @@ updating lab hosts behind the rollback guard that lives on the host."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import subprocess
 
 from tests.fake_telegram import ChatRef, FakeMessage, FakeUser
 from tests.lab.host import LabHost
@@ -195,3 +197,31 @@ async def test_cancel_in_the_guard_window_leaves_it_to_the_guard(world: World) -
     end = await job_end(world, world.op, timeout=90)
     assert "rolled back to generation 1" in end.body
     assert host.current_system == old
+
+
+async def test_a_machine_changed_during_the_review_is_not_activated(world: World) -> None:
+    host = await installed(world)
+    old = host.current_system
+    assert old is not None
+    world.lab.set_configuration(world.flake, ATTR, version="2")
+    tg = world.rig.tg
+    await tg.send_text(world.op, "/deploy clawsiecats")
+    confirmation = await tg.wait_for_message(world.op, lambda m: bool(m.buttons), timeout=30)
+    # Someone else makes a generation while the confirmation waits.
+    other = await asyncio.to_thread(
+        subprocess.run,
+        [*world.lab.ssh_argv(host), f"nix-env -p /nix/var/nix/profiles/system --set {old}"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert other.returncode == 0, other.stderr
+    await tg.press_button(world.op, confirmation, "Update clawsiecats")
+    end = await job_end(world, world.op)
+    assert (
+        "❌ failed at activate: clawsiecats changed since you confirmed (generation 2" in end.body
+    )
+    assert "nothing was activated" in end.body
+    assert host.current_generation == 2, "the profile is back where the other change left it"
+    assert host.current_system == old
+    assert host.timers == []
+    assert all(a.unit != "deploybot-switch-1.service" for a in host.activations)

@@ -93,28 +93,28 @@ class GuardWatch:
         arm = guard.arm(self.job_id, back_to=plan.generation, seconds=self.timeout)
         try:
             async with await self.target.system() as conn:
-                now = await guard.read_state(conn, timeout=timeout)
-                if now.current != plan.generation or now.running != plan.current or now.armed:
-                    raise ctx.fail(
-                        f"{name} changed since you confirmed (generation {now.current}, "
-                        f"{now.running or 'no system'}); nothing was activated"
-                    )
+                # One round trip: what the machine runs, then the new generation and the guard.
                 first = f"{guard.marked(select, 'SELECTED')} && {guard.marked(arm, 'ARMED')}"
-                step = await guard.read_state(conn, timeout=timeout, first=first)
-                if "SELECTED" not in step.first:
-                    raise ctx.fail("could not select the new generation; nothing was activated")
-                self.new_generation = step.current
-                if "ARMED" not in step.first:
-                    back = await run(
-                        conn, guard.switch_generation(plan.generation), timeout=timeout
-                    )
-                    restored = (
-                        "the profile is back" if back.ok else "the profile could not be reset"
-                    )
-                    raise ctx.fail(
-                        f"could not arm the rollback guard; {restored} on generation "
-                        f"{plan.generation} and nothing was activated"
-                    )
+                reads = [guard.list_generations(), ["readlink", "/run/current-system"]]
+                script = guard.batch(*reads, guard.running_guards(), first, reads[0])
+                result = await run(conn, script, timeout=timeout)
+                gens, running, timers, step, after = guard.parts(result, 5)
+                was = guard.parse_generations(gens)[1]
+                self.new_generation = guard.parse_generations(after)[1]
+                selected, armed = "SELECTED" in step, "ARMED" in step
+                running = guard.first_line(running)
+                changed = (
+                    was != plan.generation or running != plan.current or guard.armed_guards(timers)
+                )
+                if changed or not armed:
+                    await self._undo(conn, selected=selected, armed=armed, was=was)
+                    if changed:
+                        raise ctx.fail(
+                            f"{name} changed since you confirmed (generation {was}, "
+                            f"{running or 'no system'}); nothing was activated"
+                        )
+                    what = "arm the rollback guard" if selected else "select the new generation"
+                    raise ctx.fail(f"could not {what} ({guard.why(result)}); nothing was activated")
                 self.armed_at = time.monotonic()
                 await ctx.note(
                     f"rollback guard {guard.rollback_unit(self.job_id)} armed: unless I confirm "
@@ -127,6 +127,16 @@ class GuardWatch:
             if not self.armed_at:
                 raise ctx.fail(f"cannot activate on {name}: {exc}; nothing was activated") from None
             ctx.output(f"the activation cut the connection: {exc}")
+
+    async def _undo(
+        self, conn: asyncssh.SSHClientConnection, *, selected: bool, armed: bool, was: int | None
+    ) -> None:
+        """Before any activation: the guard stopped and the profile put back as it was."""
+        undo = [guard.disarm(self.job_id)] if armed else []
+        if selected and was is not None:
+            undo.append(guard.switch_generation(was))
+        if undo:
+            await run(conn, guard.batch(*undo), timeout=self.ssh_timeout)
 
     async def _activate(self, conn: asyncssh.SSHClientConnection) -> None:
         done = await run(conn, guard.activate(self.job_id, self.plan.new), timeout=self.timeout)
