@@ -15,7 +15,6 @@ Standard library only: the lab shell imports it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import posixpath
@@ -65,6 +64,8 @@ class LabConfig:
 
 def store_hash(*parts: str) -> str:
     """32 characters of Nix's base32 alphabet, derived from ``parts``."""
+    import hashlib
+
     digest = hashlib.sha256("\0".join(parts).encode()).digest()
     return "".join(_NIX32[b % 32] for b in digest[:32])
 

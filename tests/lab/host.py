@@ -30,6 +30,7 @@ from tests.lab.model import (
     Stage,
 )
 from tests.lab.network import AddressLease, PortListener
+from tests.lab.proc import kill_pids
 from tests.lab.sshd import Sshd, SshdSpec
 from tests.lab.supervisor import Supervisor
 from tests.lab.units import Activation, SystemManager, Timer
@@ -99,6 +100,8 @@ class LabHost:
         self._sshd: Sshd | None = None
         self._listeners: dict[int, PortListener] = {}
         self._open_ports: set[int] = set()
+        #: Connections that outlived their sshd's listener (``_detach_sshd``).
+        self._orphans: list[int] = []
         self._generation = 0
         self._system = SystemManager(self)
         self._state = HostState(
@@ -426,6 +429,7 @@ class LabHost:
             self._call(do)
         except Exception:
             self._stop_sshd()
+            self._system.on_down()
             for listener in self._listeners.values():
                 listener.close()
             raise
@@ -604,7 +608,9 @@ class LabHost:
         self._enter_booted()
 
     def _start_sshd(self, stage: Stage, port: int, host_key: Path) -> None:
-        self._stop_sshd()
+        if self._sshd is not None:
+            self._sshd.stop()
+            self._sshd = None
         spec = SshdSpec(
             address=self.address,
             port=port,
@@ -632,6 +638,15 @@ class LabHost:
     def _stop_sshd(self) -> None:
         if self._sshd is not None:
             self._sshd.stop()
+            self._sshd = None
+        if self._orphans:
+            kill_pids(self._orphans)
+            self._orphans = []
+
+    def _detach_sshd(self) -> None:
+        """Stop the listener (new connections refused); open connections live on."""
+        if self._sshd is not None:
+            self._orphans += self._sshd.stop_listener()
             self._sshd = None
 
     def _sync_listeners(self) -> None:

@@ -65,6 +65,14 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+def kill_pids(pids: list[int]) -> None:
+    """Kill processes the lab no longer parents (and everything below them)."""
+    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    _signal(alive, signal.SIGSTOP)
+    tree = alive + [child for pid in alive for child in descendants(pid)]
+    _signal(tree, signal.SIGKILL)
+
+
 def wait_for_port(address: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
     """Poll until ``address:port`` accepts a connection; fail early if ``proc`` died."""
     deadline = time.monotonic() + timeout

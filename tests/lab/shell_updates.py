@@ -4,7 +4,7 @@ timers, the ``systemctl`` verbs for them, and ``nix-store --serve --write`` (the
 end of the stand-in ``nix copy``).
 
 Output follows the real tools (nix-env 2.28, systemd 257, switch-to-configuration-ng).
-Standard library only.
+Standard library only, and light: every SSH command imports it (tarfile waits until used).
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -198,8 +196,10 @@ def cmd_nix_store(ctx: Ctx, args: list[str]) -> int:
         return 0
     if "--write" not in args:
         return ctx.fail("error: writing to the store is not allowed (no --write)")
+    import tarfile
+
     store.mkdir(parents=True, exist_ok=True)
-    staging = store / f".incoming-{secrets.token_hex(6)}"
+    staging = store / f".incoming-{os.urandom(6).hex()}"
     staging.mkdir()
     try:
         with tarfile.open(fileobj=ctx.stdin, mode="r|") as archive:
@@ -346,7 +346,7 @@ def cmd_systemd_run(ctx: Ctx, args: list[str]) -> int:
         return ctx.fail("Command line to execute required.")
     if not _executable(ctx, command[0]):
         return ctx.fail(f"Failed to find executable {command[0]}: No such file or directory")
-    unit = values.get("--unit", [f"run-r{secrets.token_hex(16)}"])[-1]
+    unit = values.get("--unit", [f"run-r{os.urandom(16).hex()}"])[-1]
     base = unit.removesuffix(".service").removesuffix(".timer")
     if not re.fullmatch(r"[A-Za-z0-9:_.\\@-]+", base):
         return ctx.fail(f"Failed to mangle unit name: {unit}: Invalid argument")
@@ -380,7 +380,7 @@ def cmd_systemd_run(ctx: Ctx, args: list[str]) -> int:
                 accuracy = parsed
             elif key == "RandomizedDelaySec":
                 parsed = parse_timespan(value)
-                delay += (parsed or 0.0) * secrets.randbelow(1000) / 1000
+                delay += (parsed or 0.0) * int.from_bytes(os.urandom(2), "big") / 65536
             else:
                 return ctx.fail(f"lab: unsupported timer property {key}")
         request["timer"] = {"name": f"{base}.timer", "on_active": delay, "accuracy": accuracy}

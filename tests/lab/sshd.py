@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.lab.proc import kill_tree, wait_for_port
+from tests.lab.proc import descendants, kill_tree, wait_for_port
 
 SSHD = "/usr/sbin/sshd"
 SHELL_SCRIPT = Path(__file__).resolve().with_name("shell.py")
@@ -100,6 +100,18 @@ class Sshd:
             self.stop()
             log_tail = self.spec.log_path.read_text()[-2000:]
             raise RuntimeError(f"sshd did not start: {exc}\n{log_tail}") from exc
+
+    def stop_listener(self) -> list[int]:
+        """Kill the listener only, as ``systemctl stop sshd`` with NixOS's
+        ``KillMode=process``: open connections live on. Returns their pids, which the
+        caller now owns (``kill_pids``)."""
+        if self._proc is None:
+            return []
+        sessions = descendants(self._proc.pid)
+        self._proc.kill()
+        self._proc.wait()
+        self._proc = None
+        return sessions
 
     def stop(self) -> None:
         """Kill the listener and every session below it (connections drop at once)."""

@@ -294,8 +294,8 @@ class SystemManager:
             if breaks and not state.sshd_broken:
                 state.sshd_broken = True
                 stopped.append("sshd.service")
-                host._stop_sshd()
-                host._log("activation stopped sshd")
+                host._detach_sshd()
+                host._log("activation stopped sshd (open connections live on)")
             elif not breaks and state.sshd_broken:
                 state.sshd_broken = False
                 host._start_system_sshd()
