@@ -80,6 +80,9 @@ def arm(job_id: int, *, back_to: int, seconds: float) -> list[str]:
         f"--on-active={max(1, round(seconds))}s",
         "--timer-property=AccuracySec=1s",
         "--description=deploybot rollback guard",
+        # A transient unit gets the service manager's PATH, not the login's.
+        "-E",
+        "PATH=/run/current-system/sw/bin:/run/wrappers/bin",
         "sh",
         "-c",
         back,

@@ -143,7 +143,11 @@ class GuardWatch:
         for line in (done.stdout_text + done.stderr_text).splitlines()[-200:]:
             self.ctx.output(line)
         if not done.ok:
-            self.problem = f"the activation failed ({guard.why(done)})"
+            lines = [ln.strip() for ln in done.stderr_text.splitlines() if ln.strip()]
+            # switch-to-configuration's verdict line, else its last line.
+            said = [ln for ln in lines if ln.startswith(("warning:", "error:"))] or lines
+            last = f": {' '.join(said[-1].split())[:200]}" if said else ""
+            self.problem = f"the activation failed (exit {done.exit_status}{last})"
 
     async def confirm(self, *, enter_health: Callable[[], Awaitable[None]]) -> Health:
         """Confirm in time and disarm, or wait for the machine's own rollback (JobFailed)."""
