@@ -24,6 +24,8 @@ lab-deps:
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
 	test -x /usr/sbin/cryptsetup || test -x /sbin/cryptsetup || missing="$$missing cryptsetup-bin"; \
 	command -v age-keygen >/dev/null || missing="$$missing age"; \
+	command -v nix-instantiate >/dev/null || missing="$$missing nix-bin"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.common import HEADER, Figure, machine_description
 
-MODULES = ("startup", "deploy", "update", "unlock", "probes")
+MODULES = ("startup", "deploy", "update", "unlock", "probes", "service")
 RESULTS = Path(__file__).resolve().with_name("results.md")
 
 

@@ -132,6 +132,7 @@ def build_application(
             engine.reboot_tester,
             access,
             engine.outbox,
+            engine.fleet,
             enabled=probes_enabled,
         )
     commands = register_all(

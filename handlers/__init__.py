@@ -23,7 +23,6 @@ from handlers.jobs import JobCommands
 from handlers.registry import install, table_of
 from handlers.unlock import UnlockCommands
 from store import Store
-from store.health import HealthStore
 
 #: The command families, in the order /help lists them.
 FAMILIES = (InfoCommands, DeployCommands, UnlockCommands, HealthCommands, JobCommands)
@@ -54,7 +53,7 @@ def register_all(
         access=access,
         inventory=inventory,
         store=store,
-        health=HealthStore(store),
+        health=engine.records,
         probes_enabled=probes_enabled,
     )
     families: list[object] = [

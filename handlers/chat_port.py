@@ -75,6 +75,13 @@ async def deliver(
     raise AssertionError("unreachable")
 
 
+def _unexpected(what: str, chat_id: int, exc: Exception) -> None:
+    """An exception python-telegram-bot was not expected to raise (a parsing bug, a
+    KeyError in an answer): logged by type only, since its text may quote the message we
+    sent, and swallowed, so the port keeps its promise that delivery never raises."""
+    log.error("could not %s %s: unexpected %s", what, chat_id, type(exc).__name__)
+
+
 class TelegramChat:
     """Delivers the engine's messages; a failure is logged and reported as None/False."""
 
@@ -96,6 +103,9 @@ class TelegramChat:
             )
         except TelegramError as exc:
             log.warning("could not send a message to chat %s: %s", chat_id, exc)
+            return None
+        except Exception as exc:
+            _unexpected("send a message to chat", chat_id, exc)
             return None
         return MessageRef(chat_id, message.message_id)
 
@@ -123,6 +133,9 @@ class TelegramChat:
                 "could not edit message %s in chat %s: %s", ref.message_id, ref.chat_id, exc
             )
             return False
+        except Exception as exc:
+            _unexpected("edit a message in chat", ref.chat_id, exc)
+            return False
         return True
 
     async def delete(self, ref: MessageRef) -> bool:
@@ -136,6 +149,9 @@ class TelegramChat:
             log.warning(
                 "could not delete message %s in chat %s: %s", ref.message_id, ref.chat_id, exc
             )
+            return False
+        except Exception as exc:
+            _unexpected("delete a message in chat", ref.chat_id, exc)
             return False
 
     async def send_file(
@@ -153,5 +169,8 @@ class TelegramChat:
             )
         except TelegramError as exc:
             log.warning("could not send %s to chat %s: %s", filename, chat_id, exc)
+            return False
+        except Exception as exc:
+            _unexpected("send a file to chat", chat_id, exc)
             return False
         return True

@@ -78,7 +78,7 @@ class Store:
     async def open(cls, path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Store:
         """Open (and migrate) the database; a writer waits ``busy_timeout`` s for a lock."""
         store = cls(path, busy_timeout=busy_timeout)
-        await store._call(store._open)
+        await store.call(store._open)
         return store
 
     def _open(self) -> None:
@@ -93,11 +93,13 @@ class Store:
 
     async def close(self) -> None:
         if self._db is not None:
-            await self._call(self._db.conn.close)
+            await self.call(self._db.conn.close)
             self._db = None
         self._executor.shutdown(wait=True)
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the store's own thread (the only thread that touches the database);
+        for the store package's table modules, such as ``store.health``."""
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn, *args)
@@ -134,14 +136,14 @@ class Store:
             "decision": decision[:32],
             "detail": detail[:500],
         }
-        await self._call(lambda: self.db.table("audit").insert(record))
+        await self.call(lambda: self.db.table("audit").insert(record))
 
     async def recent_audit(self, limit: int = 20) -> list[AuditEntry]:
         def read() -> list[AuditEntry]:
             rows = self.db.query("select * from audit order by id desc limit ?", [limit])
             return [audit_from_row(row) for row in rows]
 
-        return await self._call(read)
+        return await self.call(read)
 
     # -- machines ------------------------------------------------------------------------
 
@@ -150,7 +152,7 @@ class Store:
             rows = list(self.db.query("select * from machines where name = ?", [name]))
             return machine_from_row(rows[0]) if rows else MachineState(name=name)
 
-        return await self._call(read)
+        return await self.call(read)
 
     async def machines(self) -> dict[str, MachineState]:
         def read() -> dict[str, MachineState]:
@@ -159,7 +161,7 @@ class Store:
                 for row in self.db.query("select * from machines")
             }
 
-        return await self._call(read)
+        return await self.call(read)
 
     async def update_machine(self, name: str, **fields: str) -> MachineState:
         """Set some columns of a machine's row; a changed ``state`` also moves ``state_since``."""
@@ -178,7 +180,7 @@ class Store:
                 self.db.table("machines").upsert({**current, **fields}, pk="name")
             return machine_from_row({**current, **fields})
 
-        return await self._call(write)
+        return await self.call(write)
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -208,7 +210,7 @@ class Store:
             assert job_id is not None
             return self._job(job_id)
 
-        return await self._call(write)
+        return await self.call(write)
 
     def _active_for(self, machine: str) -> Job | None:
         marks = ",".join("?" for _ in JOB_ACTIVE_STATES)
@@ -233,10 +235,10 @@ class Store:
             except KeyError:
                 return None
 
-        return await self._call(read)
+        return await self.call(read)
 
     async def active_job(self, machine: str) -> Job | None:
-        return await self._call(self._active_for, machine)
+        return await self.call(self._active_for, machine)
 
     async def update_job(self, job_id: int, **fields: Any) -> Job:
         unknown = set(fields) - _JOB_FIELDS
@@ -247,7 +249,7 @@ class Store:
             self.db.table("jobs").update(job_id, fields)
             return self._job(job_id)
 
-        return await self._call(write)
+        return await self.call(write)
 
     async def recent_jobs(self, limit: int = 10, machines: set[str] | None = None) -> list[Job]:
         """The newest ``limit`` jobs, of ``machines`` only when given (filtered in SQL, so
@@ -265,7 +267,7 @@ class Store:
                 )
             return [job_from_row(row) for row in rows]
 
-        return await self._call(read)
+        return await self.call(read)
 
     async def interrupt_active_jobs(self) -> list[Job]:
         """At start: jobs left queued or running by a previous process become ``interrupted``."""
@@ -290,21 +292,21 @@ class Store:
                     )
             return [self._job(row["id"]) for row in rows]
 
-        return await self._call(write)
+        return await self.call(write)
 
     async def add_event(self, job_id: int, kind: str, text: str) -> None:
         record = {"job_id": job_id, "at": utcnow(), "kind": kind, "text": text[:2000]}
-        await self._call(lambda: self.db.table("job_events").insert(record))
+        await self.call(lambda: self.db.table("job_events").insert(record))
 
     async def events(self, job_id: int) -> list[JobEvent]:
         def read() -> list[JobEvent]:
             rows = self.db.query("select * from job_events where job_id = ? order by id", [job_id])
             return [event_from_row(row) for row in rows]
 
-        return await self._call(read)
+        return await self.call(read)
 
     async def integrity_check(self) -> str:
         def read() -> str:
             return str(next(iter(self.db.query("pragma integrity_check")))["integrity_check"])
 
-        return await self._call(read)
+        return await self.call(read)

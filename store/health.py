@@ -96,7 +96,7 @@ class HealthStore:
                 [machine, hour, int(up), int(up)],
             )
 
-        await self.store._call(write)
+        await self.store.call(write)
 
     async def uptime_share(self, machine: str, days: int = 7) -> float | None:
         """Share of probes that found the machine up over the last ``days``; None if none."""
@@ -116,7 +116,7 @@ class HealthStore:
                 return None
             return float(row["up"]) / float(row["probes"])
 
-        return await self.store._call(read)
+        return await self.store.call(read)
 
     # -- health checks -------------------------------------------------------------------
 
@@ -128,7 +128,7 @@ class HealthStore:
             "ok": int(ok),
             "summary": summary[:1000],
         }
-        await self.store._call(
+        await self.store.call(
             lambda: self.store.db.table("health_checks").upsert(record, pk="machine")
         )
 
@@ -144,7 +144,7 @@ class HealthStore:
                 row["machine"], row["at"], row["state"], bool(row["ok"]), row["summary"]
             )
 
-        return await self.store._call(read)
+        return await self.store.call(read)
 
     # -- incidents -----------------------------------------------------------------------
 
@@ -168,7 +168,7 @@ class HealthStore:
             )
             return _incident(row)
 
-        return await self.store._call(write)
+        return await self.store.call(write)
 
     async def open_incidents(self) -> dict[str, Incident]:
         def read() -> dict[str, Incident]:
@@ -177,11 +177,11 @@ class HealthStore:
             )
             return {row["machine"]: _incident(row) for row in rows}
 
-        return await self.store._call(read)
+        return await self.store.call(read)
 
     async def close_incident(self, incident_id: int) -> None:
         now = utcnow()
-        await self.store._call(
+        await self.store.call(
             lambda: self.store.db.table("incidents").update(incident_id, {"ended_at": now})
         )
 
@@ -201,7 +201,7 @@ class HealthStore:
             assert table.last_rowid is not None
             return table.last_rowid
 
-        return await self.store._call(write)
+        return await self.store.call(write)
 
     async def finish_reboot_test(
         self, test_id: int, *, ok: bool, stage: str, stages: dict[str, float], summary: str
@@ -213,7 +213,7 @@ class HealthStore:
             "stages": json.dumps(stages),
             "summary": summary[:1000],
         }
-        await self.store._call(lambda: self.store.db.table("reboot_tests").update(test_id, fields))
+        await self.store.call(lambda: self.store.db.table("reboot_tests").update(test_id, fields))
 
     async def last_reboot_test(self, machine: str) -> RebootTestRecord | None:
         def read() -> RebootTestRecord | None:
@@ -226,4 +226,4 @@ class HealthStore:
             )
             return _reboot_test(rows[0]) if rows else None
 
-        return await self.store._call(read)
+        return await self.store.call(read)

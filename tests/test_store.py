@@ -101,7 +101,7 @@ async def test_audit_newest_first_and_bounded(store: Store) -> None:
 
 async def test_database_work_runs_off_the_event_loop_thread(store: Store) -> None:
     seen: list[str] = []
-    await store._call(lambda: seen.append(threading.current_thread().name))
+    await store.call(lambda: seen.append(threading.current_thread().name))
     assert seen[0].startswith("store")
     assert seen[0] != threading.current_thread().name
 

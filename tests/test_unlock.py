@@ -115,8 +115,9 @@ async def test_wrong_then_right_passphrase_unlocks_and_boots(world: World, flavo
     assert audit == [(op.id, "opal", "wrong"), (op.id, "opal", "accepted"), (op.id, "opal", "up")]
 
 
-async def test_two_operators_answer_at_once_first_wins(world: World) -> None:
-    host = await _in_initrd(world, operators=[world.op.id, OTHER_OPERATOR])
+@pytest.mark.parametrize("flavour", ["askpass", "systemd"])
+async def test_two_operators_answer_at_once_first_wins(world: World, flavour: str) -> None:
+    host = await _in_initrd(world, flavour, operators=[world.op.id, OTHER_OPERATOR])
     tg = world.rig.tg
     op, otto, admin = world.op, tg.user(OTHER_OPERATOR, "otto"), world.admin
     session = _background(
@@ -141,8 +142,9 @@ async def test_two_operators_answer_at_once_first_wins(world: World) -> None:
     assert host.stage == "booted"
 
 
-async def test_passphrase_in_a_group_is_deleted_and_refused(world: World) -> None:
-    host = await _in_initrd(world)
+@pytest.mark.parametrize("flavour", ["askpass", "systemd"])
+async def test_passphrase_in_a_group_is_deleted_and_refused(world: World, flavour: str) -> None:
+    host = await _in_initrd(world, flavour)
     op, tg = world.op, world.rig.tg
     group = tg.group(-100, "ops")
     await _ask_unlock(world, op)
@@ -254,8 +256,11 @@ async def test_nobody_answering_after_a_reboot_is_an_alert(world: World) -> None
     assert [e.decision for e in await _unlock_audit(world)] == ["expired"]
 
 
-async def test_auto_unlock_after_a_reboot_tells_the_operators(world: World) -> None:
-    host = world.lab.start_installed_host("luks", stage="booted", luks_passphrase=AUTO_PASSPHRASE)
+@pytest.mark.parametrize("flavour", ["askpass", "systemd"])
+async def test_auto_unlock_after_a_reboot_tells_the_operators(world: World, flavour: str) -> None:
+    host = world.lab.start_installed_host(
+        "luks", stage="booted", luks_passphrase=AUTO_PASSPHRASE, initrd=flavour
+    )
     world.machine("clawsiecats", host, auto_unlock=True, luks_passphrase_secret=LUKS_SECRET)
     await _start(world)
     await world.pin("clawsiecats", host)
@@ -276,8 +281,11 @@ async def test_auto_unlock_after_a_reboot_tells_the_operators(world: World) -> N
     assert [(e.action, e.user_id, e.decision) for e in audit] == [("auto-unlock", None, "accepted")]
 
 
-async def test_initrd_vanishing_mid_relay_is_reported_and_recoverable(world: World) -> None:
-    host = await _in_initrd(world)
+@pytest.mark.parametrize("flavour", ["askpass", "systemd"])
+async def test_initrd_vanishing_mid_relay_is_reported_and_recoverable(
+    world: World, flavour: str
+) -> None:
+    host = await _in_initrd(world, flavour)
     op, tg = world.op, world.rig.tg
     await _ask_unlock(world, op)
     # The bot logged in to the initrd before prompting; now that connection dies.

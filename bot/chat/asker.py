@@ -10,6 +10,7 @@ and cannot be pressed twice (``bot.chat.confirm``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -121,6 +122,44 @@ class Asker:
         if show_verdict and ref is not None:
             await self.chat.edit(ref, f"{_without_last_line(text)}\n\n{VERDICTS[verdict]}")
         return verdict
+
+    async def confirm_any(
+        self, people: Sequence[int], text: str, *, yes: str, timeout: float
+    ) -> int | None:
+        """Offer each of ``people`` their own buttons; the first to press ``yes`` wins.
+
+        Returns who pressed it (None: nobody did in time, or all said no); every message
+        then says what became of the offer.
+        """
+        offers = {p: self.confirmations.open(p) for p in people}
+        refs = await asyncio.gather(
+            *(self.chat.post(p, text, buttons=c.buttons(yes)) for p, c in offers.items())
+        )
+        waiting = {c.future: p for p, c in offers.items()}
+        pressed: int | None = None
+        deadline = time.monotonic() + timeout
+        try:
+            while waiting and pressed is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                done, _ = await asyncio.wait(
+                    waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    break
+                for future in done:
+                    person = waiting.pop(future)
+                    if not future.cancelled() and future.result() is True:
+                        pressed = person
+        finally:
+            for confirmation in offers.values():
+                self.confirmations.close(confirmation)
+        verdict = "✅ confirmed" if pressed is not None else "🚫 not done"
+        await asyncio.gather(
+            *(self.chat.edit(ref, f"{text}\n\n{verdict}") for ref in refs if ref is not None)
+        )
+        return pressed
 
     # -- the mechanics -----------------------------------------------------------------------
 

@@ -1,12 +1,16 @@
 """Settings from the environment, or from a ``deploy.env`` file beside the bot.
 
 Real environment variables win over the file, so a secret can live in a service manager's
-environment while the rest sits in the file.
+environment while the rest sits in the file. Secrets can also stay in files of their own
+(``TELEGRAM_BOT_TOKEN_FILE``, ``SOPS_AGE_KEY_FILE``, ``DEPLOYBOT_SSH_KEY`` …): under systemd
+a relative name is a credential in ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=``), so
+neither the unit, the Nix store nor the process environment ever holds the secret itself.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +20,9 @@ from bot.core.sops import KEY_VARIABLES, SopsReader, default_executable
 
 DEFAULT_API_URL = "https://api.telegram.org/bot"
 DEFAULT_NIXOS_ANYWHERE = "nix run github:nix-community/nixos-anywhere --"
+#: What a Bot API token looks like: named in TELEGRAM_BOT_TOKEN_FILE by mistake, it must not
+#: end up in an error message as a file name.
+_TOKEN_SHAPE = re.compile(r"\d{3,}:[A-Za-z0-9_-]{20,}")
 
 
 class SettingsError(ValueError):
@@ -79,6 +86,59 @@ def _parse_admins(text: str) -> frozenset[int]:
     return frozenset(admins)
 
 
+def secret_path(value: str, credentials: Path | None) -> Path:
+    """Where a secret file setting points: relative names are systemd credentials.
+
+    ``credentials`` is ``$CREDENTIALS_DIRECTORY`` (None outside a unit that loads any):
+    there a relative name is the credential's name, as ``LoadCredential=NAME:…`` wrote it.
+    Without it a relative name stays relative to the working directory, like every other
+    path setting. Absolute paths, and ``~`` ones, are used as they are.
+    """
+    path = Path(value).expanduser()
+    if credentials is not None and not path.is_absolute():
+        return credentials / path
+    return path
+
+
+def _credentials_directory(environ: Mapping[str, str]) -> Path | None:
+    value = environ.get("CREDENTIALS_DIRECTORY", "").strip()
+    return Path(value) if value else None
+
+
+def _read_token_file(value: str, credentials: Path | None) -> str:
+    """The token in TELEGRAM_BOT_TOKEN_FILE; errors name the file, never its content."""
+    if _TOKEN_SHAPE.search(value):
+        raise SettingsError(
+            "TELEGRAM_BOT_TOKEN_FILE holds what looks like the token itself: put the token "
+            "in a file and name the file here (or set TELEGRAM_BOT_TOKEN)"
+        )
+    path = secret_path(value, credentials)
+    where = f"TELEGRAM_BOT_TOKEN_FILE: {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        hint = (
+            f" (a relative name is a credential in CREDENTIALS_DIRECTORY={credentials})"
+            if credentials is not None and not Path(value).expanduser().is_absolute()
+            else ""
+        )
+        raise SettingsError(f"{where}: no such file{hint}") from None
+    except PermissionError:
+        raise SettingsError(f"{where}: not readable by this user") from None
+    except IsADirectoryError:
+        raise SettingsError(f"{where}: is a directory, not a file holding the token") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{where}: not a text file") from None
+    except OSError as exc:
+        raise SettingsError(f"{where}: cannot be read ({exc.strerror or 'error'})") from None
+    token = text.strip()
+    if not token:
+        raise SettingsError(f"{where}: the file is empty (put the token from @BotFather in it)")
+    if any(c.isspace() for c in token):
+        raise SettingsError(f"{where}: expected the token alone on one line")
+    return token
+
+
 def _default_sops() -> str:
     try:
         return default_executable()
@@ -121,16 +181,28 @@ def load_settings(
         raise SettingsError(
             f"TELEGRAM_API_URL must start with https:// or http://, not {api_url!r}"
         )
+    credentials = _credentials_directory(environ)
     sops_env = {k: merged[k] for k in KEY_VARIABLES if merged.get(k)}
+    for name in ("SOPS_AGE_KEY_FILE", "SOPS_AGE_SSH_PRIVATE_KEY_FILE"):
+        if name in sops_env:
+            sops_env[name] = str(secret_path(sops_env[name], credentials))
+    token = merged.get("TELEGRAM_BOT_TOKEN", "").strip() or None
+    token_file = merged.get("TELEGRAM_BOT_TOKEN_FILE", "").strip()
+    if token_file:
+        if token is not None:
+            raise SettingsError(
+                "TELEGRAM_BOT_TOKEN and TELEGRAM_BOT_TOKEN_FILE are both set: keep one"
+            )
+        token = _read_token_file(token_file, credentials)
     return Settings(
-        token=merged.get("TELEGRAM_BOT_TOKEN", "").strip() or None,
+        token=token,
         api_url=api_url,
         admins=_parse_admins(merged.get("DEPLOYBOT_ADMINS", "")),
         inventory=Path(get("DEPLOYBOT_INVENTORY", "machines.toml")).expanduser(),
         flake=get("DEPLOYBOT_FLAKE", "."),
         db=Path(get("DEPLOYBOT_DB", "deploybot.sqlite3")).expanduser(),
         state_dir=Path(get("DEPLOYBOT_STATE_DIR", "state")).expanduser(),
-        ssh_key=Path(get("DEPLOYBOT_SSH_KEY", "~/.ssh/id_ed25519")).expanduser(),
+        ssh_key=secret_path(get("DEPLOYBOT_SSH_KEY", "~/.ssh/id_ed25519"), credentials),
         nixos_anywhere=prefix,
         nix=nix or ("nix",),
         sops=get("DEPLOYBOT_SOPS", "") or _default_sops(),

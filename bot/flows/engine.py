@@ -34,6 +34,7 @@ class Engine:
     watcher: Watcher
     reboot_tester: RebootTester
     outbox: Outbox
+    records: HealthStore
     updater: Updater
 
     async def shutdown(self) -> None:
@@ -74,6 +75,8 @@ def build_engine(
         sops=sops,
         prompt_timeout=tuning.ssh_timeout,
         settle=tuning.unlock_settle,
+        confirm_timeout=tuning.confirm_timeout,
+        down_timeout=tuning.reboot_down_timeout,
     )
 
     async def after_install(machine: Machine, ctx: JobContext) -> str:
@@ -85,11 +88,12 @@ def build_engine(
         return result.summary
 
     outbox = Outbox(chat, tuning.alert_batch)
+    records = HealthStore(store)
     watcher = Watcher(
         inventory=inventory,
         fleet=fleet,
         store=store,
-        records=HealthStore(store),
+        records=records,
         access=access,
         outbox=outbox,
         unlocker=unlocker,
@@ -128,4 +132,4 @@ def build_engine(
         tuning=tuning,
         tester=tester,
     )
-    return Engine(fleet, asker, deployer, unlocker, watcher, tester, outbox, updater)
+    return Engine(fleet, asker, deployer, unlocker, watcher, tester, outbox, records, updater)

@@ -1,18 +1,24 @@
 """Handing a passphrase to a waiting initrd over an established, pinned SSH connection.
 
-Two initrds, two protocols (docs/unlocking.md): the scripted initrd's ``cryptsetup-askpass``
+Two initrds, two protocols (docs/unlocking.md, docs/initrd.md): the scripted initrd's
 prompts ``Passphrase for …:`` and prompts again after a wrong answer; the systemd initrd
-has no ``cryptsetup-askpass`` and is answered with ``systemd-tty-ask-password-agent`` on a
-terminal, after which a query that shows up again means the answer was wrong. Neither
-tells the SSH session that unlocking succeeded: "no new prompt" is the best the initrd
-says, and the caller confirms by waiting for the system's own SSH.
+is answered with ``systemd-tty-ask-password-agent`` on a terminal. There, each LUKS volume
+is its own query (``--list`` names the disk), a wrong answer makes a new query, and after
+three tries per boot systemd-cryptsetup gives up without a word to the SSH session.
+Neither tells the session that unlocking succeeded: the caller confirms by waiting for
+the system's own SSH.
+
+Everything the initrd prints is hostile input: read into bounded ``bytearray`` buffers
+that are zeroed when the relay ends (an early keystroke could have been echoed into
+them), and stripped of control characters before anyone sees a word of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
@@ -24,7 +30,27 @@ PROMPT = b"Passphrase for"
 NOT_REQUESTED = b"Passphrase is not requested now"
 AGENT = "systemd-tty-ask-password-agent"
 ASKPASS = "cryptsetup-askpass"
+#: The agent prints this after the prompt, then turns echo off: write only after it.
+HINT = b"(press TAB for no echo) "
 READ_LIMIT = 64 * 1024
+MAX_PROMPTS = 16
+MAX_QUERIES = 16
+#: systemd-cryptsetup's ``tries=`` default, which NixOS keeps (docs/unlocking.md, docs/initrd.md).
+SYSTEMD_TRIES = 3
+_LISTED = re.compile(r"^'(.*)' \(PID (\d+)\)$")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_BOOT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_DISK = re.compile(r"^Please enter (passphrase|recovery key) for disk (.+?):?$")
+_KEY_NAMES = {
+    "\t": "TAB",
+    "\n": "a line break",
+    "\r": "a carriage return",
+    "\x03": "Ctrl-C",
+    "\x04": "Ctrl-D",
+    "\x15": "Ctrl-U",
+    "\x7f": "DEL",
+}
 
 
 class Relay(Enum):
@@ -32,8 +58,30 @@ class Relay(Enum):
 
     ACCEPTED = "accepted"  # no new prompt: unlocking goes on
     WRONG = "wrong"  # asked again: the passphrase was wrong
+    GAVE_UP = "gave up"  # systemd initrd: out of tries this boot; only a reboot helps
     NOT_WAITING = "not waiting"  # nothing was asking for a passphrase
     DROPPED = "dropped"  # the connection broke before the answer was handed over: not sent
+    REFUSED = "refused"  # the passphrase has control characters: not sent
+
+
+@dataclass(frozen=True)
+class Query:
+    """One pending systemd password query, as ``--list`` shows it (sanitised)."""
+
+    message: str
+    pid: int
+
+    @property
+    def disk(self) -> str:
+        """``disk-main-luks (crypted)`` from systemd-cryptsetup's message, else the message."""
+        match = _DISK.match(self.message)
+        return match.group(2) if match else self.message
+
+    @property
+    def what(self) -> str:
+        """``passphrase`` or ``recovery key``."""
+        match = _DISK.match(self.message)
+        return match.group(1) if match else "passphrase"
 
 
 @dataclass(frozen=True)
@@ -41,6 +89,65 @@ class RelayOutcome:
     result: Relay
     flavour: Literal["askpass", "systemd"]
     detail: str = ""
+    #: systemd: the query that was answered, and the queries still pending afterwards.
+    answered: Query | None = None
+    pending: tuple[Query, ...] = field(default=())
+    #: systemd: the initrd still answered at the end, with nothing asking again.
+    stayed: bool = False
+
+
+def clean(text: str, limit: int = 200) -> str:
+    """Hostile text from a target made printable: escapes and control characters removed."""
+    return _CONTROL.sub("", _ANSI.sub("", text)).strip()[:limit]
+
+
+def control_characters(passphrase: Secret) -> str | None:
+    """Why ``passphrase`` cannot be typed into a password prompt, or None when it can.
+
+    The agent reads key presses: TAB toggles echo, DEL and Ctrl-U edit, Ctrl-C kills it,
+    Ctrl-D skips the query, a line break ends the answer early. Any of them would hand
+    the initrd something other than the passphrase, so such a passphrase is never sent.
+    """
+    for byte in passphrase.reveal():
+        if byte < 0x20 or byte == 0x7F:
+            char = chr(byte)
+            name = _KEY_NAMES.get(char, f"the control character 0x{byte:02x}")
+            return (
+                f"it contains {name}, which a password prompt takes as a key press, not as "
+                "part of the passphrase"
+            )
+    return None
+
+
+async def boot_id(conn: asyncssh.SSHClientConnection, timeout: float = 10.0) -> str:
+    """The kernel's boot id, read over the initrd login ("" when unreadable)."""
+    try:
+        result = await conn.run("cat /proc/sys/kernel/random/boot_id", timeout=timeout, check=False)
+    except (asyncssh.Error, OSError):
+        return ""
+    text = result.stdout if isinstance(result.stdout, str) else ""
+    value = text[:100].strip()
+    return value if _BOOT_ID.match(value) else ""
+
+
+async def list_queries(
+    conn: asyncssh.SSHClientConnection, timeout: float = 10.0
+) -> list[Query] | None:
+    """The pending systemd queries; None when the agent is missing (exit 127) or the
+    connection failed."""
+    try:
+        result = await conn.run(f"{AGENT} --list", timeout=timeout, check=False)
+    except (asyncssh.Error, OSError):
+        return None
+    if result.exit_status == 127:
+        return None
+    text = result.stdout if isinstance(result.stdout, str) else ""
+    queries = []
+    for line in text[:READ_LIMIT].splitlines()[:MAX_QUERIES]:
+        match = _LISTED.match(line.strip())
+        if match:
+            queries.append(Query(clean(match.group(1)), int(match.group(2))))
+    return queries
 
 
 class _Transcript:
@@ -48,8 +155,9 @@ class _Transcript:
 
     def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
         self.process = process
-        self.seen = b""
+        self.seen = bytearray()
         self._cursor = 0
+        self.ended = False
 
     async def until(self, markers: tuple[bytes, ...], timeout: float) -> bytes | None:
         """The first marker in output not yet consumed; None at EOF or after ``timeout``."""
@@ -62,19 +170,32 @@ class _Transcript:
                 self._cursor = index + len(marker)
                 return marker
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self.ended:
                 return None
             try:
                 chunk = await asyncio.wait_for(self.process.stdout.read(4096), remaining)
             except TimeoutError:
                 return None
             if not chunk:
+                self.ended = True
                 return None
             if len(self.seen) + len(chunk) > READ_LIMIT:
                 drop = len(self.seen) + len(chunk) - READ_LIMIT
-                self.seen = self.seen[drop:]
+                self.seen[:drop] = bytes(drop)
+                del self.seen[:drop]
                 self._cursor = max(0, self._cursor - drop)
             self.seen += chunk
+
+    def since(self, start: int, end: int) -> str:
+        return bytes(self.seen[start:end]).decode("utf-8", "replace")
+
+    @property
+    def cursor(self) -> int:
+        return self._cursor
+
+    def wipe(self) -> None:
+        self.seen[:] = bytes(len(self.seen))
+        self.seen.clear()
 
 
 async def relay_passphrase(
@@ -84,13 +205,20 @@ async def relay_passphrase(
     mode: Literal["auto", "askpass", "systemd"],
     prompt_timeout: float = 15.0,
     settle: float = 10.0,
+    query: Query | None = None,
 ) -> RelayOutcome:
-    """Answer the initrd's pending passphrase query once and judge what it did with it."""
+    """Answer the initrd's pending passphrase query once and judge what it did with it.
+
+    ``query`` (systemd) names the query to answer; by default the first one listed.
+    """
+    why = control_characters(passphrase)
+    if why is not None:
+        return RelayOutcome(Relay.REFUSED, "systemd" if mode == "systemd" else "askpass", why)
     if mode in ("auto", "askpass"):
         outcome = await _askpass(conn, passphrase, prompt_timeout, settle)
         if outcome is not None or mode == "askpass":
             return outcome or RelayOutcome(Relay.NOT_WAITING, "askpass", f"{ASKPASS} not found")
-    return await _systemd(conn, passphrase, prompt_timeout, settle)
+    return await _systemd(conn, passphrase, query, prompt_timeout, settle)
 
 
 async def _askpass(
@@ -100,7 +228,7 @@ async def _askpass(
     try:
         process = await conn.create_process(ASKPASS, encoding=None, stderr=asyncssh.STDOUT)
     except (asyncssh.Error, OSError) as exc:
-        return RelayOutcome(Relay.DROPPED, "askpass", str(exc)[:200])
+        return RelayOutcome(Relay.DROPPED, "askpass", clean(str(exc)))
     out = _Transcript(process)
     sent = False
     try:
@@ -109,10 +237,11 @@ async def _askpass(
             await _wait_exit(process, 2.0)
             if process.exit_status == 127:
                 return None
-            return RelayOutcome(Relay.NOT_WAITING, "askpass", _tail(out.seen))
+            return RelayOutcome(Relay.NOT_WAITING, "askpass", _tail(out))
         if found == NOT_REQUESTED:
             return RelayOutcome(Relay.NOT_WAITING, "askpass", "passphrase is not requested now")
-        process.stdin.write(passphrase.reveal() + b"\n")
+        process.stdin.write(passphrase.reveal())
+        process.stdin.write(b"\n")
         await process.stdin.drain()
         sent = True
         again = await out.until((PROMPT,), settle)
@@ -120,58 +249,99 @@ async def _askpass(
         if sent:
             # An initrd that accepted the passphrase ends, and its sshd with it.
             return RelayOutcome(Relay.ACCEPTED, "askpass", "the initrd closed the connection")
-        return RelayOutcome(Relay.DROPPED, "askpass", str(exc)[:200] or type(exc).__name__)
+        return RelayOutcome(Relay.DROPPED, "askpass", clean(str(exc)) or type(exc).__name__)
     finally:
         process.close()
+        out.wipe()
     if again == PROMPT:
         return RelayOutcome(Relay.WRONG, "askpass")
     return RelayOutcome(Relay.ACCEPTED, "askpass")
 
 
 async def _systemd(
-    conn: asyncssh.SSHClientConnection, passphrase: Secret, prompt_timeout: float, settle: float
+    conn: asyncssh.SSHClientConnection,
+    passphrase: Secret,
+    query: Query | None,
+    prompt_timeout: float,
+    settle: float,
 ) -> RelayOutcome:
+    """Answer one query with the agent; skip (Ctrl-D) every other prompt it shows."""
+    before = await list_queries(conn, prompt_timeout)
+    if before is None:
+        return RelayOutcome(Relay.NOT_WAITING, "systemd", f"{AGENT} not found or not answering")
+    if not before:
+        return RelayOutcome(Relay.NOT_WAITING, "systemd", "no password query is pending")
+    target = query if query is not None else before[0]
+    if target.message not in {q.message for q in before}:
+        return RelayOutcome(
+            Relay.NOT_WAITING, "systemd", f"disk {target.disk} is not asking any more"
+        )
     try:
+        # Echo off from the start, so even a stray early keystroke is never shown back.
         process = await conn.create_process(
-            AGENT, encoding=None, term_type="dumb", stderr=asyncssh.STDOUT
+            f"{AGENT} --query",
+            encoding=None,
+            term_type="dumb",
+            term_modes={asyncssh.PTY_ECHO: 0},
+            stderr=asyncssh.STDOUT,
         )
     except (asyncssh.Error, OSError) as exc:
-        return RelayOutcome(Relay.DROPPED, "systemd", str(exc)[:200])
+        return RelayOutcome(Relay.DROPPED, "systemd", clean(str(exc)))
     out = _Transcript(process)
     sent = False
     try:
-        found = await out.until((b"assphrase", b"assword"), prompt_timeout)
-        if found is None:
-            await _wait_exit(process, 2.0)
-            if process.exit_status == 127:
-                return RelayOutcome(Relay.NOT_WAITING, "systemd", f"{AGENT} not found")
-            return RelayOutcome(Relay.NOT_WAITING, "systemd", _tail(out.seen))
-        # The prompt text may go on after the word; wait for its closing colon.
-        await out.until((b": ",), 2.0)
-        process.stdin.write(passphrase.reveal() + b"\n")
-        await process.stdin.drain()
-        sent = True
+        for _ in range(MAX_PROMPTS):
+            start = out.cursor
+            if await out.until((HINT,), prompt_timeout) is None:
+                break
+            shown = _prompt_text(out.since(start, out.cursor - len(HINT)))
+            if not sent and shown == target.message:
+                process.stdin.write(passphrase.reveal())
+                process.stdin.write(b"\r")
+                sent = True
+            else:
+                process.stdin.write(b"\x04")  # skip: the query stays pending
+            await process.stdin.drain()
         await _wait_exit(process, settle)
     except (asyncssh.Error, OSError) as exc:
         if sent:
             return RelayOutcome(Relay.ACCEPTED, "systemd", "the initrd closed the connection")
-        return RelayOutcome(Relay.DROPPED, "systemd", str(exc)[:200] or type(exc).__name__)
+        return RelayOutcome(Relay.DROPPED, "systemd", clean(str(exc)) or type(exc).__name__)
     finally:
         process.close()
-    # systemd-cryptsetup asks again after a wrong passphrase: look for a new query.
+        out.wipe()
+    if not sent:
+        return RelayOutcome(
+            Relay.NOT_WAITING, "systemd", f"the agent never asked for disk {target.disk}"
+        )
+    return await _judge(conn, target, settle)
+
+
+async def _judge(conn: asyncssh.SSHClientConnection, target: Query, settle: float) -> RelayOutcome:
+    """After an answer: the same disk asking again means wrong; the initrd going away
+    means accepted; silence is accepted too, unless the caller knows the tries ran out."""
     deadline = time.monotonic() + settle
-    while time.monotonic() < deadline:
-        try:
-            listed = await conn.run(f"{AGENT} --list", timeout=5.0, check=False)
-        except (asyncssh.Error, OSError):
-            return RelayOutcome(Relay.ACCEPTED, "systemd", "the initrd went away")
-        text = listed.stdout if isinstance(listed.stdout, str) else ""
-        if text.strip():
-            return RelayOutcome(Relay.WRONG, "systemd")
-        if listed.exit_status not in (0, None):
-            return RelayOutcome(Relay.ACCEPTED, "systemd")
+    pending: list[Query] = []
+    while True:
+        listed = await list_queries(conn, min(5.0, settle))
+        if listed is None:
+            return RelayOutcome(Relay.ACCEPTED, "systemd", "the initrd went away", answered=target)
+        pending = listed
+        if any(q.message == target.message for q in listed):
+            return RelayOutcome(Relay.WRONG, "systemd", answered=target, pending=tuple(listed))
+        if time.monotonic() >= deadline:
+            break
         await asyncio.sleep(0.5)
-    return RelayOutcome(Relay.ACCEPTED, "systemd")
+    return RelayOutcome(
+        Relay.ACCEPTED, "systemd", answered=target, pending=tuple(pending), stayed=True
+    )
+
+
+def _prompt_text(raw: str) -> str:
+    """The message of the prompt the agent printed before its hint."""
+    lines = [line for line in re.split(r"[\r\n]", _ANSI.sub("", raw)) if line.strip()]
+    text = clean(lines[-1] if lines else "", 400)
+    return text.removeprefix("🔐").strip()
 
 
 async def _wait_exit(process: asyncssh.SSHClientProcess[bytes], timeout: float) -> None:
@@ -181,5 +351,5 @@ async def _wait_exit(process: asyncssh.SSHClientProcess[bytes], timeout: float) 
         return
 
 
-def _tail(data: bytes) -> str:
-    return data.decode("utf-8", "replace").strip()[-200:]
+def _tail(out: _Transcript) -> str:
+    return clean(bytes(out.seen[-400:]).decode("utf-8", "replace"))

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import secrets
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.lab import generations as gen
 from tests.lab import keys
+from tests.lab.ask_password import Volume, VolumeAsker
 from tests.lab.model import (
+    DEFAULT_VOLUMES,
     LUKS_DEVICE,
     PHASES,
     Fault,
@@ -75,6 +78,8 @@ class LabHost:
         boot_delay: float,
         down_delay: float,
         askpass_wait: float,
+        volumes: Sequence[tuple[str, str]] = DEFAULT_VOLUMES,
+        recovery_key: bool = False,
     ) -> None:
         self._ctx = ctx
         self.name = name
@@ -98,6 +103,8 @@ class LabHost:
         #: Human-readable transitions, for diagnosing a failing test.
         self.events: list[str] = []
         self._sshd: Sshd | None = None
+        #: systemd initrd: one asker per LUKS volume, for the current boot.
+        self._askers: list[VolumeAsker] = []
         self._listeners: dict[int, PortListener] = {}
         self._open_ports: set[int] = set()
         #: Connections that outlived their sshd's listener (``_detach_sshd``).
@@ -117,6 +124,8 @@ class LabHost:
             initrd=initrd,
             persist_dir=persist_dir,
             askpass_wait=askpass_wait,
+            volumes=[[partition, name] for partition, name in volumes],
+            recovery_key=recovery_key,
         )
         for folder in (self.paths.root, self.paths.ram, self.paths.sys, self.paths.run):
             folder.mkdir(parents=True, exist_ok=True)
@@ -185,6 +194,28 @@ class LabHost:
     def pending_passphrase(self) -> bool:
         """Whether the initrd is waiting for a passphrase right now."""
         return self._state.pending_device is not None
+
+    @property
+    def console(self) -> list[str]:
+        """Lines the host's console showed (systemd-cryptsetup's verdicts), oldest first."""
+        path = self.paths.console
+        return path.read_text().splitlines() if path.exists() else []
+
+    @property
+    def pending_queries(self) -> list[str]:
+        """systemd initrd: the messages of the password queries in the host's own
+        /run/systemd/ask-password, sorted (what ``--list`` would show)."""
+        found = []
+        for query in sorted(self.paths.ask_password.glob("ask.*")):
+            for line in query.read_text(errors="replace").splitlines():
+                if line.startswith("Message="):
+                    found.append(line.removeprefix("Message="))
+        return sorted(found)
+
+    @property
+    def gave_up(self) -> bool:
+        """systemd initrd: a volume ran out of tries this boot (only a reboot helps)."""
+        return any(asker.gave_up for asker in self._askers)
 
     @property
     def correct_attempts(self) -> int:
@@ -403,7 +434,10 @@ class LabHost:
             (root / "boot").mkdir(parents=True, exist_ok=True)
             _install_key(initrd_host_key, root / "boot" / KEY_NAME, f"initrd@{self.name}")
             passphrase = luks_passphrase or secrets.token_urlsafe(12)
-            keys.luks_format(self._ctx.cryptsetup, self.paths.luks_image, passphrase.encode())
+            for index in range(max(len(self._state.volumes), 1)):
+                keys.luks_format(
+                    self._ctx.cryptsetup, self.paths.volume_image(index), passphrase.encode()
+                )
             self.luks_passphrase = passphrase
         (root / "etc").mkdir(parents=True, exist_ok=True)
         (root / "etc/NIXOS").write_text("")
@@ -420,20 +454,25 @@ class LabHost:
     def close(self) -> None:
         def do() -> None:
             self._generation += 1
+            self._stop_askers()
             self._stop_sshd()
             self._system.on_down()
             self._open_ports.clear()
             self._sync_listeners()
 
+        askers = list(self._askers)
         try:
             self._call(do)
         except Exception:
+            self._stop_askers()
             self._stop_sshd()
             self._system.on_down()
             for listener in self._listeners.values():
                 listener.close()
             raise
         finally:
+            for asker in askers:
+                asker.join(5.0)
             self._lease.release()
 
     # ------------------------------------------------- transitions (supervisor thread)
@@ -504,6 +543,7 @@ class LabHost:
 
     def _down(self) -> None:
         self._generation += 1
+        self._stop_askers()
         self._stop_sshd()
         self._system.on_down()
         self._state.stage = "down"
@@ -569,6 +609,8 @@ class LabHost:
         _write(self.paths.sys / "etc/os-release", _os_release("nixos", installer=False))
         installed_key = self.paths.root / "boot" / KEY_NAME
         state.pending_device = LUKS_DEVICE
+        if state.initrd == "systemd":
+            self._start_askers()
         if not installed_key.exists():
             self._set_stage("initrd")
             self._log("initrd has no host key at /boot: no SSH")
@@ -600,6 +642,64 @@ class LabHost:
         """Start the booted system's sshd again (a good configuration was activated)."""
         if self.stage == "booted" and self._sshd is None:
             self._start_sshd("booted", self.ssh_port, self.persist / "etc/ssh" / KEY_NAME)
+
+    # ------------------------------------------- systemd initrd (supervisor thread)
+
+    def _start_askers(self) -> None:
+        """systemd-cryptsetup for every volume: real queries in the host's own folder."""
+        folder = self.paths.ask_password
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(mode=0o755)
+        generation = self._generation
+        self._askers = []
+        for index, (partition, name) in enumerate(self._state.volumes):
+            volume = Volume(
+                partition=partition,
+                name=name,
+                image=self.paths.volume_image(index),
+                recovery_key=self._state.recovery_key,
+            )
+            asker = VolumeAsker(
+                volume,
+                folder=folder,
+                cryptsetup=self._ctx.cryptsetup,
+                on_event=functools.partial(self._from_asker, generation),
+                console=self._console,
+            )
+            self._askers.append(asker)
+            asker.start()
+
+    def _stop_askers(self) -> None:
+        for asker in self._askers:
+            asker.stop()
+
+    def _from_asker(self, generation: int, volume: Volume, event: str) -> None:
+        """An asker's verdict (on its own thread): handed to the supervisor thread."""
+        try:
+            self._call(lambda: self._volume_event(generation, volume, event))
+        except BaseException:  # the lab closed meanwhile: nothing left to tell
+            return
+
+    def _volume_event(self, generation: int, volume: Volume, event: str) -> None:
+        if generation != self._generation:
+            return
+        state = self._state
+        if event in ("right", "wrong"):
+            correct = event == "right"
+            self.attempts.append(PassphraseAttempt(time.time(), correct, "systemd"))
+            self._log(f"passphrase {event} for {volume.name} via systemd")
+        else:
+            self._log(f"{volume.name}: too many attempts, gave up")
+        if any(asker.waiting for asker in self._askers):
+            return
+        state.pending_device = None
+        self._publish()
+        if all(asker.opened for asker in self._askers):
+            self._later(self.boot_delay, self._unlocked)
+
+    def _console(self, line: str) -> None:
+        with self.paths.console.open("a") as console:
+            console.write(line + "\n")
 
     def _unlocked(self) -> None:
         if self.stage != "initrd":

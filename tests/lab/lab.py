@@ -23,7 +23,7 @@ from tests.lab import keys
 from tests.lab.control import ControlServer
 from tests.lab.generations import LabConfig
 from tests.lab.host import HostContext, LabHost
-from tests.lab.model import PHASES, Initrd, OsKind, Stage
+from tests.lab.model import DEFAULT_VOLUMES, PHASES, Initrd, OsKind, Stage
 from tests.lab.supervisor import Supervisor
 
 NIXOS_ANYWHERE = Path(__file__).resolve().with_name("nixos_anywhere.py")
@@ -91,6 +91,8 @@ class Lab:
         system_host_key: Path | None = None,
         initrd_host_key: Path | None = None,
         flake_attr: str | None = None,
+        volumes: Sequence[tuple[str, str]] | None = None,
+        recovery_key: bool = False,
     ) -> LabHost:
         """Start a simulated host and return once its stage's sshd accepts connections.
 
@@ -122,6 +124,8 @@ class Lab:
             boot_delay=boot_delay,
             down_delay=down_delay,
             askpass_wait=askpass_wait,
+            volumes=tuple(volumes) if volumes else DEFAULT_VOLUMES,
+            recovery_key=recovery_key,
         )
         self.hosts[name] = host
         if installed:

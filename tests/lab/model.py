@@ -22,6 +22,8 @@ Initrd = Literal["askpass", "systemd"]
 PHASES: tuple[str, ...] = ("ssh-keys", "facts", "kexec", "disko", "install", "reboot")
 
 LUKS_DEVICE = "/dev/disk/by-partlabel/disk-main-luks"
+#: The LUKS volumes of a systemd initrd: (partition label, mapper name), as in crypttab.
+DEFAULT_VOLUMES: tuple[tuple[str, str], ...] = (("disk-main-luks", "crypted"),)
 NIXOS_VERSION = "25.05.20250612.9e83b64 (Warbler)"
 
 
@@ -57,6 +59,12 @@ class HostState:
     persist_dir: str = "/nix/persist/system"
     pending_device: str | None = None
     askpass_wait: float = 2.0
+    #: systemd initrd: the LUKS volumes asked for, [partition, mapper name] each.
+    volumes: list[list[str]] = dataclasses.field(
+        default_factory=lambda: [list(v) for v in DEFAULT_VOLUMES]
+    )
+    #: systemd initrd: ask for a recovery key instead of a passphrase.
+    recovery_key: bool = False
     formatted: bool = False
     installed_system: str | None = None
     failed_units: list[str] = dataclasses.field(default_factory=list)
@@ -99,6 +107,14 @@ class HostPaths:
         self.run = host_dir / "run"
         #: The LUKS2 "disk": a small file holding a real LUKS2 header.
         self.luks_image = host_dir / "luks.img"
+        #: The host's own /run/systemd/ask-password (bind-mounted in its namespaces).
+        self.ask_password = host_dir / "ask-password"
+        #: What the host's console shows (systemd-cryptsetup's verdicts).
+        self.console = host_dir / "console.log"
+
+    def volume_image(self, index: int) -> Path:
+        """The LUKS2 header of the ``index``-th volume (the first is ``luks_image``)."""
+        return self.luks_image if index == 0 else self.dir / f"luks-{index}.img"
 
     def persist(self, persist_dir: str) -> Path:
         """The folder that a booted system mounts its persistent files from."""

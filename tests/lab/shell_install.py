@@ -97,7 +97,8 @@ def disko(ctx: Ctx, args: list[str]) -> int:
     root.mkdir(mode=0o755)
     if key is not None:
         ctx.out(f"+ cryptsetup -q luksFormat {state.pending_device or '/dev/vda2'} --type luks2\n")
-        keys.luks_format(state.cryptsetup, ctx.paths.luks_image, key)
+        for index in range(max(len(state.volumes), 1)):
+            keys.luks_format(state.cryptsetup, ctx.paths.volume_image(index), key)
         ctx.out("+ cryptsetup open /dev/vda2 crypted\n+ mkfs.ext4 /dev/mapper/crypted\n")
     else:
         ctx.paths.luks_image.unlink(missing_ok=True)

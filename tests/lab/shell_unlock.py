@@ -1,14 +1,18 @@
 """The two ways an initrd takes a LUKS passphrase over SSH.
 
-``cryptsetup-askpass`` (scripted initrd) and ``systemd-tty-ask-password-agent`` (systemd
-initrd), as reference.md describes them. Each answer is checked against the host's real
-LUKS2 header with ``cryptsetup open --test-passphrase`` (the passphrase on stdin); the lab
-records right or wrong and, when right, boots the system after the host's boot delay.
+``cryptsetup-askpass`` (scripted initrd): a stand-in that checks each answer against the
+host's real LUKS2 header with ``cryptsetup open --test-passphrase`` (the passphrase on
+stdin); the lab records right or wrong and, when right, boots the system after the host's
+boot delay. ``systemd-tty-ask-password-agent`` (systemd initrd): the real one, answering the
+real queries that ``ask_password.py`` has pending for the host.
 """
 
 from __future__ import annotations
 
-from tests.lab import keys
+import subprocess
+
+from tests.lab import keys, ns_bind
+from tests.lab.ask_password import AGENT
 from tests.lab.shell_base import Ctx
 
 
@@ -38,27 +42,15 @@ def askpass(ctx: Ctx, args: list[str]) -> int:
 
 
 def agent(ctx: Ctx, args: list[str]) -> int:
-    """Answer the pending password query from the terminal, then exit."""
-    if "--list" in args:
-        if ctx.state.pending_device is not None:
-            ctx.out(f"'Please enter passphrase for disk {_disk(ctx)}:' (tty-ask-password)\n")
-        return 0
-    if ctx.state.pending_device is None:
-        return 0
-    if not ctx.stdin_is_tty():
-        return ctx.fail(
-            "Failed to query password: No such device or address "
-            "(no terminal: run it with ssh -t / RequestTTY=force)"
-        )
-    ctx.out(f"🔐 Please enter passphrase for disk {_disk(ctx)}: ")
-    with ctx.no_echo():
-        line = ctx.read_line()
-    ctx.out("\n")
-    if not line:
-        return ctx.fail("Failed to query password: Operation canceled")
-    _check(ctx, line.rstrip(b"\r\n"), "systemd")
-    return 0
+    """The real ``systemd-tty-ask-password-agent``, seeing the host's own queries.
 
-
-def _disk(ctx: Ctx) -> str:
-    return f"crypted ({ctx.state.pending_device})"
+    It runs in a mount namespace where the host's folder is /run/systemd/ask-password
+    (``ns_bind``), on this session's terminal (or its plain stdin under ``ssh -T``).
+    """
+    ctx.stdout.flush()
+    ctx.stderr.flush()
+    folder = ctx.paths.ask_password
+    folder.mkdir(mode=0o755, exist_ok=True)
+    argv = ns_bind.argv(folder, [AGENT, *args])
+    done = subprocess.run(argv, stdin=ctx.stdin, stdout=ctx.stdout, stderr=ctx.stderr, check=False)
+    return done.returncode

@@ -22,6 +22,7 @@ from bot.core.durations import format_duration
 from bot.flows.watch.outbox import Outbox
 from bot.flows.watch.reboot_test import RebootTester
 from bot.flows.watch.watcher import Watcher
+from bot.remote.fleet import Fleet
 from store import JobConflict
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class Schedules:
         tester: RebootTester,
         access: Access,
         outbox: Outbox,
+        fleet: Fleet,
         *,
         enabled: bool = True,
     ) -> None:
@@ -90,6 +92,7 @@ class Schedules:
         self.tester = tester
         self.access = access
         self.outbox = outbox
+        self.fleet = fleet
         self.enabled = enabled
         self._every: dict[str, str] = {}
 
@@ -153,6 +156,14 @@ class Schedules:
     def _reboot_callback(self, machine: Machine) -> Callable[[object], Awaitable[None]]:
         async def reboot_test(context: object) -> None:
             people = self.access.people_for(machine)
+            if not (await self.fleet.pins(machine)).system:
+                # Nothing to reboot yet: a machine with no pinned system key cannot be
+                # followed through a reboot, and that is not a stall.
+                self.outbox.add(
+                    people,
+                    f"⏭ Scheduled reboot test of {machine.name} skipped: not installed yet.",
+                )
+                return
             try:
                 await self.tester.start(machine, trigger="scheduled", user_id=None, chat_id=None)
             except JobConflict as exc:

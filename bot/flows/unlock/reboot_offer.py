@@ -1,0 +1,100 @@
+"""A reboot offered when a systemd initrd has given up: only a new boot brings new tries.
+
+The person presses a button (their own, expiring); the bot reboots the machine through
+its pinned initrd login, waits until that boot is over, and follows the next one into the
+unlock again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from bot.chat.asker import Asker
+from bot.chat.port import ChatPort
+from bot.core.poll import PollTimeout, poll_until
+from bot.flows.unlock.texts import UnlockResult
+from bot.remote.initrd import boot_id
+from bot.remote.ssh import SshError, run
+from bot.remote.target import Target
+from store import Store
+
+Follow = Callable[..., Awaitable[UnlockResult]]
+
+
+class RebootOffer:
+    """At most one pending offer per machine."""
+
+    def __init__(
+        self,
+        *,
+        asker: Asker,
+        chat: ChatPort,
+        store: Store,
+        confirm_timeout: float,
+        down_timeout: float,
+        follow: Follow,
+    ) -> None:
+        self.asker = asker
+        self.chat = chat
+        self.store = store
+        self.confirm_timeout = confirm_timeout
+        self.down_timeout = down_timeout
+        self.follow = follow
+        self._offers: dict[str, asyncio.Task[None]] = {}
+
+    def pending(self) -> list[asyncio.Task[None]]:
+        return list(self._offers.values())
+
+    def offer(self, target: Target, people: list[int]) -> None:
+        """Offer each of ``people`` a button that reboots the machine from its initrd."""
+        name = target.name
+        if not people or name in self._offers:
+            return
+        task = asyncio.create_task(self._offer(target, people), name=f"reboot-offer-{name}")
+        self._offers[name] = task
+        task.add_done_callback(lambda _: self._offers.pop(name, None))
+
+    async def _offer(self, target: Target, people: list[int]) -> None:
+        m = target.machine
+        pressed = await self.asker.confirm_any(
+            people,
+            f"🔁 Reboot {m.name} now, through its initrd login, to get new tries?",
+            yes=f"Reboot {m.name} now",
+            timeout=self.confirm_timeout,
+        )
+        if pressed is None:
+            return
+        await self.store.audit(
+            user_id=pressed,
+            username="",
+            action="reboot",
+            machine=m.name,
+            decision="confirmed",
+            detail="from the initrd after it gave up",
+        )
+        timeout = target.reach.ssh_timeout
+        try:
+            conn = await target.initrd()
+            async with conn:
+                old = await boot_id(conn, timeout)
+                await run(conn, ["reboot"], timeout=timeout)
+        except SshError as exc:
+            await self.chat.post(pressed, f"❌ could not reboot {m.name}: {exc}")
+            return
+        await self.chat.post(
+            pressed, f"🔁 {m.name} is rebooting; I will ask for its passphrase when it is back."
+        )
+        await self._until_gone(target, old)
+        await self.follow(m, trigger="reboot after the initrd gave up")
+
+    async def _until_gone(self, target: Target, old: str) -> None:
+        """Wait (bounded) until the initrd no longer answers with the old boot id, so the
+        boot that follows is the new one."""
+
+        async def gone() -> bool:
+            return not old or await target.boot_id(initrd=True) != old
+
+        with contextlib.suppress(PollTimeout):
+            await poll_until(gone, bool, timeout=self.down_timeout, interval=target.reach.poll)

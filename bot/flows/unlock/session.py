@@ -1,0 +1,394 @@
+"""One unlock session: one conversation with one initrd, from the first look to the
+system's own SSH answering with its pinned key (or a clear reason why not)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import asyncssh
+
+from bot.chat.access import Access
+from bot.chat.asker import Answer, Asker, Tidy
+from bot.chat.port import ChatPort
+from bot.config.inventory import UnlockMode
+from bot.core.durations import format_duration
+from bot.core.keys import fingerprint
+from bot.core.poll import PollTimeout, poll_until
+from bot.core.secret import Secret
+from bot.core.sops import SopsError, SopsReader
+from bot.flows.unlock import texts
+from bot.flows.unlock.texts import UnlockResult
+from bot.remote.initrd import AGENT, MAX_QUERIES, Query, Relay, RelayOutcome, relay_passphrase
+from bot.remote.place import Location, Place
+from bot.remote.ssh import HostKeyMismatch, SshError, probe_tcp
+from bot.remote.target import Target
+from store import Store
+
+if TYPE_CHECKING:
+    from bot.flows.unlock.unlocker import Memory
+
+MAX_ATTEMPTS = 3
+COOLDOWN = 300.0
+#: Offers a reboot of a machine whose initrd gave up, to these people.
+OfferReboot = Callable[[Target, list[int]], None]
+
+
+@dataclass(frozen=True)
+class Tools:
+    """What every session uses: the store, the chats, sops, and two timings."""
+
+    store: Store
+    chat: ChatPort
+    asker: Asker
+    access: Access
+    sops: SopsReader
+    prompt_timeout: float
+    settle: float
+
+
+class Link:
+    """The pinned SSH connection to the initrd, reopened once when it went stale."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.conn: asyncssh.SSHClientConnection | None = None
+
+    async def open(self) -> asyncssh.SSHClientConnection:
+        if self.conn is None or self.conn.is_closed():
+            self.close()
+            self.conn = await self.target.initrd()
+        return self.conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class UnlockSession:
+    """Unlocks one machine once; the unlocker makes one per attempt and remembers for it."""
+
+    def __init__(
+        self, target: Target, tools: Tools, memory: Memory, offer_reboot: OfferReboot
+    ) -> None:
+        self.target = target
+        self.m = target.machine
+        self.tools = tools
+        self.memory = memory
+        self.offer_reboot = offer_reboot
+        self.link = Link(target)
+
+    @property
+    def verified(self) -> str:
+        return fingerprint(self.target.pins.initrd)
+
+    async def run(self, trigger: str, ask: list[int] | None, seen: Location | None) -> UnlockResult:
+        m, pins = self.m, self.target.pins
+        if not pins.initrd:
+            told = await self.refuse(trigger, "no pinned initrd host key")
+            return UnlockResult(
+                False, f"{m.name}: no pinned initrd host key; passphrase not sent", told
+            )
+        if seen is None:
+            seen = await self.target.locate(timeout=self.target.reach.ssh_timeout)
+        if seen.place is Place.SYSTEM:
+            await self.tools.store.update_machine(m.name, state=Place.SYSTEM)
+            return UnlockResult(True, f"{m.name} is already up")
+        if texts.initrd_mismatch(seen):
+            told = await self.refuse(trigger, "initrd host key mismatch", seen.presented)
+            return UnlockResult(False, texts.mismatch_summary(m, pins.initrd, seen.presented), told)
+        if seen.place is not Place.INITRD:
+            await self.audit(None, "", "not waiting", f"{trigger}: {seen.detail}")
+            return UnlockResult(False, f"{m.name} is not waiting in its initrd ({seen.detail})")
+        await self.tools.store.update_machine(m.name, state=Place.INITRD)
+        try:
+            refused = await self._login(trigger)
+            if refused is not None:
+                return refused
+            if m.auto_unlock and m.luks_passphrase_secret and m.secrets_file is not None:
+                return await self._auto(trigger)
+            return await self._prompted(ask)
+        finally:
+            self.link.close()
+
+    async def _login(self, trigger: str) -> UnlockResult | None:
+        """Log in to the initrd before asking anyone; a result when that is impossible."""
+        try:
+            await self.link.open()
+        except HostKeyMismatch as exc:
+            told = await self.refuse(trigger, "initrd host key mismatch", exc.actual_fingerprint)
+            return UnlockResult(
+                False, texts.mismatch_summary(self.m, self.target.pins.initrd, ""), told
+            )
+        except SshError as exc:
+            text = f"🚨 {self.m.name} waits in its initrd, but I cannot log in to it: {exc}"
+            await self.audit(None, "", "failed", f"{trigger}: initrd login: {exc}"[:300])
+            return UnlockResult(False, text, await self.alert(text))
+        return None
+
+    async def _auto(self, trigger: str) -> UnlockResult:
+        m = self.m
+        assert m.secrets_file is not None
+        started = time.monotonic()
+        try:
+            secret = await self.tools.sops.value(m.secrets_file, m.luks_passphrase_secret)
+        except SopsError as exc:
+            text = f"🚨 {m.name} waits in its initrd, and auto-unlock failed: {exc}"
+            await self.audit(None, "", "failed", str(exc)[:200], action="auto-unlock")
+            return UnlockResult(False, text, await self.alert(text))
+        try:
+            for _ in range(MAX_QUERIES):
+                outcome = await self.relay(secret)
+                # systemd: one query per LUKS volume; the sops passphrase is for all of them.
+                if outcome.result is not Relay.ACCEPTED or not outcome.pending:
+                    break
+        finally:
+            secret.wipe()
+        await self.audit(None, "", outcome.result.value, outcome.flavour, action="auto-unlock")
+        if outcome.result is not Relay.ACCEPTED:
+            text = f"🚨 auto-unlock of {m.name} failed: {texts.explain(outcome)}"
+            return UnlockResult(False, text, await self.alert(text))
+        up = await self.wait_up()
+        took = format_duration(time.monotonic() - started)
+        if not up:
+            return UnlockResult(False, texts.not_up(m), await self.alert(texts.not_up(m)))
+        text = (
+            f"🔓 {m.name} auto-unlocked ({trigger}; initrd key {self.verified} verified), "
+            f"up after {took}"
+        )
+        return UnlockResult(True, f"auto-unlocked, up after {took}", await self.alert(text))
+
+    async def _prompted(self, ask: list[int] | None) -> UnlockResult:
+        m = self.m
+        people = ask or self.tools.access.people_for(m)
+        if not people:
+            return UnlockResult(False, f"nobody may unlock {m.name}: add operators or admins")
+        if await self._initrd_flavour() == "systemd":
+            from bot.flows.unlock.systemd import prompted_systemd
+
+            return await prompted_systemd(self, people)
+        attempt = 1
+        resent = False
+        note = ""
+        while attempt <= MAX_ATTEMPTS:
+            answer = await self.collect(people, note)
+            if answer is None:
+                if not resent:
+                    resent = True
+                    note = "(asking again: nobody answered)"
+                    continue
+                return await self.nobody_answered()
+            user_id, by = answer.user_id, answer.by
+            started = time.monotonic()
+            try:
+                outcome = await self.relay(answer.secret)
+            finally:
+                answer.secret.wipe()
+                await answer.tidying
+            if outcome.result is Relay.REFUSED:
+                note = await self.refused_passphrase(user_id, outcome)
+                people = [user_id]
+                continue
+            await self.audit(
+                user_id, by, outcome.result.value, f"attempt {attempt}, {outcome.flavour}"
+            )
+            if outcome.result is Relay.WRONG:
+                attempt += 1
+                people = [user_id]
+                note = f"❌ wrong passphrase, attempt {attempt} of {MAX_ATTEMPTS}."
+                continue
+            if outcome.result is not Relay.ACCEPTED:
+                return await self.undelivered(outcome)
+            await self.tools.chat.post(
+                user_id, f"Passphrase handed to {m.name}'s initrd; waiting for the system…"
+            )
+            return await self.report_up(user_id, by, started)
+        return await self._cool_down()
+
+    async def _initrd_flavour(self) -> UnlockMode:
+        """askpass or systemd: the inventory's choice, what worked last time, or whether the
+        initrd has the systemd agent at all (``--list`` is read-only)."""
+        mode = self.memory.flavour.get(self.m.name, self.m.unlock)
+        if mode != "auto":
+            return mode
+        try:
+            conn = await self.link.open()
+            listed = await conn.run(f"{AGENT} --list", timeout=self.tools.prompt_timeout)
+        except (SshError, asyncssh.Error, OSError):
+            return "auto"
+        return "askpass" if listed.exit_status == 127 else "systemd"
+
+    # -- the steps both initrds share --------------------------------------------------------
+
+    async def collect(
+        self, people: list[int], note: str, *, what: str = "disk passphrase", detail: str = ""
+    ) -> Answer | None:
+        """Ask everyone at once; the first answer wins and the other prompts say who answered."""
+        m = self.m
+        return await self.tools.asker.ask_first(
+            people,
+            texts.prompt(m, self.verified, note, what=what, detail=detail),
+            purpose=f"unlock {m.name}",
+            timeout=m.unlock_timeout,
+            tidy=Tidy(
+                answered=f"🔐 {m.name}: passphrase received and deleted.",
+                others=f"🔐 {m.name}: {{by}} is unlocking it.",
+                expired=f"⌛ The prompt to unlock {m.name} expired.",
+            ),
+            late=lambda by: (
+                f"{by} already answered for {m.name}; I deleted your message."
+                if by is not None
+                else f"That prompt for {m.name} expired; I deleted your message."
+            ),
+        )
+
+    async def relay(self, secret: Secret, query: Query | None = None) -> RelayOutcome:
+        """Hand ``secret`` over on the open link; a stale link is reopened once, since
+        nothing was sent on it yet."""
+        m = self.m
+        mode = self.memory.flavour.get(m.name, m.unlock)
+        outcome = RelayOutcome(Relay.DROPPED, "askpass", "no connection")
+        for _ in range(2):
+            try:
+                conn = await self.link.open()
+            except HostKeyMismatch as exc:
+                await self.refuse("relay", "initrd host key mismatch", exc.actual_fingerprint)
+                return RelayOutcome(Relay.DROPPED, "askpass", "initrd host key mismatch")
+            except SshError as exc:
+                return RelayOutcome(Relay.DROPPED, "askpass", str(exc))
+            outcome = await relay_passphrase(
+                conn,
+                secret,
+                mode=mode,
+                prompt_timeout=self.tools.prompt_timeout,
+                settle=self.tools.settle,
+                query=query,
+            )
+            if outcome.result is not Relay.DROPPED:
+                break
+            self.link.close()
+        if outcome.result in (Relay.ACCEPTED, Relay.WRONG) and m.unlock == "auto":
+            self.memory.flavour[m.name] = outcome.flavour
+        return outcome
+
+    async def nobody_answered(self) -> UnlockResult:
+        waited = format_duration(2 * self.m.unlock_timeout)
+        text = f"🚨 nobody unlocked {self.m.name} within {waited}; it still waits in its initrd"
+        await self.audit(None, "", "expired", f"nobody answered within {waited}")
+        return UnlockResult(False, text, await self.alert(text))
+
+    async def refused_passphrase(self, user_id: int, outcome: RelayOutcome) -> str:
+        """A passphrase that cannot be typed into the prompt: say why; nothing was sent."""
+        await self.audit(user_id, "", "refused", "control characters in the passphrase")
+        await self.tools.chat.post(
+            user_id,
+            f"⚠️ I did not send that passphrase to {self.m.name}: {outcome.detail}. "
+            "Nothing was sent and no try was used.",
+        )
+        return "⚠️ the last answer was not sent (control characters); answer again."
+
+    async def system_up(self) -> bool:
+        return bool(self.target.pins.system) and (await self.target.locate()).place is Place.SYSTEM
+
+    async def undelivered(self, outcome: RelayOutcome) -> UnlockResult:
+        """The initrd stopped asking, or went away, before it took the passphrase."""
+        m = self.m
+        if await self.system_up():
+            await self.tools.store.update_machine(m.name, state=Place.SYSTEM)
+            return UnlockResult(True, f"{m.name} is up (unlocked elsewhere)")
+        text = (
+            f"⚠️ {m.name}: {texts.explain(outcome)}. The passphrase was NOT sent. "
+            f"/unlock {m.name} once its initrd answers again."
+        )
+        return UnlockResult(False, text, await self.alert(text))
+
+    async def report_up(self, user_id: int, by: str, started: float) -> UnlockResult:
+        m = self.m
+        up = await self.wait_up()
+        took = format_duration(time.monotonic() - started)
+        if not up:
+            await self.audit(user_id, by, "not up", f"within {format_duration(m.boot_timeout)}")
+            return UnlockResult(False, texts.not_up(m), await self.alert(texts.not_up(m)))
+        await self.audit(user_id, by, "up", f"after {took}")
+        text = f"🔓 {m.name} unlocked by {by}, up after {took}"
+        return UnlockResult(True, f"unlocked by {by}, up after {took}", await self.alert(text))
+
+    async def _cool_down(self) -> UnlockResult:
+        m = self.m
+        self.memory.cooldown_until[m.name] = time.monotonic() + COOLDOWN
+        text = (
+            f"🚨 {MAX_ATTEMPTS} wrong passphrases for {m.name}; no more attempts for "
+            f"{format_duration(COOLDOWN)}. It still waits in its initrd."
+        )
+        await self.audit(None, "", "cooldown", f"{MAX_ATTEMPTS} wrong attempts")
+        return UnlockResult(False, text, await self.alert(text))
+
+    async def wait_up(self) -> bool:
+        """Wait for the system's SSH: its pinned key, or (none pinned) an open port."""
+        target, m = self.target, self.m
+        try:
+            if not target.pins.system:
+                await poll_until(
+                    lambda: probe_tcp(m.host, m.ssh_port, timeout=2.0),
+                    bool,
+                    timeout=m.boot_timeout,
+                    interval=target.reach.poll,
+                )
+                await self.tools.store.update_machine(
+                    m.name, state=Place.SYSTEM, detail="host key not pinned"
+                )
+                return True
+            await target.wait_for({Place.SYSTEM}, timeout=m.boot_timeout)
+        except PollTimeout:
+            return False
+        await self.tools.store.update_machine(m.name, state=Place.SYSTEM)
+        return True
+
+    # -- telling people ------------------------------------------------------------------------
+
+    async def refuse(self, trigger: str, why: str, presented: str = "") -> frozenset[int]:
+        """The loud alert when the passphrase must not go out, with both fingerprints."""
+        pins = self.target.pins
+        lines = [f"🚨 {self.m.name}: {why}. The passphrase was NOT sent."]
+        if pins.initrd:
+            lines.append(f"pinned:    {fingerprint(pins.initrd)} ({pins.initrd_source})")
+        if presented:
+            shown = presented if presented.startswith("SHA256:") else fingerprint(presented)
+            lines.append(f"presented: {shown}")
+        if not pins.initrd:
+            lines.append("Set initrd_host_key in the inventory, or reinstall with the bot.")
+        else:
+            lines.append(
+                "If the machine was reinstalled outside the bot, update its key; otherwise "
+                "someone may be impersonating it."
+            )
+        await self.audit(None, "", "refused", f"{why} ({trigger})"[:300])
+        return await self.alert("\n".join(lines))
+
+    async def alert(self, text: str) -> frozenset[int]:
+        people = self.tools.access.people_for(self.m)
+        await asyncio.gather(*(self.tools.chat.post(p, text) for p in people))
+        return frozenset(people)
+
+    async def audit(
+        self,
+        user_id: int | None,
+        username: str,
+        decision: str,
+        detail: str,
+        *,
+        action: str = "unlock",
+    ) -> None:
+        """Every attempt and verdict: who, which machine, what came of it — never the secret."""
+        await self.tools.store.audit(
+            user_id=user_id,
+            username=username.lstrip("@"),
+            action=action,
+            machine=self.m.name,
+            decision=decision,
+            detail=detail,
+        )

@@ -1,0 +1,155 @@
+"""A systemd initrd, as its real password agent behaves (docs/initrd.md): one query per LUKS
+volume, each naming its disk; three tries per boot each; after the third wrong one
+systemd-cryptsetup gives up without a word to the SSH session, and only a reboot brings new
+tries. So the bot asks for the disk that is asking, answers that query only, judges it, and
+counts tries per boot id."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bot.flows.unlock.session import UnlockSession
+from bot.flows.unlock.texts import UnlockResult
+from bot.remote.initrd import (
+    MAX_QUERIES,
+    SYSTEMD_TRIES,
+    Query,
+    Relay,
+    RelayOutcome,
+    boot_id,
+    list_queries,
+)
+from bot.remote.place import Place
+from bot.remote.ssh import SshError
+
+#: Prompts in one systemd session: every try of every disk, and a few refusals.
+MAX_SYSTEMD_ROUNDS = SYSTEMD_TRIES * MAX_QUERIES + 3
+
+
+async def prompted_systemd(session: UnlockSession, people: list[int]) -> UnlockResult:
+    """Ask for each pending disk in turn until none is left, the initrd gives up, or
+    nobody answers."""
+    m, memory = session.m, session.memory
+    resent = False
+    note = ""
+    last_user: int | None = None
+    current = ""
+    for _ in range(MAX_SYSTEMD_ROUNDS):
+        found = await _queries(session)
+        if found is None:
+            outcome = RelayOutcome(Relay.DROPPED, "systemd", "no answer on its login")
+            return await session.undelivered(outcome)
+        boot, queries = found
+        if not queries:
+            return await _not_asking(session, boot, last_user)
+        # Stay with the disk being answered; otherwise take them in a stable order (the
+        # agent's own order is the directory's, which changes with every new query).
+        query = next(
+            (q for q in queries if q.message == current), min(queries, key=lambda q: q.message)
+        )
+        current = query.message
+        key = (m.name, boot, query.message)
+        used = memory.tries.get(key, 0)
+        detail = f"Disk {query.disk}: try {used + 1} of {SYSTEMD_TRIES} this boot."
+        if len(queries) > 1:
+            detail += f" ({len(queries)} disks are asking; one at a time.)"
+        answer = await session.collect(people, note, what=f"disk {query.what}", detail=detail)
+        if answer is None:
+            if not resent:
+                resent = True
+                note = "(asking again: nobody answered)"
+                continue
+            return await session.nobody_answered()
+        user_id, by = answer.user_id, answer.by
+        last_user = user_id
+        people = [user_id]
+        started = time.monotonic()
+        try:
+            outcome = await session.relay(answer.secret, query)
+        finally:
+            answer.secret.wipe()
+            await answer.tidying
+        if outcome.result is Relay.REFUSED:
+            note = await session.refused_passphrase(user_id, outcome)
+            continue
+        if outcome.result in (Relay.WRONG, Relay.ACCEPTED):
+            memory.tries[key] = used + 1
+        last_try = used + 1 >= SYSTEMD_TRIES
+        verdict = outcome.result
+        if verdict is Relay.ACCEPTED and outcome.stayed and last_try and not outcome.pending:
+            # The last try, and the initrd stays without asking again: systemd-cryptsetup
+            # has given up (its verdict goes to the console only).
+            verdict = Relay.GAVE_UP
+        await session.audit(
+            user_id,
+            by,
+            verdict.value,
+            f"disk {query.disk[:60]}, try {used + 1} of {SYSTEMD_TRIES} this boot",
+        )
+        if verdict is Relay.GAVE_UP:
+            return await _gave_up(session, last_user)
+        if verdict is Relay.WRONG:
+            note = f"❌ wrong {query.what}, attempt {used + 2} of {SYSTEMD_TRIES}."
+            continue
+        if verdict is not Relay.ACCEPTED:
+            return await session.undelivered(outcome)
+        others = [q for q in outcome.pending if q.message != query.message]
+        if others:
+            note = f"✅ disk {query.disk} took it; {len(others)} more disk(s) to go."
+            continue
+        await session.tools.chat.post(
+            user_id, f"Passphrase handed to {m.name}'s initrd; waiting for the system…"
+        )
+        return await session.report_up(user_id, by, started)
+    text = f"🚨 {m.name}: too many prompts in one unlock session; /unlock {m.name} again"
+    return UnlockResult(False, text, await session.alert(text))
+
+
+async def _queries(session: UnlockSession) -> tuple[str, list[Query]] | None:
+    """The boot id and the pending queries, waiting up to ``settle`` for the first one
+    (systemd-cryptsetup may start asking after the initrd's sshd is up)."""
+    timeout = session.tools.prompt_timeout
+    deadline = time.monotonic() + session.tools.settle
+    while True:
+        try:
+            conn = await session.link.open()
+        except SshError:
+            return None
+        boot = await boot_id(conn, timeout)
+        queries = await list_queries(conn, timeout)
+        if queries is None:
+            return None
+        if queries or time.monotonic() >= deadline:
+            return boot, queries
+        await asyncio.sleep(0.5)
+
+
+async def _not_asking(session: UnlockSession, boot: str, user_id: int | None) -> UnlockResult:
+    """A systemd initrd with no pending query: out of tries, or unlocked meanwhile."""
+    m = session.m
+    if await session.system_up():
+        await session.tools.store.update_machine(m.name, state=Place.SYSTEM)
+        return UnlockResult(True, f"{m.name} is up (unlocked elsewhere)")
+    if boot and session.memory.tries_used(m.name, boot) >= SYSTEMD_TRIES:
+        return await _gave_up(session, user_id)
+    text = (
+        f"⚠️ {m.name} waits in its initrd but nothing there asks for a passphrase. "
+        f"systemd-cryptsetup stops asking after {SYSTEMD_TRIES} wrong tries per boot; "
+        "if that happened, only a reboot brings new tries. The passphrase was NOT sent."
+    )
+    await session.audit(None, "", "not waiting", "no pending password query")
+    told = await session.alert(text)
+    session.offer_reboot(session.target, [user_id] if user_id is not None else list(told))
+    return UnlockResult(False, text, told)
+
+
+async def _gave_up(session: UnlockSession, user_id: int | None) -> UnlockResult:
+    text = (
+        f"🚨 {session.m.name}: its initrd has given up after {SYSTEMD_TRIES} wrong tries this "
+        "boot (systemd-cryptsetup asks 3 times per boot). Only a reboot brings new tries."
+    )
+    await session.audit(user_id, "", "gave up", f"{SYSTEMD_TRIES} tries this boot")
+    told = await session.alert(text)
+    session.offer_reboot(session.target, [user_id] if user_id is not None else list(told))
+    return UnlockResult(False, text, told)

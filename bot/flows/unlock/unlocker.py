@@ -1,0 +1,150 @@
+"""The unlocker: one session per machine at a time, and what outlives a session."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+from bot.chat.access import Access
+from bot.chat.asker import Asker
+from bot.chat.port import ChatPort
+from bot.config.inventory import Machine, UnlockMode
+from bot.core.durations import format_duration
+from bot.core.poll import PollTimeout, poll_until
+from bot.core.sops import SopsReader
+from bot.flows.unlock.reboot_offer import RebootOffer
+from bot.flows.unlock.session import Tools, UnlockSession
+from bot.flows.unlock.texts import UnlockResult, initrd_mismatch
+from bot.remote.fleet import Fleet
+from bot.remote.place import Location, Place
+from bot.remote.target import Target
+from store import Store
+
+
+@dataclass
+class Memory:
+    """What the unlocker remembers between sessions, per machine."""
+
+    cooldown_until: dict[str, float] = field(default_factory=dict)
+    # ``unlock = auto``: which way the machine's initrd took a passphrase last time.
+    flavour: dict[str, UnlockMode] = field(default_factory=dict)
+    # systemd initrd: tries used per (machine, boot id, query message). systemd-cryptsetup
+    # allows 3 per boot (docs/initrd.md), so the count restarts only with a new boot id.
+    tries: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+    def tries_used(self, machine: str, boot: str) -> int:
+        return sum(n for (name, b, _), n in self.tries.items() if name == machine and b == boot)
+
+
+class Unlocker:
+    """One unlock session per machine at a time; callers share the running one."""
+
+    def __init__(
+        self,
+        *,
+        fleet: Fleet,
+        store: Store,
+        chat: ChatPort,
+        asker: Asker,
+        access: Access,
+        sops: SopsReader,
+        prompt_timeout: float,
+        settle: float,
+        confirm_timeout: float = 120.0,
+        down_timeout: float = 300.0,
+    ) -> None:
+        self.fleet = fleet
+        self.store = store
+        self.memory = Memory()
+        self.tools = Tools(
+            store=store,
+            chat=chat,
+            asker=asker,
+            access=access,
+            sops=sops,
+            prompt_timeout=prompt_timeout,
+            settle=settle,
+        )
+        self.reboots = RebootOffer(
+            asker=asker,
+            chat=chat,
+            store=store,
+            confirm_timeout=confirm_timeout,
+            down_timeout=down_timeout,
+            follow=self.follow_boot,
+        )
+        self._sessions: dict[str, asyncio.Task[UnlockResult]] = {}
+
+    def active(self, machine: str) -> bool:
+        return machine in self._sessions
+
+    def tries_used(self, machine: str, boot: str) -> int:
+        """systemd initrd: tries the bot spent on ``machine`` during boot ``boot``."""
+        return self.memory.tries_used(machine, boot)
+
+    async def unlock(
+        self,
+        machine: Machine,
+        *,
+        trigger: str,
+        ask: list[int] | None = None,
+        seen: Location | None = None,
+    ) -> UnlockResult:
+        """Unlock ``machine`` (or join the session already running) and report the outcome.
+
+        ``ask`` narrows who is prompted (default: its operators and the admins); ``seen`` is
+        a look the caller just took, so it is not taken twice.
+        """
+        task = self._sessions.get(machine.name)
+        if task is None:
+            task = asyncio.create_task(
+                self._session(machine, trigger, ask, seen), name=f"unlock-{machine.name}"
+            )
+            self._sessions[machine.name] = task
+            task.add_done_callback(lambda _: self._sessions.pop(machine.name, None))
+        return await asyncio.shield(task)
+
+    async def follow_boot(
+        self, machine: Machine, *, trigger: str, timeout: float | None = None
+    ) -> UnlockResult:
+        """Follow an expected reboot of a machine seen going down: look about once a second
+        (``reboot_poll``) until its initrd answers (then unlock it) or its system is up."""
+        target = await self.fleet.target(machine)
+        limit = machine.boot_timeout if timeout is None else timeout
+        try:
+            seen = await poll_until(
+                lambda: target.locate(timeout=target.reach.ssh_timeout),
+                lambda s: s.place in (Place.SYSTEM, Place.INITRD) or initrd_mismatch(s),
+                timeout=limit,
+                interval=target.reach.poll,
+            )
+        except PollTimeout:
+            text = f"{machine.name} did not come back within {format_duration(limit)}"
+            return UnlockResult(False, text)
+        if seen.place is Place.SYSTEM:
+            await self.store.update_machine(machine.name, state=Place.SYSTEM)
+            return UnlockResult(True, f"{machine.name} is up")
+        return await self.unlock(machine, trigger=trigger, seen=seen)
+
+    async def shutdown(self) -> None:
+        tasks = [*self._sessions.values(), *self.reboots.pending()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _session(
+        self, m: Machine, trigger: str, ask: list[int] | None, seen: Location | None
+    ) -> UnlockResult:
+        until = self.memory.cooldown_until.get(m.name, 0.0)
+        if time.monotonic() < until:
+            left = format_duration(until - time.monotonic())
+            return UnlockResult(
+                False, f"{m.name} is cooling down after wrong passphrases ({left} left)"
+            )
+        target: Target = await self.fleet.target(m)
+        session = UnlockSession(target, self.tools, self.memory, self.reboots.offer)
+        return await session.run(trigger, ask, seen)
