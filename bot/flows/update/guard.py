@@ -23,6 +23,7 @@ from bot.remote.ssh import CommandResult, run
 PROFILE = "/nix/var/nix/profiles/system"
 PARTS = ("kernel", "initrd", "kernel-modules")
 SEPARATOR = "@@deploybot@@"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _GENERATION = re.compile(r"^\s*(\d+)\s+\S+\s+\S+\s*(\(current\))?\s*$")
 
 
@@ -203,8 +204,9 @@ def parts(result: CommandResult, count: int) -> list[str]:
 
 
 def first_line(text: str) -> str:
+    """The first line a machine printed, bounded and without control characters."""
     lines = text.strip().splitlines()
-    return lines[0][:400] if lines else ""
+    return _CONTROL.sub("", lines[0])[:400] if lines else ""
 
 
 def marked(command: list[str], mark: str) -> str:

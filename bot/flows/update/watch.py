@@ -141,7 +141,7 @@ class GuardWatch:
     async def _activate(self, conn: asyncssh.SSHClientConnection) -> None:
         done = await run(conn, guard.activate(self.job_id, self.plan.new), timeout=self.timeout)
         for line in (done.stdout_text + done.stderr_text).splitlines()[-200:]:
-            self.ctx.output(line)
+            self.ctx.output(guard.first_line(line))
         if not done.ok:
             lines = [ln.strip() for ln in done.stderr_text.splitlines() if ln.strip()]
             # switch-to-configuration's verdict line, else its last line.
