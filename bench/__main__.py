@@ -15,7 +15,17 @@ from pathlib import Path
 
 from bench.common import HEADER, Figure, machine_description
 
-MODULES = ("startup", "deploy", "unlock", "probes", "service", "strangers", "pins", "reload")
+MODULES = (
+    "startup",
+    "deploy",
+    "update",
+    "unlock",
+    "probes",
+    "service",
+    "strangers",
+    "pins",
+    "reload",
+)
 RESULTS = Path(__file__).resolve().with_name("results.md")
 
 

@@ -29,6 +29,7 @@ from bot.flows.adopt import contradictions
 from bot.flows.engine import Engine, build_engine
 from bot.flows.recovery import clear_crash_leftovers, look_after_interruption
 from bot.flows.reload import Reloader
+from bot.flows.update.pipeline import GUARD_AFTER_RESTART, GUARDED_KINDS
 from bot.flows.watch.schedule import Schedules
 from bot.jobs.retention import FIRST_PRUNE, PRUNE_EVERY, Retention
 from bot.jobs.runner import JobRunner
@@ -273,6 +274,8 @@ async def tell_interrupted_jobs(parts: Parts) -> None:
             continue
         now = looks.get(job.machine, f"check it with /status {job.machine} before you retry")
         extra = f"\nI stopped {len(stopped)} processes it had left running." if stopped else ""
+        if job.kind in GUARDED_KINDS:
+            extra += f"\n{GUARD_AFTER_RESTART}"
         await parts.chat.post(
             job.chat_id,
             f"⏹ Job {job.id} ({job.kind} {job.machine}) was interrupted: the bot restarted "

@@ -75,7 +75,7 @@ def register_all(
     )
     families: list[object] = [
         info,
-        DeployCommands(engine.deployer),
+        DeployCommands(engine.deployer, engine.updater),
         UnlockCommands(unlocker=engine.unlocker, answers=answers, chat=chat),
         HealthCommands(
             tester=engine.reboot_tester,

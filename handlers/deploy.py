@@ -1,4 +1,5 @@
-"""/deploy and /reinstall: start the install job; the job itself asks for confirmation."""
+"""/deploy, /reinstall and /rollback: start the install or update job; the job itself asks
+for confirmation. /deploy updates a machine that answers with its pinned system key."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from telegram.constants import ChatType
 
 from bot.chat.commands import Arg, Need, Right
 from bot.flows.deploy.pipeline import Deployer
+from bot.flows.update.pipeline import Route, Updater
 from handlers.gate import store_unavailable_text
 from handlers.registry import Call, command
 from store import JobConflict
@@ -13,12 +15,49 @@ from store.database import StoreUnavailable
 
 
 class DeployCommands:
-    def __init__(self, deployer: Deployer) -> None:
+    def __init__(self, deployer: Deployer, updater: Updater) -> None:
         self.deployer = deployer
+        self.updater = updater
 
-    @command("deploy", "install a machine (erases its disk)", arg=Arg.MACHINE, right=Right.MACHINE)
+    @command(
+        "deploy",
+        "install a machine (erases its disk), or update an installed one",
+        arg=Arg.MACHINE,
+        right=Right.MACHINE,
+    )
     async def deploy(self, call: Call) -> None:
-        await self._start(call, reinstall=False)
+        machine = call.machine
+        assert machine is not None  # the gate resolved it
+        decision = await self.updater.decide(
+            machine, user_id=call.user.id, username=call.user.username or ""
+        )
+        if decision.route is Route.REFUSED:
+            await call.reply(decision.text)
+        elif decision.route is Route.UPDATE:
+            await self._guarded(call, rollback=False)
+        else:
+            await self._start(call, reinstall=False)
+
+    @command(
+        "rollback",
+        "switch a machine back to its previous generation",
+        arg=Arg.MACHINE,
+        right=Right.MACHINE,
+        needs=(Need.PINNED,),
+    )
+    async def rollback(self, call: Call) -> None:
+        await self._guarded(call, rollback=True)
+
+    async def _guarded(self, call: Call, *, rollback: bool) -> None:
+        machine = call.machine
+        assert machine is not None  # the gate resolved it
+        start = self.updater.start_rollback if rollback else self.updater.start
+        try:
+            await start(machine, user_id=call.user.id, chat_id=call.chat_id)
+        except StoreUnavailable as exc:
+            await call.reply(store_unavailable_text(exc))
+        except JobConflict as exc:
+            await call.reply(busy_text(machine.name, exc))
 
     @command(
         "reinstall",
@@ -46,10 +85,14 @@ class DeployCommands:
         except StoreUnavailable as exc:
             await call.reply(store_unavailable_text(exc))
         except JobConflict as exc:
-            running = exc.job
-            await call.reply(
-                f"{machine.name} already has job {running.id} ({running.kind}, {running.state}"
-                f"{', at ' + running.phase if running.phase else ''}). /log {running.id} shows it; "
-                f"/cancel {running.id} stops it."
-            )
+            await call.reply(busy_text(machine.name, exc))
         # The job reports through its own progress message.
+
+
+def busy_text(name: str, exc: JobConflict) -> str:
+    running = exc.job
+    return (
+        f"{name} already has job {running.id} ({running.kind}, {running.state}"
+        f"{', at ' + running.phase if running.phase else ''}). /log {running.id} shows it; "
+        f"/cancel {running.id} stops it."
+    )

@@ -68,6 +68,18 @@ class JobCommands:
         if not job.active:
             await call.reply(f"Job {job.id} is not running ({job.state}).")
             return
+        refused = self.jobs.cancel_refused(job.id)
+        if refused:
+            await self.store.audit(
+                user_id=call.user.id,
+                username=call.user.username or "",
+                action="cancel",
+                machine=job.machine,
+                decision="refused",
+                detail=f"job {job.id}: {refused[:160]}",
+            )
+            await call.reply(f"Job {job.id} goes on: {refused}.")
+            return
         await self.store.audit(
             user_id=call.user.id,
             username=call.user.username or "",

@@ -271,19 +271,21 @@ async def test_keys_from_the_inventory_alone_are_enough(world: World) -> None:
     assert (known.host_key, known.initrd_host_key) == ("", "")  # nothing to read or record
 
 
-async def test_a_hand_installed_machine_is_installed_deploy_points_to_reinstall(
+async def test_a_hand_installed_machine_is_updated_never_erased_by_deploy(
     world: World,
 ) -> None:
+    """A machine installed by hand answers with its pinned key: /deploy offers to update it
+    and never to erase it; /reinstall may."""
     host = hand_installed(world, "plain", from_sops=True, luks=False)
     world.machine("web", host, luks=False, flake_attr="clawsiecats")
     await world.start(**FAST)
     op, tg = world.op, world.rig.tg
     await tg.send_text(op, "/deploy web")
-    refused = await tg.wait_for_message(
-        op, lambda m: "(job 1) — failed after" in m.body, edits=True, timeout=30
-    )
-    assert "web is installed" in refused.body
-    assert "/reinstall web" in refused.body
+    offer = await tg.wait_for_message(op, lambda m: bool(m.buttons), timeout=60)
+    assert offer.body.startswith("Update web? Its disks are not touched.")
+    assert not [m for m in tg.bot_messages(op) if "erase" in m.body.lower()]
+    await tg.press_button(op, offer, "Cancel")
+    await tg.wait_for_message(op, lambda m: "(job 1) — cancelled" in m.body, edits=True)
     await tg.send_text(op, "/reinstall web")
     ask = await tg.wait_for_message(op, lambda m: "type the machine's name" in m.body, timeout=20)
     assert f"its pinned host key {fp(host.system_host_key)} ✓" in ask.body

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest_asyncio
 
+from store import Store
 from tests.botprocess import BotProcess, kill_groups
 from tests.waiting import eventually
 from tests.world import World
@@ -126,3 +127,41 @@ async def test_sigkill_mid_unlock(world: World, bot_process: BotProcess) -> None
     assert host.correct_attempts == 0
     assert [e for e in host.events if "installed" in e] == installs
     assert not world.stand_ins(living=True)
+
+
+async def test_sigkill_in_the_guard_window_the_machine_rolls_back(
+    world: World, bot_process: BotProcess
+) -> None:
+    host = world.lab.start_installed_host(
+        "guarded", stage="booted", luks=False, flake_attr="clawsiecats"
+    )
+    old = host.current_system
+    world.machine("clawsiecats", host, luks=False, flake_attr="clawsiecats", rollback_timeout="8s")
+    world.rig.write_inventory(world.inventory())
+    store = await Store.open(world.rig.settings.db)
+    try:
+        await store.update_machine("clawsiecats", host_key=host.system_host_key or "")
+    finally:
+        await store.close()
+    world.lab.set_configuration(world.flake, "clawsiecats", breaks_ssh=True)
+    op, tg = world.op, world.rig.tg
+    await bot_process.start()
+    await tg.send_text(op, "/deploy clawsiecats")
+    confirmation = await tg.wait_for_message(op, lambda m: bool(m.buttons), timeout=60)
+    await tg.press_button(op, confirmation, "Update clawsiecats")
+    await tg.wait_for_message(op, lambda m: "▶️ confirm" in m.body, edits=True, since=0, timeout=60)
+    assert host.sshd_broken
+    assert [t.name for t in host.timers] == ["deploybot-rollback-1.timer"]
+
+    await bot_process.kill()
+    await host.wait_until(lambda: host.current_system == old, 30, "the guard's rollback")
+    assert host.current_generation == 1
+    assert not host.sshd_broken
+
+    await bot_process.start()
+    told = await tg.wait_for_message(op, lambda m: "was interrupted" in m.body, since=0, timeout=30)
+    assert told.body.startswith("⏹ Job 1 (update clawsiecats) was interrupted")
+    assert "its rollback guard switches the machine back" in told.body
+    check, jobs, _ = database_facts(world.rig.settings.db)
+    assert check == "ok"
+    assert jobs == [(1, "interrupted")]

@@ -166,15 +166,22 @@ async def test_refusals_unknown_stranger_and_installed(world: World) -> None:
     stranger = tg.user(STRANGER, "mallory")
     refused = await world.rig.ask(stranger, "/deploy clawsiecats")
     assert refused.body.startswith("Not authorised.")
-    # Install it, then /deploy again: it answers with its pinned key, so it is refused.
+    # Install it, then /deploy again: it answers with its pinned key, so it is an update,
+    # which never offers to erase anything.
     await world.confirm_deploy(op, "clawsiecats")
     assert "— succeeded after" in (await world.job_end(op)).body
+    # A new configuration to update to: the installed one is exactly what the flake builds.
+    world.lab.set_configuration(world.flake, "clawsiecats", version="2")
     await tg.send_text(op, "/deploy clawsiecats")
-    again = await tg.wait_for_message(
-        op, lambda m: "(job 2) — failed after" in m.body, edits=True, timeout=30
+    again = await tg.wait_for_message(op, lambda m: bool(m.buttons), timeout=30)
+    assert again.body.startswith("Update clawsiecats? Its disks are not touched.")
+    assert "erase" not in again.body.lower()
+    assert [b["text"] for row in again.buttons for b in row] == ["Update clawsiecats", "Cancel"]
+    await tg.press_button(op, again, "Cancel")
+    end = await tg.wait_for_message(
+        op, lambda m: "(job 2) — cancelled after" in m.body, edits=True, since=0, timeout=30
     )
-    assert "clawsiecats is installed" in again.body
-    assert "/reinstall clawsiecats" in again.body
+    assert "cancelled at the confirmation; nothing was changed" in end.body
     assert host.stage == "booted"
 
 

@@ -34,6 +34,7 @@ def test_example_inventory_loads_with_every_key() -> None:
     assert machine.probe_interval == 60.0
     assert machine.boot_timeout == 15 * 60
     assert machine.unlock_timeout == 30 * 60
+    assert machine.rollback_timeout == 90.0
     assert machine.secrets_file == ROOT / "machines" / "secrets.yaml"
     assert machine.checks == ("tcp:443", "http://127.0.0.1:8080/health")
 
@@ -44,6 +45,7 @@ def test_defaults_apply(tmp_path: Path) -> None:
     assert (web.flake_attr, web.ssh_port, web.luks, web.unlock) == ("web", 22, False, "auto")
     assert web.persist_dir == "/nix/persist/system"
     assert web.operators == frozenset()
+    assert web.rollback_timeout == 90.0
 
 
 @pytest.mark.parametrize(
@@ -57,6 +59,8 @@ def test_defaults_apply(tmp_path: Path) -> None:
         ('host = "-oProxyCommand=x"', "web: host: '-oProxyCommand=x' is not an IP address"),
         ('host = "a.example"\nprobe_interval = "5x"', "web: probe_interval: bad duration '5x'"),
         ('host = "a.example"\nboot_timeout = "15"', "web: boot_timeout: bad duration '15'"),
+        ('host = "a.example"\nrollback_timeout = "1s"', "web: rollback_timeout: expected between"),
+        ('host = "a.example"\nrollback_timeout = "2h"', "web: rollback_timeout: expected between"),
         ('host = "a.example"\nreboot_check = "61 4 * * *"', "web: reboot_check: '61 4 * * *'"),
         ('host = "a.example"\noperators = ["alice"]', "web: operators: 'alice' is not a Telegram"),
         ('host = "a.example"\noperators = [1.5]', "web: operators: 1.5 is not a Telegram"),

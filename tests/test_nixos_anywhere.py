@@ -676,7 +676,8 @@ def test_nix_build_argv_and_store_paths() -> None:
     ]
     disko = "/nix/store/" + "a" * 32 + "-disko"
     top = "/nix/store/" + "b" * 32 + "-nixos-system-clawsiecats-25.05"
-    lines = ["clawsiecats> building", disko, "  " + top + "  ", "/nix/store/short-x"]
+    fetched = "  /nix/store/" + "e" * 32 + "-glibc-2.40"  # "these paths will be fetched"
+    lines = ["clawsiecats> building", disko, fetched, top + "  ", "/nix/store/short-x"]
     assert nix_build.store_paths(lines) == (disko, top)
     with pytest.raises(ValueError, match="expected 2 store paths"):
         nix_build.store_paths([disko])
@@ -714,3 +715,20 @@ def test_store_paths_and_ssh_options_reach_the_argv_checked() -> None:
                 disk_key_fd=None,
                 store_paths=(bad, top),
             )
+
+
+def test_store_paths_ignore_what_nix_lists_on_stderr() -> None:
+    """Real nix lists the derivations it will build on stderr, which arrives merged."""
+    from bot.flows.deploy.nixos_anywhere import build as nix_build
+
+    disko = "/nix/store/" + "a" * 32 + "-disko"
+    system = "/nix/store/" + "b" * 32 + "-nixos-system-clawsiecats-25.05"
+    lines = [
+        "these 2 derivations will be built:",
+        "  /nix/store/" + "c" * 32 + "-disko.drv",
+        "  /nix/store/" + "d" * 32 + "-nixos-system-clawsiecats-25.05.drv",
+        "building '/nix/store/" + "c" * 32 + "-disko.drv'...",
+        disko,
+        system,
+    ]
+    assert nix_build.store_paths(lines) == (disko, system)

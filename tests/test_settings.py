@@ -36,6 +36,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.inventory == Path("machines.toml")
     assert settings.nixos_anywhere == ("nix", "run", "github:nix-community/nixos-anywhere", "--")
     assert Path(settings.sops).name == "sops"
+    assert settings.nix == ("nix",)
 
 
 def test_sops_variables_pass_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,6 +51,7 @@ def test_sops_variables_pass_through(tmp_path: Path, monkeypatch: pytest.MonkeyP
         ("DEPLOYBOT_ADMINS=12,bob", "DEPLOYBOT_ADMINS: 'bob' is not a Telegram user id"),
         ("TELEGRAM_API_URL=ftp://x", "TELEGRAM_API_URL must start with https://"),
         ("DEPLOYBOT_NIXOS_ANYWHERE='unclosed", "DEPLOYBOT_NIXOS_ANYWHERE"),
+        ("DEPLOYBOT_NIX='unclosed", "DEPLOYBOT_NIX"),
         ("not a setting", "expected KEY=value"),
     ],
 )

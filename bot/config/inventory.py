@@ -73,6 +73,7 @@ class Machine:
     probe_interval: float = 60.0
     boot_timeout: float = 900.0
     unlock_timeout: float = 1800.0
+    rollback_timeout: float = 90.0
     reboot_check: str = ""
     checks: tuple[str, ...] = ()
     erase_approval: bool = False
@@ -119,6 +120,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "probe_interval": (str,),
     "boot_timeout": (str,),
     "unlock_timeout": (str,),
+    "rollback_timeout": (str,),
     "reboot_check": (str,),
     "checks": (list,),
     "erase_approval": (bool,),
@@ -255,11 +257,14 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
         ("probe_interval", "60s"),
         ("boot_timeout", "15m"),
         ("unlock_timeout", "30m"),
+        ("rollback_timeout", "90s"),
     ):
         try:
             durations[key] = parse_duration(entry.get(key, default))
         except ValueError as exc:
             bad(key, str(exc))
+    if not 2 <= durations.get("rollback_timeout", 90.0) <= 3600:
+        bad("rollback_timeout", "expected between 2s and 1h (the update's rollback guard)")
     cron = entry.get("reboot_check", "")
     if cron:
         try:
@@ -295,6 +300,7 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
         probe_interval=durations["probe_interval"],
         boot_timeout=durations["boot_timeout"],
         unlock_timeout=durations["unlock_timeout"],
+        rollback_timeout=durations["rollback_timeout"],
         reboot_check=cron,
         checks=tuple(checks),
         erase_approval=entry.get("erase_approval", False),

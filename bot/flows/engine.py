@@ -16,6 +16,7 @@ from bot.config.tuning import Tuning
 from bot.flows.adopt import Adopter
 from bot.flows.deploy.pipeline import Deployer
 from bot.flows.unlock import Unlocker
+from bot.flows.update.pipeline import Updater
 from bot.flows.watch.outbox import Outbox
 from bot.flows.watch.reboot_test import RebootTester
 from bot.flows.watch.watcher import Watcher
@@ -38,8 +39,10 @@ class Engine:
     outbox: Outbox
     records: HealthStore
     adopter: Adopter
+    updater: Updater
 
     async def shutdown(self) -> None:
+        await self.updater.shutdown()
         await self.watcher.shutdown()
         await self.unlocker.shutdown()
         self.fleet.close()  # the logins kept open between probes
@@ -133,4 +136,16 @@ def build_engine(
         confirm_timeout=tuning.confirm_timeout,
         ssh_timeout=tuning.ssh_timeout,
     )
-    return Engine(fleet, asker, deployer, unlocker, watcher, tester, outbox, records, adopter)
+    updater = Updater(
+        jobs=jobs,
+        fleet=fleet,
+        store=store,
+        chat=chat,
+        asker=asker,
+        settings=settings,
+        tuning=tuning,
+        tester=tester,
+    )
+    return Engine(
+        fleet, asker, deployer, unlocker, watcher, tester, outbox, records, adopter, updater
+    )

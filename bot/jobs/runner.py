@@ -68,6 +68,8 @@ class JobContext:
         # The job's ending, once begun: a cancellation arriving meanwhile waits for it
         # rather than ending the job a second time.
         self.ending: asyncio.Future[None] | None = None
+        # Why /cancel would not help now (a guard on the machine decides), or None.
+        self.cancel_refused: str | None = None
 
     @property
     def phase(self) -> str | None:
@@ -97,6 +99,10 @@ class JobContext:
         if text not in self._told:
             self._told.add(text)
             self.progress.note(f"⚠️ {text}")
+
+    def refuse_cancel(self, why: str | None) -> None:
+        """From now on /cancel answers ``why`` instead of stopping the job (None: it stops)."""
+        self.cancel_refused = why
 
     def skip(self, phase: str) -> None:
         self.progress.skip(phase)
@@ -153,6 +159,7 @@ class JobRunner:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         # Jobs saying how they ended: shutdown waits for them before the store closes.
         self._endings: set[asyncio.Future[None]] = set()
+        self._contexts: dict[int, JobContext] = {}
         self._stopping = False
 
     async def start(
@@ -181,6 +188,7 @@ class JobRunner:
         context = JobContext(job, self.store, self.chat, JobLog(log_path), progress)
         task = asyncio.create_task(self._run(context, work), name=f"job-{job.id}")
         self._tasks[job.id] = task
+        self._contexts[job.id] = context
         return job
 
     async def _run(self, ctx: JobContext, work: JobWork) -> None:
@@ -228,6 +236,7 @@ class JobRunner:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(ctx.ending)
             self._tasks.pop(job.id, None)
+            self._contexts.pop(job.id, None)
 
     async def _end(self, ctx: JobContext, state: str, result: str) -> None:
         """End the job once: the first verdict wins and runs to completion, shielded."""
@@ -307,6 +316,11 @@ class JobRunner:
         return await self.chat.send_file(
             chat_id, f"job-{job_id}-{job.machine}.log", data, caption=caption
         )
+
+    def cancel_refused(self, job_id: int) -> str | None:
+        """Why cancelling the job now would not stop what it started, or None."""
+        context = self._contexts.get(job_id)
+        return context.cancel_refused if context is not None else None
 
     async def cancel(self, job_id: int) -> bool:
         """Cancel a running job; its work's cleanup (killing processes, removing files) runs."""

@@ -305,8 +305,13 @@ async def _systemd(
                 await process.stdin.drain()
                 sent = True
                 # The answer is handed over when the agent moves on: to the next query's
-                # prompt (left pending: the agent is closed, never sent Ctrl-D) or its exit.
-                await out.until((HINT,), settle)
+                # prompt or its exit. The next query is left pending: Ctrl-C stops the
+                # agent without answering it, where a hang-up (closing the terminal) can
+                # reach it as end of input, an empty answer that costs that disk a try.
+                if await out.until((HINT,), settle) is not None:
+                    process.stdin.write(b"\x03")
+                    await process.stdin.drain()
+                    await _wait_exit(process, settle)
             else:
                 found = shown
     except (asyncssh.Error, OSError) as exc:

@@ -24,6 +24,7 @@ from tests.lab.control import ControlServer
 from tests.lab.generations import LabConfig
 from tests.lab.host import HostContext, LabHost
 from tests.lab.model import DEFAULT_VOLUMES, PHASES, Initrd, OsKind, Stage
+from tests.lab.proc import kill_stragglers
 from tests.lab.supervisor import Supervisor
 
 NIXOS_ANYWHERE = Path(__file__).resolve().with_name("nixos_anywhere.py")
@@ -304,6 +305,7 @@ class Lab:
                 errors.append(exc)
         self._control.close()
         self._supervisor.close()
+        kill_stragglers(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
         if errors:
             raise errors[0]

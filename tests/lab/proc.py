@@ -114,3 +114,17 @@ def lab_processes(lab_dir: Path) -> list[str]:
             command = cmdline.replace(b"\0", b" ").decode(errors="replace")
             found.append(f"{entry.name}: {command}")
     return found
+
+
+def kill_stragglers(lab_dir: Path, *, patience: float = 5.0) -> None:
+    """Kill what is left of a lab after its hosts closed: a lab shell an sshd session was
+    starting as the session died outlives it by a moment, its stdin not closed yet."""
+    deadline = time.monotonic() + patience
+    while True:
+        left = [int(line.split(":", 1)[0]) for line in lab_processes(lab_dir)]
+        if not left or time.monotonic() > deadline:
+            return
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)

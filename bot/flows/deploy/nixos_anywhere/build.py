@@ -32,7 +32,13 @@ def build_argv(nix: Sequence[str], *, flake: str, attr: str) -> list[str]:
 def store_paths(lines: Sequence[str]) -> tuple[str, str]:
     """The two store paths ``nix build --print-out-paths`` printed (build logs aside);
     ValueError unless there are exactly two."""
-    found = [line.strip() for line in lines if _STORE_PATH.fullmatch(line.strip())]
+    # stdout and stderr arrive merged: nix's own lists of what it will build name
+    # derivations, indented ("  /nix/store/…drv"); the printed outputs stand alone.
+    found = [
+        line.rstrip()
+        for line in lines
+        if _STORE_PATH.fullmatch(line.rstrip()) and not line.rstrip().endswith(".drv")
+    ]
     if len(found) != len(OUTPUTS):
         raise ValueError(f"expected {len(OUTPUTS)} store paths, nix printed {len(found)}")
     return found[0], found[1]

@@ -1,0 +1,1 @@
+"""Updating installed machines: build, copy, activate behind a rollback guard, confirm."""

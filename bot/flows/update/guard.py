@@ -1,0 +1,220 @@
+"""The rollback guard, on the machine: what the bot runs there to activate a system safely.
+
+The guard is a transient systemd timer armed before the activation. Unless the bot stops
+it in time, it switches the profile back to the generation that was current before (by
+number, not one step back: after a ``/rollback`` one step back is the wrong one) and
+activates that. It lives on the machine, so it acts even when the activation cut the bot's
+connection or the bot itself died. The activation runs in a transient unit, as
+nixos-rebuild runs it, so that it outlives the SSH session that started it
+(``docs/updates.md``).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncssh
+
+from bot.remote.ssh import CommandResult, run
+
+PROFILE = "/nix/var/nix/profiles/system"
+PARTS = ("kernel", "initrd", "kernel-modules")
+SEPARATOR = "@@deploybot@@"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_GENERATION = re.compile(r"^\s*(\d+)\s+\S+\s+\S+\s*(\(current\))?\s*$")
+
+
+def rollback_unit(job_id: int) -> str:
+    return f"deploybot-rollback-{job_id}"
+
+
+def switch_unit(job_id: int) -> str:
+    return f"deploybot-switch-{job_id}"
+
+
+def generation_link(number: int) -> str:
+    return f"{PROFILE}-{number}-link"
+
+
+def parse_generations(text: str) -> tuple[list[int], int | None]:
+    """The numbers ``nix-env --list-generations`` lists, and the current one."""
+    numbers: list[int] = []
+    current: int | None = None
+    for line in text.splitlines():
+        match = _GENERATION.match(line)
+        if match is None:
+            continue
+        numbers.append(int(match.group(1)))
+        if match.group(2):
+            current = int(match.group(1))
+    return numbers, current
+
+
+def list_generations() -> list[str]:
+    return ["nix-env", "-p", PROFILE, "--list-generations"]
+
+
+def set_profile(toplevel: str) -> list[str]:
+    """A new generation pointing at ``toplevel`` (it activates nothing)."""
+    return ["nix-env", "-p", PROFILE, "--set", toplevel]
+
+
+def switch_generation(number: int) -> list[str]:
+    return ["nix-env", "-p", PROFILE, "--switch-generation", str(number)]
+
+
+def arm(job_id: int, *, back_to: int, seconds: float) -> list[str]:
+    """The timer that, ``seconds`` from now, switches back to generation ``back_to``.
+
+    ``AccuracySec=1s``: systemd's default accuracy would let it fire up to a minute late.
+    """
+    back = (
+        f"{shlex.join(switch_generation(back_to))} && "
+        f"{shlex.join([generation_link(back_to) + '/bin/switch-to-configuration', 'switch'])}"
+    )
+    return [
+        "systemd-run",
+        f"--unit={rollback_unit(job_id)}",
+        f"--on-active={max(1, round(seconds))}s",
+        "--timer-property=AccuracySec=1s",
+        "--description=deploybot rollback guard",
+        # A transient unit gets the service manager's PATH, not the login's.
+        "-E",
+        "PATH=/run/current-system/sw/bin:/run/wrappers/bin",
+        "sh",
+        "-c",
+        back,
+    ]
+
+
+def activate(job_id: int, toplevel: str) -> list[str]:
+    """``switch-to-configuration switch`` in a transient unit, waited for, its output relayed."""
+    return [
+        "systemd-run",
+        "-E",
+        "LOCALE_ARCHIVE",
+        "-E",
+        "NIXOS_INSTALL_BOOTLOADER",
+        "--collect",
+        "--no-ask-password",
+        "--pipe",
+        "--quiet",
+        "--wait",
+        "--service-type=exec",
+        f"--unit={switch_unit(job_id)}",
+        f"{toplevel}/bin/switch-to-configuration",
+        "switch",
+    ]
+
+
+def disarm(job_id: int) -> list[str]:
+    return ["systemctl", "stop", f"{rollback_unit(job_id)}.timer"]
+
+
+def running_guards() -> list[str]:
+    return ["systemctl", "list-timers", "--all", "--no-legend"]
+
+
+def armed_guards(listing: str) -> list[str]:
+    """Rollback timers still waiting to fire (an elapsed one shows NEXT as ``-``)."""
+    found = []
+    for line in listing.splitlines():
+        if "deploybot-rollback-" not in line or line.lstrip().startswith("-"):
+            continue
+        names = [w for w in line.split() if w.startswith("deploybot-rollback-")]
+        found += [n.removesuffix(".timer") for n in names if n.endswith(".timer")]
+    return found
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where a system's kernel, initrd and modules point (empty when unreadable)."""
+
+    kernel: str = ""
+    initrd: str = ""
+    modules: str = ""
+
+    def changed(self, other: Links) -> list[str]:
+        """The parts that differ from ``other`` (a reboot is needed for any of them)."""
+        pairs = zip(PARTS, (self.kernel, self.initrd, self.modules), strict=True)
+        theirs = (other.kernel, other.initrd, other.modules)
+        return [name for (name, mine), them in zip(pairs, theirs, strict=True) if mine != them]
+
+
+async def readlink(conn: asyncssh.SSHClientConnection, path: str, *, timeout: float) -> str:
+    """Where ``path`` points on the machine ("" if it is no link); bounded, stripped."""
+    result = await run(conn, ["readlink", path], timeout=timeout)
+    return first_line(result.stdout_text) if result.ok else ""
+
+
+@dataclass(frozen=True)
+class State:
+    """The machine's profile and running system, read in one round trip."""
+
+    numbers: list[int]
+    current: int | None
+    running: str
+    armed: list[str]
+    links: list[Links]
+    first: str = ""  # the output of the command run before the reading
+
+
+async def read_state(
+    conn: asyncssh.SSHClientConnection,
+    *,
+    timeout: float,
+    first: str | None = None,
+    systems: Sequence[str] = (),
+) -> State:
+    """Generations, ``/run/current-system``, armed guards and the kernel links of
+    ``systems``; ``first`` (shell text) runs before them, its output kept."""
+    reads: list[list[str] | str] = [
+        list_generations(),
+        ["readlink", "/run/current-system"],
+        running_guards(),
+    ]
+    reads += [["readlink", f"{system}/{part}"] for system in systems for part in PARTS]
+    commands = ([first] if first is not None else []) + reads
+    result = await run(conn, batch(*commands), timeout=timeout)
+    out = parts(result, len(commands))
+    head = out.pop(0) if first is not None else ""
+    numbers, current = parse_generations(out[0])
+    found = [first_line(o) for o in out[3:]]
+    links = [Links(*found[i : i + 3]) for i in range(0, len(found), 3)]
+    return State(numbers, current, first_line(out[1]), armed_guards(out[2]), links, head)
+
+
+def batch(*commands: list[str] | str) -> list[str]:
+    """Several commands in one remote shell, their outputs apart (one login, one round trip).
+
+    A command given as a string is shell text already (``a && echo OK``)."""
+    script = f"; echo {SEPARATOR}; ".join(
+        c if isinstance(c, str) else shlex.join(c) for c in commands
+    )
+    return ["sh", "-c", script]
+
+
+def parts(result: CommandResult, count: int) -> list[str]:
+    """The outputs of a :func:`batch`, one per command (missing ones empty)."""
+    found = result.stdout_text.split(f"{SEPARATOR}\n")
+    return [*found, *[""] * count][:count]
+
+
+def first_line(text: str) -> str:
+    """The first line a machine printed, bounded and without control characters."""
+    lines = text.strip().splitlines()
+    return _CONTROL.sub("", lines[0])[:400] if lines else ""
+
+
+def marked(command: list[str], mark: str) -> str:
+    """``command && echo mark``: the mark in the output says it succeeded."""
+    return f"{shlex.join(command)} && echo {mark}"
+
+
+def why(result: CommandResult, limit: int = 200) -> str:
+    """A failed remote command's reason, in one bounded line."""
+    text = " ".join((result.stderr_text or result.stdout_text).split())
+    return f"exit {result.exit_status}: {text[:limit]}" if text else f"exit {result.exit_status}"

@@ -1,0 +1,345 @@
+"""Updating an installed machine, and rolling it back, behind a guard that lives on it.
+
+build → copy → review (a person confirms what changes) → activate (the guard armed first)
+→ confirm (a fresh pinned login sees the new system) → health → the guard disarmed. Nothing
+on the machine changes before the activation: a failed build or copy ends the job there.
+Once the guard is armed only the machine decides: a change that is not confirmed in time
+is undone by the machine itself, also when the bot lost its connection or died; the bot
+then waits for that and reports it (``docs/updates.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from bot.chat.asker import Asker
+from bot.chat.port import ChatPort
+from bot.config.inventory import Machine
+from bot.config.settings import Settings
+from bot.config.tuning import Tuning
+from bot.core.durations import format_duration
+from bot.flows.deploy.nixos_anywhere import child_env
+from bot.flows.update import guard, nix
+from bot.flows.update.offer import RebootOffers
+from bot.flows.update.plan import Plan, PlanError, read_plan
+from bot.flows.update.watch import GuardWatch
+from bot.flows.watch.reboot_test import RebootTester
+from bot.jobs.runner import JobCancelled, JobContext, JobRunner, Outcome
+from bot.remote.fleet import Fleet
+from bot.remote.place import Place
+from bot.remote.ssh import SshError
+from bot.remote.target import Target
+from store import Job, Store
+
+BUILD, COPY, REVIEW, ACTIVATE, CONFIRM, HEALTH = (
+    "build",
+    "copy",
+    "review",
+    "activate",
+    "confirm",
+    "health",
+)
+UPDATE_KIND, ROLLBACK_KIND = "update", "rollback"
+GUARDED_KINDS = frozenset({UPDATE_KIND, ROLLBACK_KIND})
+GUARD_AFTER_RESTART = (
+    "If it had activated, its rollback guard switches the machine back to the generation "
+    "before by itself: nothing confirmed the new one."
+)
+GUARD_WINDOW = (
+    "the rollback guard on {machine} decides now: it switches back to generation {generation} "
+    "by itself unless I confirm the new system; cancelling cannot stop that"
+)
+
+
+class Route(Enum):
+    UPDATE = "update"
+    INSTALL = "install"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What ``/deploy`` does with a machine, judged by what it presents now."""
+
+    route: Route
+    text: str = ""
+
+
+class Updater:
+    """Starts update and rollback jobs; one instance per bot."""
+
+    def __init__(
+        self,
+        *,
+        jobs: JobRunner,
+        fleet: Fleet,
+        store: Store,
+        chat: ChatPort,
+        asker: Asker,
+        settings: Settings,
+        tuning: Tuning,
+        tester: RebootTester,
+    ) -> None:
+        self.jobs = jobs
+        self.fleet = fleet
+        self.store = store
+        self.chat = chat
+        self.asker = asker
+        self.settings = settings
+        self.tuning = tuning
+        self.offers = RebootOffers(
+            store=store, chat=chat, asker=asker, tuning=tuning, tester=tester
+        )
+
+    async def decide(self, machine: Machine, *, user_id: int, username: str) -> Decision:
+        """Update a machine answering with its pinned system key; install anything else;
+        refuse an initrd (it must be unlocked first). The decision is audited."""
+        target = await self.fleet.target(machine)
+        seen = await target.locate() if target.pins.system else None
+        if seen is not None and seen.place is Place.SYSTEM:
+            decision = Decision(Route.UPDATE, "it answers with its pinned system key")
+        elif seen is not None and seen.place is Place.INITRD:
+            decision = Decision(
+                Route.REFUSED,
+                f"{machine.name} waits in its initrd for its disk passphrase: /unlock "
+                f"{machine.name} first, then /deploy {machine.name} again to update it.",
+            )
+        else:
+            where = seen.place.value if seen is not None else "no pinned system key"
+            decision = Decision(Route.INSTALL, f"it is not the installed system ({where})")
+        await self.store.audit(
+            user_id=user_id,
+            username=username,
+            action="deploy",
+            machine=machine.name,
+            decision=decision.route.value,
+            detail=decision.text[:200],
+        )
+        return decision
+
+    async def start(self, machine: Machine, *, user_id: int, chat_id: int) -> Job:
+        """Start an update job (JobConflict when the machine is busy)."""
+
+        async def work(ctx: JobContext) -> Outcome:
+            return await self._update(ctx, machine, user_id=user_id, chat_id=chat_id)
+
+        return await self.jobs.start(
+            kind=UPDATE_KIND,
+            title=f"Update {machine.name}",
+            machine=machine.name,
+            user_id=user_id,
+            chat_id=chat_id,
+            phases=[BUILD, COPY, REVIEW, ACTIVATE, CONFIRM, HEALTH],
+            work=work,
+        )
+
+    async def start_rollback(self, machine: Machine, *, user_id: int, chat_id: int) -> Job:
+        """Start a rollback to the previous generation (JobConflict when busy)."""
+
+        async def work(ctx: JobContext) -> Outcome:
+            return await self._rollback(ctx, machine, user_id=user_id, chat_id=chat_id)
+
+        return await self.jobs.start(
+            kind=ROLLBACK_KIND,
+            title=f"Rollback {machine.name}",
+            machine=machine.name,
+            user_id=user_id,
+            chat_id=chat_id,
+            phases=[REVIEW, ACTIVATE, CONFIRM, HEALTH],
+            work=work,
+        )
+
+    async def shutdown(self) -> None:
+        await self.offers.shutdown()
+
+    # -- the jobs ----------------------------------------------------------------------------
+
+    async def _update(
+        self, ctx: JobContext, machine: Machine, *, user_id: int, chat_id: int
+    ) -> Outcome:
+        target = await self._target(ctx, machine)
+        await ctx.enter(BUILD)
+        new = await self._build(ctx, machine)
+        await ctx.enter(COPY)
+        await self._copy(ctx, target, new)
+        await ctx.enter(REVIEW)
+        plan = await self._plan(ctx, target, new, None)
+        if plan.unchanged:
+            for phase in (ACTIVATE, CONFIRM, HEALTH):
+                ctx.skip(phase)
+            return Outcome(f"{machine.name} already runs {new} (generation {plan.generation})")
+        await self._approve(ctx, machine, plan, user_id=user_id, chat_id=chat_id, yes="Update")
+        select = guard.set_profile(new)
+        return await self._guarded(ctx, target, plan, select, user_id=user_id, chat_id=chat_id)
+
+    async def _rollback(
+        self, ctx: JobContext, machine: Machine, *, user_id: int, chat_id: int
+    ) -> Outcome:
+        target = await self._target(ctx, machine)
+        await ctx.enter(REVIEW)
+        timeout = self.tuning.ssh_timeout
+        try:
+            async with await target.system() as conn:
+                state = await guard.read_state(conn, timeout=timeout)
+                numbers, current = state.numbers, state.current
+                older = [n for n in numbers if current is not None and n < current]
+                if not older:
+                    raise ctx.fail(
+                        f"{machine.name} has no generation older than the current one "
+                        f"({current}): nothing to roll back to"
+                    )
+                back = max(older)
+                path = await guard.readlink(conn, guard.generation_link(back), timeout=timeout)
+        except SshError as exc:
+            raise ctx.fail(f"cannot read {machine.name}'s generations: {exc}") from None
+        if not nix.STORE_PATH.fullmatch(path):
+            raise ctx.fail(f"generation {back} of {machine.name} points at no store path")
+        plan = await self._plan(ctx, target, path, back)
+        await self._approve(ctx, machine, plan, user_id=user_id, chat_id=chat_id, yes="Roll back")
+        select = guard.switch_generation(back)
+        return await self._guarded(ctx, target, plan, select, user_id=user_id, chat_id=chat_id)
+
+    async def _target(self, ctx: JobContext, machine: Machine) -> Target:
+        target = await self.fleet.target(machine)
+        if not target.pins.system:
+            raise ctx.fail(f"{machine.name} has no pinned host key: install it with /deploy")
+        return target
+
+    # -- build and copy (nothing on the machine changes) -------------------------------------
+
+    async def _build(self, ctx: JobContext, machine: Machine) -> str:
+        argv = nix.build_argv(self.settings.nix, flake=self.settings.flake, attr=machine.flake_attr)
+        done = await self._nix(ctx, argv, env=child_env(), what="the build")
+        path = nix.built_path(done.stdout)
+        if done.code != 0 or path is None:
+            last = ctx.log.clean(done.last).rstrip(".") or f"exit {done.code}"
+            raise ctx.fail(f"the build failed: {last}. Nothing changed on {machine.name}")
+        ctx.output(f"built {path}")
+        return path
+
+    async def _copy(self, ctx: JobContext, target: Target, path: str) -> None:
+        machine = target.machine
+        folder = self.settings.state_dir / "updates" / f"job-{ctx.job.id}"
+        known = folder / "known_hosts"
+        try:
+            await asyncio.to_thread(
+                nix.write_known_hosts, known, machine.host, machine.ssh_port, target.pins.system
+            )
+            env = child_env()
+            env["NIX_SSHOPTS"] = nix.ssh_options(
+                known_hosts=known.resolve(),
+                client_key=self.settings.ssh_key.resolve(),
+                port=machine.ssh_port,
+            )
+            argv = nix.copy_argv(
+                self.settings.nix, user=machine.ssh_user, host=machine.host, path=path
+            )
+            done = await self._nix(ctx, argv, env=env, what="the copy")
+        except (nix.NixError, ValueError, OSError) as exc:
+            raise ctx.fail(f"cannot copy: {exc}. Nothing changed on {machine.name}") from None
+        finally:
+            await asyncio.to_thread(_remove, known)
+        if done.code != 0:
+            last = ctx.log.clean(done.last).rstrip(".") or f"exit {done.code}"
+            raise ctx.fail(f"the copy failed: {last}. Nothing changed on {machine.name}")
+
+    async def _nix(
+        self, ctx: JobContext, argv: list[str], *, env: dict[str, str], what: str
+    ) -> nix.Finished:
+        ctx.output(" ".join(argv))
+        try:
+            return await nix.run_nix(
+                argv, env=env, on_line=ctx.output, timeout=self.tuning.nixos_anywhere_timeout
+            )
+        except nix.NixError as exc:
+            raise ctx.fail(f"{what} did not run: {exc}. Nothing changed") from None
+
+    # -- review -------------------------------------------------------------------------------
+
+    async def _plan(self, ctx: JobContext, target: Target, new: str, back: int | None) -> Plan:
+        timeout = self.tuning.ssh_timeout
+        try:
+            async with await target.system() as conn:
+                plan = await read_plan(conn, target.name, new, timeout=timeout, to_generation=back)
+        except SshError as exc:
+            raise ctx.fail(f"cannot read {target.name}'s system: {exc}") from None
+        except PlanError as exc:
+            raise ctx.fail(str(exc)) from None
+        ctx.output(f"now generation {plan.generation}: {plan.current}")
+        ctx.output(f"reboot needed for: {', '.join(plan.reboot_parts) or 'nothing'}")
+        return plan
+
+    async def _approve(
+        self,
+        ctx: JobContext,
+        machine: Machine,
+        plan: Plan,
+        *,
+        user_id: int,
+        chat_id: int,
+        yes: str,
+    ) -> None:
+        timeout = self.tuning.confirm_timeout
+        rollback = ctx.job.kind == ROLLBACK_KIND
+        text = plan.describe(rollback_timeout=machine.rollback_timeout, rollback=rollback)
+        verdict = await self.asker.confirm(
+            chat_id,
+            user_id,
+            f"{text}\n\nConfirm within {format_duration(timeout)}.",
+            yes=f"{yes} {machine.name}",
+            timeout=timeout,
+        )
+        decision = {True: "confirmed", False: "cancelled", None: "expired"}[verdict]
+        await self.store.audit(
+            user_id=user_id,
+            username="",
+            action=ctx.job.kind,
+            machine=machine.name,
+            decision=decision,
+            detail=f"job {ctx.job.id}: generation {plan.generation} → {plan.new}",
+        )
+        if verdict is None:
+            raise JobCancelled("the confirmation expired; nothing was changed")
+        if not verdict:
+            raise JobCancelled("cancelled at the confirmation; nothing was changed")
+
+    # -- behind the guard ----------------------------------------------------------------------
+
+    async def _guarded(
+        self,
+        ctx: JobContext,
+        target: Target,
+        plan: Plan,
+        select: list[str],
+        *,
+        user_id: int,
+        chat_id: int,
+    ) -> Outcome:
+        watch = GuardWatch(ctx, target, plan, self.store, self.tuning, user_id=user_id)
+        await ctx.enter(ACTIVATE)
+        await watch.activate(select)
+        ctx.refuse_cancel(GUARD_WINDOW.format(machine=target.name, generation=plan.generation))
+        try:
+            await ctx.enter(CONFIRM)
+            health = await watch.confirm(enter_health=lambda: ctx.enter(HEALTH))
+        finally:
+            ctx.refuse_cancel(None)
+        summary = (
+            f"switched {target.name} to generation {watch.new_generation} ({plan.new}); "
+            f"{health.summary()}"
+        )
+        if plan.reboot_parts:
+            summary += f"; {', '.join(plan.reboot_parts)} changed: reboot to use them"
+            self.offers.offer(ctx.job.id, target.machine, plan, user_id=user_id, chat_id=chat_id)
+        return Outcome(summary)
+
+
+def _remove(path: Path) -> None:
+    """The known_hosts file and its folder go when the copy is over."""
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()

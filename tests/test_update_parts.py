@@ -1,0 +1,122 @@
+"""The update's parts on their own: the guard's commands and parsers, the NIX_SSHOPTS pin
+(against the lab's real ssh through the stand-in ``nix copy``), the build's output path."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from bot.flows.deploy.nixos_anywhere import child_env
+from bot.flows.update import guard, nix
+from bot.flows.update.guard import Links
+from tests.lab import Lab
+from tests.lab.generations import LabConfig
+
+pytest_plugins = ["tests.lab.fixtures"]
+
+
+def test_generations_are_parsed_with_the_current_one() -> None:
+    text = (
+        "   1   2026-11-30 12:00:00   \n"
+        "   2   2026-11-30 12:05:00   (current)\n"
+        "   3   2026-11-30 12:09:00   \n"
+        "garbage (current)\n"
+    )
+    assert guard.parse_generations(text) == ([1, 2, 3], 2)
+    assert guard.parse_generations("") == ([], None)
+
+
+def test_guard_switches_back_to_the_recorded_generation_with_accuracy() -> None:
+    argv = guard.arm(7, back_to=3, seconds=90)
+    assert argv[:5] == [
+        "systemd-run",
+        "--unit=deploybot-rollback-7",
+        "--on-active=90s",
+        "--timer-property=AccuracySec=1s",
+        "--description=deploybot rollback guard",
+    ]
+    assert argv[-1] == (
+        "nix-env -p /nix/var/nix/profiles/system --switch-generation 3 && "
+        "/nix/var/nix/profiles/system-3-link/bin/switch-to-configuration switch"
+    )
+    assert "--rollback" not in " ".join(argv)
+    activation = guard.activate(7, "/nix/store/x-system")
+    assert "--collect" in activation
+    assert "--unit=deploybot-switch-7" in activation
+    assert activation[-2:] == ["/nix/store/x-system/bin/switch-to-configuration", "switch"]
+
+
+def test_only_waiting_rollback_timers_count_as_armed() -> None:
+    listing = (
+        "Tue 2026-12-01 22:00:00 UTC 1min left - - deploybot-rollback-4.timer "
+        "deploybot-rollback-4.service\n"
+        "- - Tue 2026-12-01 21:00:00 UTC 1h ago deploybot-rollback-3.timer "
+        "deploybot-rollback-3.service\n"
+        "Tue 2026-12-02 00:00:00 UTC 2h left - - logrotate.timer logrotate.service\n"
+    )
+    assert guard.armed_guards(listing) == ["deploybot-rollback-4"]
+
+
+def test_links_say_what_needs_a_reboot() -> None:
+    booted = Links("/k1", "/i1", "/m1")
+    assert Links("/k1", "/i1", "/m1").changed(booted) == []
+    assert Links("/k2", "/i2", "/m1").changed(booted) == ["kernel", "initrd"]
+
+
+def test_build_path_is_the_last_store_path_not_a_derivation() -> None:
+    lines = [
+        "/nix/store/" + "a" * 32 + "-nixos-system-x.drv",
+        "/nix/store/" + "b" * 32 + "-nixos-system-x-25.05",
+    ]
+    assert nix.built_path(lines) == lines[1]
+    assert nix.built_path(["/nix/store/short-x", "error: nope"]) is None
+    assert nix.built_path(["/nix/store/" + "c" * 32 + "-x; rm -rf /"]) is None
+
+
+def test_ssh_options_pin_and_refuse_paths_nix_would_split(tmp_path: Path) -> None:
+    options = nix.ssh_options(known_hosts=tmp_path / "kh", client_key=tmp_path / "id", port=2201)
+    assert "-o StrictHostKeyChecking=yes" in options
+    assert "StrictHostKeyChecking=no" not in options
+    assert f"-o UserKnownHostsFile={tmp_path / 'kh'}" in options
+    assert "-o IdentitiesOnly=yes" in options
+    assert options.endswith("-p 2201")
+    with pytest.raises(nix.NixError, match="spaces"):
+        nix.ssh_options(known_hosts=tmp_path / "a b", client_key=tmp_path / "id", port=22)
+
+
+async def test_copy_goes_only_to_the_pinned_key(lab: Lab, tmp_path: Path) -> None:
+    host = lab.start_installed_host("pin", stage="booted", luks=False)
+    flake = lab.make_flake({"pin": LabConfig(version="2")})
+    lines: list[str] = []
+    built = await nix.run_nix(
+        nix.build_argv(lab.nix_command(), flake=str(flake), attr="pin"),
+        env=child_env(),
+        on_line=lines.append,
+        timeout=60,
+    )
+    path = nix.built_path(built.stdout)
+    assert built.code == 0
+    assert path is not None
+    assert any(line.startswith("building '/nix/store/") for line in lines)
+
+    async def copy(key: str) -> nix.Finished:
+        known = tmp_path / "state" / "known_hosts"
+        nix.write_known_hosts(known, host.address, host.ssh_port, key)
+        assert stat.S_IMODE(known.stat().st_mode) == 0o600
+        env = child_env()
+        env["NIX_SSHOPTS"] = nix.ssh_options(
+            known_hosts=known, client_key=lab.operator_key, port=host.ssh_port
+        )
+        argv = nix.copy_argv(lab.nix_command(), user="root", host=host.address, path=path)
+        return await nix.run_nix(argv, env=env, on_line=lambda _: None, timeout=60)
+
+    refused = await copy(lab.operator_public_key)  # a key the host does not hold
+    assert refused.code == 1
+    assert "cannot connect" in refused.last
+    assert not (host.root / path.lstrip("/")).exists()
+    assert host.system_host_key is not None
+    copied = await copy(host.system_host_key)
+    assert copied.code == 0, copied.last
+    assert (host.root / path.lstrip("/") / "bin/switch-to-configuration").is_file()
