@@ -3,6 +3,9 @@
 A wrong inventory is refused as a whole with messages that name the machine and the key,
 because a typo in ``luks`` or ``operators`` silently ignored would be worse than a bot that
 does not start.
+
+It is one module on purpose: every key and its rule read as one table, so a new key
+is added in one place.
 """
 
 from __future__ import annotations

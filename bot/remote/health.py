@@ -4,6 +4,9 @@ Everything is read from the machine itself: systemd's verdict and failed units, 
 usage, uptime, the boot id, and the inventory's ``checks`` (``tcp:PORT`` with ``nc -z`` and
 URLs with ``curl``, both run on the machine against 127.0.0.1), so no service needs to be
 exposed for the bot to watch it.
+
+The reading and the strict parsing of the kept shell's answers stay together: one
+cannot be changed without the other.
 """
 
 from __future__ import annotations
