@@ -145,6 +145,7 @@ def build_engine(
         settings=settings,
         tuning=tuning,
         tester=tester,
+        current=current,
     )
     return Engine(
         fleet, asker, deployer, unlocker, watcher, tester, outbox, records, adopter, updater

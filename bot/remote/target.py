@@ -15,6 +15,7 @@ the inventory, and when the bot stops.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, replace
@@ -80,6 +81,10 @@ class Target:
     @property
     def name(self) -> str:
         return self.machine.name
+
+    def at(self, address: str) -> Target:
+        """The same machine reached at ``address`` (its host resolved once); keeps nothing."""
+        return Target(dataclasses.replace(self.machine, host=address), self.pins, self.reach)
 
     def with_pins(self, *, system: str, initrd: str) -> Target:
         """The same machine judged by other pins (a deploy's new keys); it keeps nothing."""

@@ -18,10 +18,12 @@ from pathlib import Path
 
 from bot.chat.asker import Asker
 from bot.chat.port import ChatPort
+from bot.config.current import Current
 from bot.config.inventory import Machine
 from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
+from bot.flows.deploy.identity import NotThisMachine, address_of
 from bot.flows.deploy.nixos_anywhere import child_env
 from bot.flows.update import guard, nix
 from bot.flows.update.offer import RebootOffers
@@ -83,8 +85,10 @@ class Updater:
         settings: Settings,
         tuning: Tuning,
         tester: RebootTester,
+        current: Current,
     ) -> None:
         self.jobs = jobs
+        self.current = current
         self.fleet = fleet
         self.store = store
         self.chat = chat
@@ -98,8 +102,16 @@ class Updater:
     async def decide(self, machine: Machine, *, user_id: int, username: str) -> Decision:
         """Update a machine answering with its pinned system key; install anything else;
         refuse an initrd (it must be unlocked first). The decision is audited."""
-        target = await self.fleet.target(machine)
-        seen = await target.locate() if target.pins.system else None
+        try:
+            # Never contact an address another machine of the inventory has: the install
+            # job then refuses and names both machines.
+            address = await address_of(machine, self.current.inventory)
+        except NotThisMachine:
+            seen = None
+        else:
+            target = await self.fleet.target(machine)
+            at = target if address == machine.host else target.at(address)
+            seen = await at.locate() if target.pins.system else None
         if seen is not None and seen.place is Place.SYSTEM:
             decision = Decision(Route.UPDATE, "it answers with its pinned system key")
         elif seen is not None and seen.place is Place.INITRD:
