@@ -1,4 +1,4 @@
-"""The stand-in nixos-anywhere against lab hosts: the manual procedure of reference.md by
+"""The stand-in nixos-anywhere against lab hosts: the manual procedure (docs/nixos-anywhere.md) by
 hand, the kexec path, and every way it fails or hangs. No bot code."""
 
 from __future__ import annotations
