@@ -126,6 +126,7 @@ def build_engine(
         access=access,
         unlocker=unlocker,
         watcher=watcher,
+        records=records,
         down_timeout=tuning.reboot_down_timeout,
     )
     adopter = Adopter(

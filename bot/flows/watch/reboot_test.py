@@ -27,6 +27,7 @@ from bot.remote.fleet import Fleet
 from bot.remote.place import Place
 from bot.remote.target import RebootFailed, Target
 from store import Job, Store
+from store.health import HealthStore
 
 REBOOT, DOWN, INITRD, UNLOCK, BOOT, HEALTH = "reboot", "down", "initrd", "unlock", "boot", "health"
 PHASES = (REBOOT, DOWN, INITRD, UNLOCK, BOOT, HEALTH)
@@ -76,6 +77,7 @@ class RebootTester:
         access: Access,
         unlocker: Unlocker,
         watcher: Watcher,
+        records: HealthStore,
         down_timeout: float,
     ) -> None:
         self.jobs = jobs
@@ -85,6 +87,7 @@ class RebootTester:
         self.access = access
         self.unlocker = unlocker
         self.watcher = watcher
+        self.records = records
         self.down_timeout = down_timeout
 
     async def start(
@@ -109,7 +112,7 @@ class RebootTester:
     async def _run(
         self, ctx: JobContext, machine: Machine, *, trigger: str, chat_id: int | None
     ) -> Outcome:
-        test_id = await self.watcher.records.start_reboot_test(
+        test_id = await self.records.start_reboot_test(
             machine.name, job_id=ctx.job.id, trigger=trigger
         )
         timeline = Timeline()
@@ -123,14 +126,14 @@ class RebootTester:
                     f"❌ Reboot test of {machine.name} stalled at {exc.stage} after {took}: "
                     f"{exc.reason}\n{timeline.line() or 'no stage finished'}"
                 )
-                await self.watcher.records.finish_reboot_test(
+                await self.records.finish_reboot_test(
                     test_id, ok=False, stage=exc.stage, stages=timeline.stages, summary=exc.reason
                 )
                 await self._report(people, text)
                 raise JobFailed(f"stalled at {exc.stage}: {exc.reason}", phase=exc.stage) from None
             except BaseException:
                 await asyncio.shield(
-                    self.watcher.records.finish_reboot_test(
+                    self.records.finish_reboot_test(
                         test_id,
                         ok=False,
                         stage=ctx.phase or "",
@@ -140,7 +143,7 @@ class RebootTester:
                 )
                 raise
         took = format_duration(timeline.total)
-        await self.watcher.records.finish_reboot_test(
+        await self.records.finish_reboot_test(
             test_id, ok=True, stage="", stages=timeline.stages, summary=summary
         )
         await self._report(
