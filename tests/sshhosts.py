@@ -4,7 +4,7 @@ for the lab's real sshd.
 
 Each server counts its logins and the commands it runs, can drop its connections (a
 machine that rebooted, a NAT that forgot the flow), and understands the bot's one-exec
-health script (``sh -c`` with delimiters, ``bot.remote.health.health_script``, or written
+health script (``sh -c`` with delimiters, ``bot.remote.shell.script``, or written
 line by line to a kept ``sh -s``) or, with ``has_sh=False``, only single commands, as a
 system without a shell would.
 """

@@ -62,3 +62,38 @@ async def test_records(tmp_path: Path) -> None:
         assert (last.ok, last.stage, last.stages) == (False, "boot", {"reboot": 0.1})
     finally:
         await store.close()
+
+
+def test_only_problems_that_were_not_there_before_are_new() -> None:
+    check = "http://127.0.0.1/health"
+    before = Health(
+        boot_id="b",
+        system="degraded",
+        failed_units=("backup.service",),
+        disks=(("/", 95), ("/persist", 10)),
+        checks=(CheckResult(check, False, "HTTP 503"),),
+    )
+    same = Health(
+        boot_id="b",
+        system="degraded",
+        failed_units=("backup.service",),
+        disks=(("/", 96), ("/persist", 10)),
+        checks=(CheckResult(check, False, "HTTP 502"),),
+    )
+    assert same.problems()
+    assert same.problems_since(before) == []
+    worse = Health(
+        boot_id="b",
+        system="degraded",
+        failed_units=("backup.service", "nginx.service"),
+        disks=(("/", 96), ("/persist", 99)),
+        checks=(CheckResult(check, True, "HTTP 200"), CheckResult("tcp:22", False, "closed")),
+    )
+    assert worse.problems_since(before) == [
+        "system degraded: failed nginx.service",
+        "/persist 99% full",
+        "tcp:22 closed",
+    ]
+    starting = Health(boot_id="b", system="starting", failed_units=("backup.service",))
+    assert starting.problems_since(before) == ["system starting"]
+    assert worse.problems_since(None) == worse.problems()

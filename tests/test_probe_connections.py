@@ -13,8 +13,8 @@ import asyncssh
 import pytest_asyncio
 
 from bot.flows.watch.schedule import probe_offset
-from bot.remote.health import SECTION_MAX, health_script, split_script_output
 from bot.remote.place import Place
+from bot.remote.shell import SECTION_MAX, script, split_output
 from tests.botrig import BotRig
 from tests.people import OPERATOR
 from tests.sshhosts import ANSWERS, Fleet, sim_hosts
@@ -161,7 +161,7 @@ def script_output(sections: list[tuple[str, str, int]]) -> tuple[bytes, bytes]:
 
 def test_the_script_output_is_split_per_command() -> None:
     out, err = script_output([("abc\n", "", 0), ("200", "curl: oops\n", 7)])
-    results = split_script_output(out, err, TAG, 2)
+    results = split_output(out, err, TAG, 2)
     assert results is not None
     assert [(r.stdout, r.stderr, r.exit_status) for r in results] == [
         (b"abc\n", b"", 0),
@@ -185,20 +185,20 @@ def test_forged_missing_or_extra_sections_are_not_believed() -> None:
         (good_out.replace(b" 1 0\n", b" 1 0x\n"), good_err),
     ]
     for out, err in cases:
-        assert split_script_output(out, err, TAG, 2) is None, (out, err)
+        assert split_output(out, err, TAG, 2) is None, (out, err)
 
 
 def test_a_section_is_bounded() -> None:
     out, err = script_output([("x" * (10 * SECTION_MAX), "y" * (10 * SECTION_MAX), 0)])
-    results = split_script_output(out, err, TAG, 1)
+    results = split_output(out, err, TAG, 1)
     assert results is not None
     assert len(results[0].stdout) == SECTION_MAX
     assert len(results[0].stderr) == SECTION_MAX
 
 
 def test_the_script_quotes_every_argument() -> None:
-    script = health_script([["curl", "http://127.0.0.1/a b;rm -rf /"]], TAG)
-    assert script == (
+    line = script([["curl", "http://127.0.0.1/a b;rm -rf /"]], TAG)
+    assert line == (
         f'curl \'http://127.0.0.1/a b;rm -rf /\'; echo "{TAG} 0 $?"; echo "{TAG} 0" >&2'
     )
 

@@ -70,6 +70,18 @@ async def test_update_switches_and_disarms_the_guard(world: World) -> None:
     assert not [m for m in world.rig.tg.bot_messages(world.op) if "Reboot now" in str(m.buttons)]
 
 
+async def test_a_unit_failing_before_the_update_does_not_roll_it_back(world: World) -> None:
+    host = await installed(world)
+    host.set_failed_units(["backup.service"])
+    world.lab.set_configuration(world.flake, ATTR, version="2")
+    await confirm_update(world, world.op)
+    end = await job_end(world, world.op)
+    assert "— succeeded after" in end.body, end.body
+    assert "system degraded, failed: backup.service" in end.body
+    assert host.current_generation == 2
+    assert host.timers == [], "the guard was disarmed"
+
+
 async def test_update_that_breaks_ssh_is_rolled_back_by_the_machine(world: World) -> None:
     host = await installed(world, rollback_timeout="3s")
     old = host.current_system

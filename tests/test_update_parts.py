@@ -1,5 +1,6 @@
 """The update's parts on their own: the guard's commands and parsers, the NIX_SSHOPTS pin
-(against the lab's real ssh through the stand-in ``nix copy``), the build's output path."""
+(against the lab's real ssh through the stand-in ``nix copy``), the build's output path,
+the login the steps before the activation share."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from bot.config.inventory import Machine
 from bot.flows.deploy.nixos_anywhere import child_env
 from bot.flows.update import guard, nix
 from bot.flows.update.guard import Links
-from tests.lab import Lab
+from bot.flows.update.login import Login
+from bot.remote.place import Pins
+from bot.remote.ssh import SshError
+from bot.remote.target import Reach, Target
+from tests.lab import Lab, LabHost
 from tests.lab.generations import LabConfig
 
 pytest_plugins = ["tests.lab.fixtures"]
@@ -120,3 +126,53 @@ async def test_copy_goes_only_to_the_pinned_key(lab: Lab, tmp_path: Path) -> Non
     copied = await copy(host.system_host_key)
     assert copied.code == 0, copied.last
     assert (host.root / path.lstrip("/") / "bin/switch-to-configuration").is_file()
+
+
+# -- the login an update's steps share -------------------------------------------------------
+
+
+def warm_target(lab: Lab, host: LabHost) -> Target:
+    machine = Machine(
+        name=host.name, host=host.address, ssh_port=host.ssh_port, flake_attr="x", luks=False
+    )
+    assert host.system_host_key is not None
+    reach = Reach(client_key=lab.operator_key, ssh_timeout=5.0)
+    return Target(machine, Pins(system=host.system_host_key), reach)
+
+
+async def test_the_steps_before_the_activation_share_one_login_made_ahead(lab: Lab) -> None:
+    host = lab.start_installed_host("warm", stage="booted", luks=False)
+    login = Login(warm_target(lab, host))
+    login.start()
+    try:
+        shell = await login.shell()
+        again = await login.shell()
+        assert again is shell
+        (hostname,) = await again.run([["hostname"]], timeout=5)
+        assert hostname.stdout_text.strip() == "warm"
+        shell.close()  # it ended (a review can take minutes): the next step logs in anew
+        fresh = await login.shell()
+        assert fresh is not shell
+        assert fresh.alive
+        (result,) = await fresh.run([["readlink", "/run/current-system"]], timeout=5)
+        assert result.stdout_text.strip() == host.current_system
+    finally:
+        login.close()
+
+
+async def test_a_login_that_failed_ahead_is_tried_again_when_needed(lab: Lab) -> None:
+    host = lab.start_installed_host("late", stage="booted", luks=False)
+    host.power_off()
+    await host.wait_until(lambda: host.stage == "down", 10, "the host off")
+    login = Login(warm_target(lab, host))
+    login.start()
+    try:
+        with pytest.raises(SshError):
+            await login.shell()
+        host.power_on()
+        await host.wait_for_stage("booted")
+        shell = await login.shell()
+        (result,) = await shell.run([["hostname"]], timeout=5)
+        assert result.stdout_text.strip() == "late"
+    finally:
+        login.close()

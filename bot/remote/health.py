@@ -5,16 +5,14 @@ usage, uptime, the boot id, and the inventory's ``checks`` (``tcp:PORT`` with ``
 URLs with ``curl``, both run on the machine against 127.0.0.1), so no service needs to be
 exposed for the bot to watch it.
 
-The reading and the strict parsing of the kept shell's answers stay together: one
-cannot be changed without the other.
+Every command of a health check goes in one script (``bot.remote.shell``): one exec, or
+one line to the shell kept on a kept login.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import secrets
-import shlex
 from dataclasses import dataclass
 
 import asyncssh
@@ -23,14 +21,11 @@ from bot.config.inventory import Machine
 from bot.core.durations import format_duration
 from bot.core.text import printable
 from bot.remote.place import Place
+from bot.remote.shell import SECTION_MAX, RemoteShell, run_script
 from bot.remote.ssh import CommandResult, run
 
 BOOT_ID = ["cat", "/proc/sys/kernel/random/boot_id"]
 _CHANNELS = 4
-# What one command of the health script may say: more is dropped, never parsed.
-SECTION_MAX = 16 * 1024
-# What a kept shell may answer to one script before it is given up on.
-SESSION_MAX = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -68,6 +63,28 @@ class Health:
             if used >= self.disk_limit:
                 found.append(f"{point} {used}% full")
         found += [f"{c.check} {c.detail}" for c in self.checks if not c.ok]
+        return found
+
+    def problems_since(self, before: Health | None) -> list[str]:
+        """The problems that were not there ``before`` (a reading ahead of a change): a unit
+        failing all along does not make an update of the machine fail."""
+        if before is None:
+            return self.problems()
+        new_units = [u for u in self.failed_units if u not in before.failed_units]
+        found: list[str] = []
+        if self.system != "running" and (self.system != before.system or new_units):
+            units = f": failed {', '.join(new_units[:8])}" if new_units else ""
+            found.append(f"system {self.system}{units}")
+        elif new_units:
+            found.append(f"failed units {', '.join(new_units[:8])}")
+        full = {point for point, used in before.disks if used >= before.disk_limit}
+        for point, used in self.disks:
+            if used >= self.disk_limit and point not in full:
+                found.append(f"{point} {used}% full")
+        failing = {c.check for c in before.checks if not c.ok}
+        found += [
+            f"{c.check} {c.detail}" for c in self.checks if not c.ok and c.check not in failing
+        ]
         return found
 
     @property
@@ -138,47 +155,6 @@ def health_commands(machine: Machine, check_timeout: float) -> list[list[str]]:
     ]
 
 
-def health_script(commands: list[list[str]], tag: str) -> str:
-    """One ``sh -c`` line running ``commands`` in turn, each followed by ``tag i status`` on
-    stdout and ``tag i`` on stderr, so one exec answers what took a channel each."""
-    return "; ".join(
-        f'{shlex.join(argv)}; echo "{tag} {i} $?"; echo "{tag} {i}" >&2'
-        for i, argv in enumerate(commands)
-    )
-
-
-def split_script_output(
-    stdout: bytes, stderr: bytes, tag: str, count: int
-) -> list[CommandResult] | None:
-    """Each command's result from the script's output; None unless every section is there,
-    in order, and nothing follows the last (then the caller asks command by command)."""
-    marker = tag.encode() + b" "
-    outs, errs = stdout.split(marker), stderr.split(marker)
-    if len(outs) != count + 1 or len(errs) != count + 1:
-        return None
-    results = []
-    out, err = outs[0], errs[0]
-    for i in range(count):
-        out_head, out_end, out_next = outs[i + 1].partition(b"\n")
-        err_head, err_end, err_next = errs[i + 1].partition(b"\n")
-        number, _, status = out_head.partition(b" ")
-        if (
-            not out_end
-            or not err_end
-            or number != str(i).encode()
-            or err_head != number
-            or not status.isdigit()
-            or len(status) > 3
-            or int(status) > 255
-        ):
-            return None
-        results.append(CommandResult(int(status), out[:SECTION_MAX], err[:SECTION_MAX]))
-        out, err = out_next, err_next
-    if out or err:
-        return None
-    return results
-
-
 async def read_health(
     conn: asyncssh.SSHClientConnection,
     machine: Machine,
@@ -189,96 +165,27 @@ async def read_health(
 ) -> Health:
     """Every health command in one exec (a shell script), else one channel each."""
     commands = health_commands(machine, check_timeout)
-    tag = f"--deploybot-{secrets.token_hex(8)}--"
-    script = health_script(commands, tag)
     timeout = ssh_timeout + check_timeout * (1 + len(machine.checks))
-    result = await run(conn, ["sh", "-c", script], timeout=timeout)
-    results = split_script_output(result.stdout, result.stderr, tag, len(commands))
+    results = await run_script(conn, commands, timeout=timeout)
     if results is None:
         results = await _one_by_one(conn, commands, timeout=check_timeout + ssh_timeout)
     return _health(machine, results, disk_limit)
 
 
-class HealthShell:
-    """A shell (``sh -s``) kept open on a kept login: each health check is one line written
-    to it, so a probe costs a few packets instead of a channel. Anything unexpected (a
-    timeout, too much output, a marker out of place) ends it; the caller then asks afresh.
-    """
-
-    def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
-        self.process = process
-        self.timed_out = False  # no answer in time: the login itself may be dead
-
-    @classmethod
-    async def open(cls, conn: asyncssh.SSHClientConnection) -> HealthShell:
-        # A small window: whatever the machine writes between probes waits on its side.
-        process = await conn.create_process("sh -s", encoding=None, window=SESSION_MAX)
-        return cls(process)
-
-    @property
-    def alive(self) -> bool:
-        return not self.process.is_closing() and self.process.exit_status is None
-
-    def close(self) -> None:
-        self.process.close()
-
-    async def run(self, commands: list[list[str]], *, timeout: float) -> list[CommandResult] | None:
-        """The commands' results, or None (and the shell closed) when it went wrong."""
-        tag = f"--deploybot-{secrets.token_hex(8)}--"
-        count = len(commands)
-        try:
-            self.process.stdin.write(health_script(commands, tag).encode() + b"\n")
-            async with asyncio.timeout(timeout):
-                out, err = await asyncio.gather(
-                    _read_until(self.process.stdout, f"{tag} {count - 1} ".encode(), True),
-                    _read_until(self.process.stderr, f"{tag} {count - 1}\n".encode(), False),
-                )
-        except TimeoutError:
-            self.timed_out = True
-            self.close()
-            return None
-        except (OSError, asyncssh.Error, _TooMuch):
-            self.close()
-            return None
-        results = split_script_output(out, err, tag, count)
-        if results is None:
-            self.close()
-        return results
-
-
-class _TooMuch(Exception):
-    pass
-
-
-async def _read_until(stream: asyncssh.SSHReader[bytes], end: bytes, line_after: bool) -> bytes:
-    """Read until ``end`` (and, with ``line_after``, the rest of its line), at most
-    ``SESSION_MAX`` bytes; the stream closing first is an error."""
-    data = b""
-    while True:
-        at = data.find(end)
-        if at >= 0 and (not line_after or data.find(b"\n", at + len(end)) >= 0):
-            return data
-        if len(data) > SESSION_MAX:
-            raise _TooMuch
-        chunk = await stream.read(65536)
-        if not chunk:
-            raise BrokenPipeError("the shell closed its output")
-        data += chunk
-
-
 async def read_health_in(
-    shell: HealthShell,
+    shell: RemoteShell,
     machine: Machine,
     *,
     ssh_timeout: float,
     check_timeout: float,
     disk_limit: int = 90,
-) -> Health | None:
-    """The health check through a kept shell; None when the shell failed (it is closed)."""
+) -> Health:
+    """The health check through a kept shell (ShellFailed, and the shell closed, when it
+    went wrong)."""
     commands = health_commands(machine, check_timeout)
     timeout = ssh_timeout + check_timeout * (1 + len(machine.checks))
     results = await shell.run(commands, timeout=timeout)
-    return None if results is None else _health(machine, results, disk_limit)
+    return _health(machine, results, disk_limit)
 
 
 async def _one_by_one(

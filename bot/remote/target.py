@@ -26,8 +26,9 @@ import asyncssh
 from bot.config.inventory import Machine
 from bot.core.keys import fingerprint, parse_public_key
 from bot.core.poll import poll_until
-from bot.remote.health import BOOT_ID, Health, HealthShell, Probe, read_health, read_health_in
+from bot.remote.health import BOOT_ID, Health, Probe, read_health, read_health_in
 from bot.remote.place import Location, Pins, Place, locate
+from bot.remote.shell import RemoteShell, ShellFailed
 from bot.remote.ssh import (
     AuthRefused,
     ConnectionDropped,
@@ -74,7 +75,7 @@ class Target:
         self.keep = keep
         self._kept: asyncssh.SSHClientConnection | None = None
         self._opening = asyncio.Lock()
-        self._shell: HealthShell | None = None
+        self._shell: RemoteShell | None = None
         self._shell_refused: asyncssh.SSHClientConnection | None = None
         self._shell_busy = asyncio.Lock()
 
@@ -242,28 +243,40 @@ class Target:
             disk_limit=self.reach.disk_limit,
         )
 
-    async def _read_in_shell(self, conn: asyncssh.SSHClientConnection) -> Health | None:
-        shell = self._shell
-        if shell is None or not shell.alive:
-            try:
-                shell = self._shell = await HealthShell.open(conn)
-            except (asyncssh.Error, OSError):
-                self._shell, self._shell_refused = None, conn
-                return None
-        health = await read_health_in(
+    async def health_in(self, shell: RemoteShell) -> Health:
+        """The health check through ``shell``, a shell on a login of the caller's own
+        (ShellFailed when it went wrong)."""
+        return await read_health_in(
             shell,
             self.machine,
             ssh_timeout=self.reach.ssh_timeout,
             check_timeout=self.reach.check_timeout,
             disk_limit=self.reach.disk_limit,
         )
-        if health is None:
-            if shell.timed_out:  # a machine gone silent: do not wait on it twice
+
+    async def _read_in_shell(self, conn: asyncssh.SSHClientConnection) -> Health | None:
+        shell = self._shell
+        if shell is None or not shell.alive:
+            try:
+                shell = self._shell = await RemoteShell.open(conn)
+            except (asyncssh.Error, OSError):
+                self._shell, self._shell_refused = None, conn
+                return None
+        try:
+            return await read_health_in(
+                shell,
+                self.machine,
+                ssh_timeout=self.reach.ssh_timeout,
+                check_timeout=self.reach.check_timeout,
+                disk_limit=self.reach.disk_limit,
+            )
+        except ShellFailed as exc:
+            if exc.timed_out:  # a machine gone silent: do not wait on it twice
                 self.close()
-                raise ConnectionDropped("the kept login stopped answering")
+                raise ConnectionDropped("the kept login stopped answering") from None
             # Not again on this login: it answers single execs only.
             self._shell, self._shell_refused = None, conn
-        return health
+            return None
 
     async def _in_initrd(self) -> bool:
         if not self.pins.initrd:

@@ -16,13 +16,11 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import asyncssh
-
-from bot.remote.ssh import CommandResult, run
+from bot.remote.shell import Command, RemoteShell
+from bot.remote.ssh import CommandResult
 
 PROFILE = "/nix/var/nix/profiles/system"
 PARTS = ("kernel", "initrd", "kernel-modules")
-SEPARATOR = "@@deploybot@@"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _GENERATION = re.compile(r"^\s*(\d+)\s+\S+\s+\S+\s*(\(current\))?\s*$")
 
@@ -91,7 +89,8 @@ def arm(job_id: int, *, back_to: int, seconds: float) -> list[str]:
 
 
 def activate(job_id: int, toplevel: str) -> list[str]:
-    """``switch-to-configuration switch`` in a transient unit, waited for, its output relayed."""
+    """``switch-to-configuration switch`` in a transient unit, waited for, its output
+    relayed (through a kept shell: give it ``</dev/null``, see :func:`detached`)."""
     return [
         "systemd-run",
         "-E",
@@ -108,6 +107,12 @@ def activate(job_id: int, toplevel: str) -> list[str]:
         f"{toplevel}/bin/switch-to-configuration",
         "switch",
     ]
+
+
+def detached(command: list[str]) -> str:
+    """``command`` with its standard input from /dev/null: in a kept shell the shell's own
+    input is the bot's next script, which ``systemd-run --pipe`` would hand the unit."""
+    return f"{shlex.join(command)} </dev/null"
 
 
 def disarm(job_id: int) -> list[str]:
@@ -144,9 +149,9 @@ class Links:
         return [name for (name, mine), them in zip(pairs, theirs, strict=True) if mine != them]
 
 
-async def readlink(conn: asyncssh.SSHClientConnection, path: str, *, timeout: float) -> str:
+async def readlink(shell: RemoteShell, path: str, *, timeout: float) -> str:
     """Where ``path`` points on the machine ("" if it is no link); bounded, stripped."""
-    result = await run(conn, ["readlink", path], timeout=timeout)
+    (result,) = await shell.run([["readlink", path]], timeout=timeout)
     return first_line(result.stdout_text) if result.ok else ""
 
 
@@ -163,7 +168,7 @@ class State:
 
 
 async def read_state(
-    conn: asyncssh.SSHClientConnection,
+    shell: RemoteShell,
     *,
     timeout: float,
     first: str | None = None,
@@ -171,36 +176,19 @@ async def read_state(
 ) -> State:
     """Generations, ``/run/current-system``, armed guards and the kernel links of
     ``systems``; ``first`` (shell text) runs before them, its output kept."""
-    reads: list[list[str] | str] = [
+    reads: list[Command] = [
         list_generations(),
         ["readlink", "/run/current-system"],
         running_guards(),
     ]
     reads += [["readlink", f"{system}/{part}"] for system in systems for part in PARTS]
-    commands = ([first] if first is not None else []) + reads
-    result = await run(conn, batch(*commands), timeout=timeout)
-    out = parts(result, len(commands))
-    head = out.pop(0) if first is not None else ""
-    numbers, current = parse_generations(out[0])
-    found = [first_line(o) for o in out[3:]]
-    links = [Links(*found[i : i + 3]) for i in range(0, len(found), 3)]
-    return State(numbers, current, first_line(out[1]), armed_guards(out[2]), links, head)
-
-
-def batch(*commands: list[str] | str) -> list[str]:
-    """Several commands in one remote shell, their outputs apart (one login, one round trip).
-
-    A command given as a string is shell text already (``a && echo OK``)."""
-    script = f"; echo {SEPARATOR}; ".join(
-        c if isinstance(c, str) else shlex.join(c) for c in commands
-    )
-    return ["sh", "-c", script]
-
-
-def parts(result: CommandResult, count: int) -> list[str]:
-    """The outputs of a :func:`batch`, one per command (missing ones empty)."""
-    found = result.stdout_text.split(f"{SEPARATOR}\n")
-    return [*found, *[""] * count][:count]
+    results = await shell.run(([first] if first is not None else []) + reads, timeout=timeout)
+    head = results.pop(0).stdout_text if first is not None else ""
+    generations, running, timers, *found = (r.stdout_text for r in results)
+    numbers, current = parse_generations(generations)
+    lines = [first_line(o) for o in found]
+    links = [Links(*lines[i : i + 3]) for i in range(0, len(lines), 3)]
+    return State(numbers, current, first_line(running), armed_guards(timers), links, head)
 
 
 def first_line(text: str) -> str:

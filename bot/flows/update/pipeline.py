@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -26,6 +27,7 @@ from bot.core.durations import format_duration
 from bot.flows.deploy.identity import NotThisMachine, address_of
 from bot.flows.deploy.nixos_anywhere import child_env
 from bot.flows.update import guard, nix
+from bot.flows.update.login import Login
 from bot.flows.update.offer import RebootOffers
 from bot.flows.update.plan import Plan, PlanError, read_plan
 from bot.flows.update.watch import GuardWatch
@@ -174,19 +176,24 @@ class Updater:
         self, ctx: JobContext, machine: Machine, *, user_id: int, chat_id: int
     ) -> Outcome:
         target = await self._target(ctx, machine)
-        await ctx.enter(BUILD)
-        new = await self._build(ctx, machine)
-        await ctx.enter(COPY)
-        await self._copy(ctx, target, new)
-        await ctx.enter(REVIEW)
-        plan = await self._plan(ctx, target, new, None)
-        if plan.unchanged:
-            for phase in (ACTIVATE, CONFIRM, HEALTH):
-                ctx.skip(phase)
-            return Outcome(f"{machine.name} already runs {new} (generation {plan.generation})")
-        await self._approve(ctx, machine, plan, user_id=user_id, chat_id=chat_id, yes="Update")
-        select = guard.set_profile(new)
-        return await self._guarded(ctx, target, plan, select, user_id=user_id, chat_id=chat_id)
+        login = Login(target)
+        login.start()  # while it builds and copies
+        try:
+            await ctx.enter(BUILD)
+            new = await self._build(ctx, machine)
+            await ctx.enter(COPY)
+            await self._copy(ctx, target, new)
+            await ctx.enter(REVIEW)
+            plan = await self._plan(ctx, login, new, None)
+            if plan.unchanged:
+                for phase in (ACTIVATE, CONFIRM, HEALTH):
+                    ctx.skip(phase)
+                return Outcome(f"{machine.name} already runs {new} (generation {plan.generation})")
+            await self._approve(ctx, machine, plan, user_id=user_id, chat_id=chat_id, yes="Update")
+            select = guard.set_profile(new)
+            return await self._guarded(ctx, login, plan, select, user_id=user_id, chat_id=chat_id)
+        finally:
+            login.close()
 
     async def _rollback(
         self, ctx: JobContext, machine: Machine, *, user_id: int, chat_id: int
@@ -194,9 +201,11 @@ class Updater:
         target = await self._target(ctx, machine)
         await ctx.enter(REVIEW)
         timeout = self.tuning.ssh_timeout
+        login = Login(target)
         try:
-            async with await target.system() as conn:
-                state = await guard.read_state(conn, timeout=timeout)
+            try:
+                shell = await login.shell()
+                state = await guard.read_state(shell, timeout=timeout)
                 numbers, current = state.numbers, state.current
                 older = [n for n in numbers if current is not None and n < current]
                 if not older:
@@ -205,15 +214,19 @@ class Updater:
                         f"({current}): nothing to roll back to"
                     )
                 back = max(older)
-                path = await guard.readlink(conn, guard.generation_link(back), timeout=timeout)
-        except SshError as exc:
-            raise ctx.fail(f"cannot read {machine.name}'s generations: {exc}") from None
-        if not nix.STORE_PATH.fullmatch(path):
-            raise ctx.fail(f"generation {back} of {machine.name} points at no store path")
-        plan = await self._plan(ctx, target, path, back)
-        await self._approve(ctx, machine, plan, user_id=user_id, chat_id=chat_id, yes="Roll back")
-        select = guard.switch_generation(back)
-        return await self._guarded(ctx, target, plan, select, user_id=user_id, chat_id=chat_id)
+                path = await guard.readlink(shell, guard.generation_link(back), timeout=timeout)
+            except SshError as exc:
+                raise ctx.fail(f"cannot read {machine.name}'s generations: {exc}") from None
+            if not nix.STORE_PATH.fullmatch(path):
+                raise ctx.fail(f"generation {back} of {machine.name} points at no store path")
+            plan = await self._plan(ctx, login, path, back)
+            await self._approve(
+                ctx, machine, plan, user_id=user_id, chat_id=chat_id, yes="Roll back"
+            )
+            select = guard.switch_generation(back)
+            return await self._guarded(ctx, login, plan, select, user_id=user_id, chat_id=chat_id)
+        finally:
+            login.close()
 
     async def _target(self, ctx: JobContext, machine: Machine) -> Target:
         target = await self.fleet.target(machine)
@@ -272,15 +285,19 @@ class Updater:
 
     # -- review -------------------------------------------------------------------------------
 
-    async def _plan(self, ctx: JobContext, target: Target, new: str, back: int | None) -> Plan:
-        timeout = self.tuning.ssh_timeout
+    async def _plan(self, ctx: JobContext, login: Login, new: str, back: int | None) -> Plan:
+        timeout, name = self.tuning.ssh_timeout, login.target.name
         try:
-            async with await target.system() as conn:
-                plan = await read_plan(conn, target.name, new, timeout=timeout, to_generation=back)
+            shell = await login.shell()
+            plan = await read_plan(shell, name, new, timeout=timeout, to_generation=back)
+            before = await login.target.health_in(shell)
         except SshError as exc:
-            raise ctx.fail(f"cannot read {target.name}'s system: {exc}") from None
+            raise ctx.fail(f"cannot read {name}'s system: {exc}") from None
         except PlanError as exc:
             raise ctx.fail(str(exc)) from None
+        plan = dataclasses.replace(plan, health=before)
+        if before.problems():
+            ctx.output(f"already before the change: {'; '.join(before.problems())}")
         ctx.output(f"now generation {plan.generation}: {plan.current}")
         ctx.output(f"reboot needed for: {', '.join(plan.reboot_parts) or 'nothing'}")
         return plan
@@ -324,16 +341,24 @@ class Updater:
     async def _guarded(
         self,
         ctx: JobContext,
-        target: Target,
+        login: Login,
         plan: Plan,
         select: list[str],
         *,
         user_id: int,
         chat_id: int,
     ) -> Outcome:
+        target = login.target
         watch = GuardWatch(ctx, target, plan, self.store, self.tuning, user_id=user_id)
         await ctx.enter(ACTIVATE)
-        await watch.activate(select)
+        try:
+            shell = await login.shell()
+        except SshError as exc:
+            raise ctx.fail(
+                f"cannot activate on {target.name}: {exc}; nothing was activated"
+            ) from None
+        await watch.activate(select, shell)
+        login.close()  # the confirmation needs a login made after the activation
         ctx.refuse_cancel(GUARD_WINDOW.format(machine=target.name, generation=plan.generation))
         try:
             await ctx.enter(CONFIRM)

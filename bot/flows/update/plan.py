@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncssh
-
 from bot.core.durations import format_duration
 from bot.flows.update import guard
 from bot.flows.update.guard import Links
+from bot.remote.health import Health
+from bot.remote.shell import RemoteShell
 
 
 class PlanError(Exception):
@@ -31,6 +31,7 @@ class Plan:
     booted: Links
     coming: Links
     to_generation: int | None = None  # a rollback's target; an update makes a new one
+    health: Health | None = None  # read before the change: its problems are not new ones
 
     @property
     def reboot_parts(self) -> list[str]:
@@ -61,7 +62,7 @@ class Plan:
 
 
 async def read_plan(
-    conn: asyncssh.SSHClientConnection,
+    shell: RemoteShell,
     machine: str,
     new: str,
     *,
@@ -69,7 +70,7 @@ async def read_plan(
     to_generation: int | None = None,
 ) -> Plan:
     """Read the machine's profile and the links of the booted and the coming system."""
-    state = await guard.read_state(conn, timeout=timeout, systems=("/run/booted-system", new))
+    state = await guard.read_state(shell, timeout=timeout, systems=("/run/booted-system", new))
     if state.armed:
         raise PlanError(
             f"a rollback guard is still armed on {machine} ({state.armed[0]}): wait for it "

@@ -9,23 +9,22 @@ until a login sees the old generation again, then says why it rolled back.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
-import asyncssh
-
 from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
 from bot.core.poll import PollTimeout, poll_until
 from bot.flows.update import guard
+from bot.flows.update.login import fresh_shell
 from bot.flows.update.plan import Plan
 from bot.jobs.runner import JobContext, JobFailed
 from bot.remote.health import Health
 from bot.remote.place import Place
-from bot.remote.ssh import SshError, run
+from bot.remote.shell import SESSION_MAX, RemoteShell
+from bot.remote.ssh import SshError
 from bot.remote.target import Target
 from store import Store
 
@@ -86,60 +85,61 @@ class GuardWatch:
         """Stop confirming this long before the timer fires, so disarming never races it."""
         return min(3.0, self.timeout / 4)
 
-    async def activate(self, select: list[str]) -> None:
-        """Select the new generation, arm the guard, and run the activation detached."""
+    async def activate(self, select: list[str], shell: RemoteShell) -> None:
+        """Select the new generation, arm the guard, and run the activation detached,
+        through ``shell`` (on a login made before the activation)."""
         ctx, plan, name = self.ctx, self.plan, self.target.name
         timeout = self.ssh_timeout
         arm = guard.arm(self.job_id, back_to=plan.generation, seconds=self.timeout)
         try:
-            async with await self.target.system() as conn:
-                # One round trip: what the machine runs, then the new generation and the guard.
-                first = f"{guard.marked(select, 'SELECTED')} && {guard.marked(arm, 'ARMED')}"
-                reads = [guard.list_generations(), ["readlink", "/run/current-system"]]
-                script = guard.batch(*reads, guard.running_guards(), first, reads[0])
-                result = await run(conn, script, timeout=timeout)
-                gens, running, timers, step, after = guard.parts(result, 5)
-                was = guard.parse_generations(gens)[1]
-                self.new_generation = guard.parse_generations(after)[1]
-                selected, armed = "SELECTED" in step, "ARMED" in step
-                running = guard.first_line(running)
-                changed = (
-                    was != plan.generation or running != plan.current or guard.armed_guards(timers)
-                )
-                if changed or not armed:
-                    await self._undo(conn, selected=selected, armed=armed, was=was)
-                    if changed:
-                        raise ctx.fail(
-                            f"{name} changed since you confirmed (generation {was}, "
-                            f"{running or 'no system'}); nothing was activated"
-                        )
-                    what = "arm the rollback guard" if selected else "select the new generation"
-                    raise ctx.fail(f"could not {what} ({guard.why(result)}); nothing was activated")
-                self.armed_at = time.monotonic()
-                await ctx.note(
-                    f"rollback guard {guard.rollback_unit(self.job_id)} armed: unless I confirm "
-                    f"within {format_duration(self.timeout)}, {name} switches back to "
-                    f"generation {plan.generation} by itself"
-                )
-                await self._audit("activating", f"generation {self.new_generation}: {plan.new}")
-                await self._activate(conn)
+            # One round trip: what the machine runs, then the new generation and the guard.
+            first = f"{guard.marked(select, 'SELECTED')} && {guard.marked(arm, 'ARMED')}"
+            reads = [guard.list_generations(), ["readlink", "/run/current-system"]]
+            script = [*reads, guard.running_guards(), first, reads[0]]
+            results = await shell.run(script, timeout=timeout)
+            gens, running, timers, step, after = (r.stdout_text for r in results)
+            was = guard.parse_generations(gens)[1]
+            self.new_generation = guard.parse_generations(after)[1]
+            selected, armed = "SELECTED" in step, "ARMED" in step
+            running = guard.first_line(running)
+            changed = (
+                was != plan.generation or running != plan.current or guard.armed_guards(timers)
+            )
+            if changed or not armed:
+                await self._undo(shell, selected=selected, armed=armed, was=was)
+                if changed:
+                    raise ctx.fail(
+                        f"{name} changed since you confirmed (generation {was}, "
+                        f"{running or 'no system'}); nothing was activated"
+                    )
+                what = "arm the rollback guard" if selected else "select the new generation"
+                raise ctx.fail(f"could not {what} ({guard.why(results[3])}); nothing was activated")
+            self.armed_at = time.monotonic()
+            await ctx.note(
+                f"rollback guard {guard.rollback_unit(self.job_id)} armed: unless I confirm "
+                f"within {format_duration(self.timeout)}, {name} switches back to "
+                f"generation {plan.generation} by itself"
+            )
+            await self._audit("activating", f"generation {self.new_generation}: {plan.new}")
+            await self._activate(shell)
         except SshError as exc:
             if not self.armed_at:
                 raise ctx.fail(f"cannot activate on {name}: {exc}; nothing was activated") from None
             ctx.output(f"the activation cut the connection: {exc}")
 
     async def _undo(
-        self, conn: asyncssh.SSHClientConnection, *, selected: bool, armed: bool, was: int | None
+        self, shell: RemoteShell, *, selected: bool, armed: bool, was: int | None
     ) -> None:
         """Before any activation: the guard stopped and the profile put back as it was."""
         undo = [guard.disarm(self.job_id)] if armed else []
         if selected and was is not None:
             undo.append(guard.switch_generation(was))
         if undo:
-            await run(conn, guard.batch(*undo), timeout=self.ssh_timeout)
+            await shell.run(undo, timeout=self.ssh_timeout)
 
-    async def _activate(self, conn: asyncssh.SSHClientConnection) -> None:
-        done = await run(conn, guard.activate(self.job_id, self.plan.new), timeout=self.timeout)
+    async def _activate(self, shell: RemoteShell) -> None:
+        command = guard.detached(guard.activate(self.job_id, self.plan.new))
+        (done,) = await shell.run([command], timeout=self.timeout, section_max=SESSION_MAX)
         for line in (done.stdout_text + done.stderr_text).splitlines()[-200:]:
             self.ctx.output(guard.first_line(line))
         if not done.ok:
@@ -183,30 +183,30 @@ class GuardWatch:
         """A fresh pinned login, made now, must see the new system and pass the health
         checks; then, on the same login, the guard is disarmed."""
         try:
-            async with await self.target.system() as conn:
-                running, health = await asyncio.gather(
-                    guard.readlink(conn, "/run/current-system", timeout=self.ssh_timeout),
-                    self.target.read_health(conn),
+            async with fresh_shell(self.target) as shell:
+                health = await self.target.health_in(shell)
+                running = await guard.readlink(
+                    shell, "/run/current-system", timeout=self.ssh_timeout
                 )
                 if running != self.plan.new:
                     return Look(f"it runs {running or 'no known system'}, not the new one")
                 if not self._healthy:
                     self._healthy = True
                     await self._enter_health()
-                problems = health.problems()
+                problems = health.problems_since(self.plan.health)
                 if problems:
                     return Look(f"the health check failed: {'; '.join(problems)}", health)
                 if time.monotonic() > self._deadline:
                     return Look("the confirmation came too late to stop the guard", health)
-                seen = await self._disarm(conn, health)
+                seen = await self._disarm(shell, health)
         except SshError as exc:
             return Look(f"no pinned login succeeded ({exc})")
         return seen
 
-    async def _disarm(self, conn: asyncssh.SSHClientConnection, health: Health) -> Look:
+    async def _disarm(self, shell: RemoteShell, health: Health) -> Look:
         """Stop the timer, then make sure it had not fired."""
         first = guard.marked(guard.disarm(self.job_id), "DISARMED")
-        state = await guard.read_state(conn, timeout=self.ssh_timeout, first=first)
+        state = await guard.read_state(shell, timeout=self.ssh_timeout, first=first)
         if state.current != self.new_generation or state.running != self.plan.new:
             self._fired = True
             return Look("the guard fired before it could be disarmed", health)
@@ -237,11 +237,11 @@ class GuardWatch:
     async def _back(self) -> bool:
         timeout = self.ssh_timeout
         try:
-            async with await self.target.system() as conn:
-                now = await guard.read_state(conn, timeout=timeout)
+            async with fresh_shell(self.target) as shell:
+                now = await guard.read_state(shell, timeout=timeout)
                 if now.current != self.plan.generation or now.running != self.plan.current:
                     return False
-                await run(conn, guard.disarm(self.job_id), timeout=timeout)  # unload the timer
+                await shell.run([guard.disarm(self.job_id)], timeout=timeout)  # unload the timer
         except SshError:
             return False
         self.ctx.output(f"{self.target.name} is back on generation {self.plan.generation}")
