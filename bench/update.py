@@ -22,7 +22,7 @@ from bot.flows.update import guard, nix
 from tests.lab.host import LabHost
 from tests.world import World
 
-RUNS = 3
+RUNS = 5
 ATTR = "clawsiecats"
 # The lab's build is instant; a real one evaluates the flake and builds for many seconds.
 SLOW_BUILD = 5.0

@@ -263,13 +263,7 @@ class Target:
                 self._shell, self._shell_refused = None, conn
                 return None
         try:
-            return await read_health_in(
-                shell,
-                self.machine,
-                ssh_timeout=self.reach.ssh_timeout,
-                check_timeout=self.reach.check_timeout,
-                disk_limit=self.reach.disk_limit,
-            )
+            return await self.health_in(shell)
         except ShellFailed as exc:
             if exc.timed_out:  # a machine gone silent: do not wait on it twice
                 self.close()
