@@ -1,13 +1,16 @@
-"""Shared fixtures: the fake Bot API, the lab, and the bot under test."""
+"""Shared fixtures: the fake Bot API, the lab, and the bot under test (in this process, or
+as a real ``deploybot run`` process)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_asyncio
 
+from tests.botprocess import BotProcess, kill_groups
 from tests.botrig import BotRig
 from tests.fake_telegram import FakeTelegram
 from tests.lab.lab import Lab
@@ -34,3 +37,17 @@ async def rig(fake_telegram: FakeTelegram, tmp_path: Path) -> AsyncIterator[BotR
 async def world(rig: BotRig, lab: Lab, tmp_path: Path) -> World:
     """Lab hosts, sops secrets and a lab flake, with the bot configured to use them."""
     return make_world(lab, rig, tmp_path)
+
+
+@pytest_asyncio.fixture
+async def bot_process(world: World) -> AsyncIterator[BotProcess]:
+    """``deploybot run`` as a process of its own (start it with ``await bot.start()``);
+    stopped at teardown with whatever stand-ins it left, its output shown on failure."""
+    bot = BotProcess(world.rig, world.root / "bot-output.log")
+    try:
+        yield bot
+    finally:
+        await bot.stop()
+        kill_groups(world.stand_ins(living=True))
+        if sys.exc_info()[0] is not None and bot.output.exists():
+            print(bot.output.read_text(errors="replace")[-5000:])

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest_asyncio
-
-from tests.botprocess import BotProcess, kill_groups
+from tests.botprocess import BotProcess
 from tests.botrig import BotRig
 from tests.people import ADMIN, OPERATOR
 from tests.world import World
@@ -28,18 +24,6 @@ def spare(name: str, *, cron: str = "") -> str:
     return f'[machines.{name}]\nhost = "127.0.0.1"\nssh_port = {port}\n' + (
         f"operators = [{OPERATOR}]\n{check}"
     )
-
-
-@pytest_asyncio.fixture
-async def bot_process(world: World) -> AsyncIterator[BotProcess]:
-    bot = BotProcess(world.rig, world.root / "bot-output.log")
-    try:
-        yield bot
-    finally:
-        await bot.stop()
-        kill_groups(world.stand_ins(living=True))
-        if sys.exc_info()[0] is not None and bot.output.exists():
-            print(bot.output.read_text(errors="replace")[-5000:])
 
 
 def audit_rows(db: Path) -> list[tuple[object, str, str, str]]:
