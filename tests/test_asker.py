@@ -100,24 +100,6 @@ async def test_first_answer_wins_and_the_others_are_told() -> None:
     answer.secret.wipe()
 
 
-async def test_answers_arriving_together_one_wins_and_the_other_is_told() -> None:
-    asker, chat, answers, _ = make()
-    asking = asyncio.create_task(
-        asker.ask_first([1, 2], "passphrase?", purpose="unlock m", timeout=10, tidy=TIDY, late=late)
-    )
-    await eventually(lambda: _true(all(answers.questions(p, p) for p in (1, 2))), what="prompts")
-    # Both are handed over before the asker wakes: both messages were taken (and deleted).
-    answers.answer(1, 1, "hunter2", by="@one")
-    answers.answer(2, 2, "hunter2", by="@two")
-    answer = await asking
-    assert answer is not None
-    await answer.tidying
-    loser = 2 if answer.user_id == 1 else 1
-    assert chat.in_chat(answer.user_id) == ["received"]
-    assert chat.in_chat(loser) == [f"{answer.by} answered", f"late after {answer.by}"]
-    answer.secret.wipe()
-
-
 async def test_nobody_answers_in_time() -> None:
     asker, chat, answers, _ = make()
     answer = await asker.ask_first(

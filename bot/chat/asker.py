@@ -96,12 +96,7 @@ class Asker:
             for question, _ in asked:
                 if question is not winner:
                     self.answers.close(question, late_note=note)
-        # Answers that arrived together with the winner's were taken (and deleted) too: their
-        # senders are told, as a late answer's sender is, after the relay has begun.
-        tied = [q.chat_id for q, _ in asked if q is not winner and _answered(q)]
-        tidying = asyncio.create_task(
-            self._tidy(asked, winner, tidy, tell=tied, note=note), name=f"tidy-{purpose}"
-        )
+        tidying = asyncio.create_task(self._tidy(asked, winner, tidy), name=f"tidy-{purpose}")
         if winner is None:
             await tidying
             return None
@@ -202,9 +197,6 @@ class Asker:
         asked: list[tuple[Question, MessageRef | None]],
         winner: Question | None,
         tidy: Tidy,
-        *,
-        tell: Sequence[int] = (),
-        note: str = "",
     ) -> None:
         edits = []
         for question, ref in asked:
@@ -217,14 +209,10 @@ class Asker:
             else:
                 text = tidy.others.format(by=winner.answered_by)
             edits.append(self.chat.edit(ref, text))
-        await asyncio.gather(*edits, *(self.chat.post(chat, note) for chat in tell))
+        await asyncio.gather(*edits)
 
 
 def _without_last_line(text: str) -> str:
     """The confirmation's text without its closing instruction ("Confirm within …")."""
     head, sep, _ = text.rpartition("\n\n")
     return head if sep else text
-
-
-def _answered(question: Question) -> bool:
-    return question.future.done() and not question.future.cancelled()
