@@ -130,10 +130,15 @@ class Gate:
             await self.strangers.refuse(update, spawn, user.id, name, action, machine)
             raise ApplicationHandlerStop
         if self._answers_a_secret(update, user.id, context.bot.username):
-            await self.store.audit(
-                user_id=user.id, username=name, action="answer", decision="allowed"
-            )
+            # Handed over (and deleted) first, audited right after: a passphrase waits for
+            # no database write (a commit may wait behind others, or for the disk).
             await self.on_answer(update, context)
+            try:
+                await self.store.audit(
+                    user_id=user.id, username=name, action="answer", decision="allowed"
+                )
+            except StoreUnavailable as exc:
+                log.warning("gate: an answer was handed over but not audited: %s", exc)
             raise ApplicationHandlerStop
         command = self._read_command(update, context.bot.username)
         action, machine = _describe(update, command)
