@@ -35,6 +35,7 @@ from bot.jobs.retention import FIRST_PRUNE, PRUNE_EVERY, Retention
 from bot.jobs.runner import JobRunner
 from handlers import register_all
 from handlers.chat_port import TelegramChat
+from handlers.door import ScreenedUpdates
 from handlers.priority import SecretsFirst
 from handlers.registry import BotContext
 from store import Store
@@ -110,8 +111,13 @@ def build_application(
         .context_types(ContextTypes(context=BotContext))
         .concurrent_updates(SecretsFirst(answers))
     )
+    screened: ScreenedUpdates | None = None
     if request is not None:
         builder = builder.request(request).get_updates_request(request)
+    else:
+        # Strangers are refused before PTB parses their updates (handlers/door.py).
+        screened = ScreenedUpdates()
+        builder = builder.get_updates_request(screened)
     limiter = AIORateLimiter(max_retries=3) if rate_limiter else None
     application: BotApplication = (
         builder.rate_limiter(limiter).post_init(_post_init).post_stop(_post_stop).build()  # type: ignore[arg-type]
@@ -176,6 +182,7 @@ def build_application(
         reloader=reloader,
         confirm_timeout=tuning.confirm_timeout,
         probes_enabled=probes_enabled,
+        screened=screened,
     )
     parts = Parts(
         settings=settings,

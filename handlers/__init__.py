@@ -21,6 +21,7 @@ from handlers import buttons, conversation, gate
 from handlers.admin import AdminCommands
 from handlers.adopt import AdoptCommands
 from handlers.deploy import DeployCommands
+from handlers.door import Door, ScreenedUpdates
 from handlers.health import HealthCommands
 from handlers.info import InfoCommands
 from handlers.jobs import JobCommands
@@ -62,8 +63,10 @@ def register_all(
     reloader: Reloader,
     confirm_timeout: float,
     probes_enabled: bool,
+    screened: ScreenedUpdates | None = None,
 ) -> CommandTable:
-    """Install the gate first, then every command family, then buttons and free text."""
+    """Install the gate first, then every command family, then buttons and free text;
+    ``screened`` (the getUpdates request) gets the door in front of the gate."""
     pager = Pager(Views())
     info = InfoCommands(
         access=access,
@@ -94,20 +97,23 @@ def register_all(
     table = table_of(families)
     info.table = table
     talk = conversation.Conversation(answers)
-    gate.register(
-        application,
-        gate.Gate(
-            access=access,
-            table=table,
-            current=current,
-            store=store,
-            strangers=Strangers(store=store, admins=access.admins),
-            answers=answers,
-            on_answer=talk.on_text,
-            probes_enabled=probes_enabled,
-            fleet=engine.fleet,
-        ),
+    strangers = Strangers(
+        store=store, admins=access.admins, bot=application.bot, spawn=application.create_task
     )
+    the_gate = gate.Gate(
+        access=access,
+        table=table,
+        current=current,
+        store=store,
+        strangers=strangers,
+        answers=answers,
+        on_answer=talk.on_text,
+        probes_enabled=probes_enabled,
+        fleet=engine.fleet,
+    )
+    gate.register(application, the_gate)
+    if screened is not None:
+        screened.door = Door(the_gate, application.bot)
     install(application, families)
     buttons.register(application, buttons.Buttons(confirmations, pager, store))
     conversation.register(application, talk)

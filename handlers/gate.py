@@ -30,7 +30,7 @@ from bot.config.current import Current
 from bot.config.inventory import Machine
 from bot.remote.fleet import Fleet
 from handlers.registry import BotContext, Call
-from handlers.strangers import Strangers
+from handlers.strangers import Strangers, Visitor
 from store import Job, Store
 from store.database import StoreUnavailable
 
@@ -119,21 +119,35 @@ class Gate:
             raise ApplicationHandlerStop
         if update.edited_message is not None or update.edited_channel_post is not None:
             raise ApplicationHandlerStop
-        # Display names are the sender's to choose (HTML, bidi overrides, fake audit lines):
-        # only the id and the username (letters, digits, _) are kept.
-        name = user.username or ""
-        if not _USERNAME.fullmatch(name):
-            name = ""
+        name = clean_username(user.username)
         if not self.access.is_known(user.id):
+            # While polling, the door (handlers/door.py) refuses strangers before this:
+            # these came by webhook, or in an update the door does not read.
             action, machine = _describe(update, self._read_command(update, context.bot.username))
-            spawn = context.application.create_task
-            await self.strangers.refuse(update, spawn, user.id, name, action, machine)
+            chat = update.effective_chat
+            query = update.callback_query
+            self.strangers.refuse(
+                Visitor(
+                    user_id=user.id,
+                    username=name,
+                    action=action,
+                    machine=machine,
+                    chat_id=chat.id if chat is not None else None,
+                    private=chat is not None and chat.type == ChatType.PRIVATE,
+                    callback_query_id=query.id if query is not None else None,
+                )
+            )
             raise ApplicationHandlerStop
         if self._answers_a_secret(update, user.id, context.bot.username):
-            await self.store.audit(
-                user_id=user.id, username=name, action="answer", decision="allowed"
-            )
+            # Handed over (and deleted) first, audited right after: a passphrase waits for
+            # no database write (a commit may wait behind others, or for the disk).
             await self.on_answer(update, context)
+            try:
+                await self.store.audit(
+                    user_id=user.id, username=name, action="answer", decision="allowed"
+                )
+            except StoreUnavailable as exc:
+                log.warning("gate: an answer was handed over but not audited: %s", exc)
             raise ApplicationHandlerStop
         command = self._read_command(update, context.bot.username)
         action, machine = _describe(update, command)
@@ -241,6 +255,12 @@ class Gate:
     ) -> ParsedCommand | CommandError | None:
         """The command a message carries, parsed once for the decision and its audit entry."""
         text = update.message.text if update.message is not None else None
+        return self.read_command(text, bot_username)
+
+    def read_command(
+        self, text: str | None, bot_username: str | None
+    ) -> ParsedCommand | CommandError | None:
+        """The command a message's text is, if it starts with ``/``."""
         if text is None or not text.startswith("/"):
             return None
         try:
@@ -281,19 +301,38 @@ def _private_only(spec: CommandSpec) -> str:
     return f"/{spec.name} works only in our private chat: here every member would see it."
 
 
+def clean_username(username: str | None) -> str:
+    """The username if it is one (letters, digits, _), else "": display names are the
+    sender's to choose (HTML, bidi overrides, fake audit lines), so only the id and the
+    username are kept."""
+    return username if username is not None and _USERNAME.fullmatch(username) else ""
+
+
 def _describe(update: Update, command: ParsedCommand | CommandError | None) -> tuple[str, str]:
     """A short audit label for the update, and the machine it names (if any)."""
-    if update.callback_query is not None:
-        data = update.callback_query.data or ""
-        return f"button:{data.split(':', 1)[0][:24]}", ""
+    query, message = update.callback_query, update.message
+    return describe(
+        button=(query.data or "") if query is not None else None,
+        message=message is not None,
+        text=message is not None and message.text is not None,
+        command=command,
+    )
+
+
+def describe(
+    *, button: str | None, message: bool, text: bool, command: ParsedCommand | CommandError | None
+) -> tuple[str, str]:
+    """The audit label of a button press (its callback data), a message (with text or
+    not) or another update, and the machine it names (if any)."""
+    if button is not None:
+        return f"button:{button.split(':', 1)[0][:24]}", ""
     if isinstance(command, CommandError):
         return "command:invalid", ""
     if command is not None:
         return f"/{command.spec.name}", command.machine or ""
-    message = update.message
-    if message is None:
+    if not message:
         return "update", ""
-    return ("message" if message.text is not None else "non-text"), ""
+    return ("message" if text else "non-text"), ""
 
 
 def register(application: Application, gate: Gate) -> None:  # type: ignore[type-arg]

@@ -1,15 +1,18 @@
 """People the bot does not know: audited, answered at most once an hour, never waited for.
 
-The gate handles updates one at a time. An answer to a stranger is a rate-limited send
-(Telegram allows 20 messages a minute in a group), and awaiting it there let 60 fake
-accounts in a group hold up a waiting passphrase for minutes. So nothing here is awaited
-on the update path, not even the audit write (refusals are counted in memory and written
-together within FLUSH_DELAY, through tasks the Application's ``stop()`` waits for):
+An answer to a stranger is a rate-limited send (Telegram allows 20 messages a minute in a
+group), and awaiting it on the update path let 60 fake accounts in a group hold up a
+waiting passphrase for minutes. So nothing here is awaited, not even the audit write
+(refusals are counted in memory and written together within FLUSH_DELAY, through tasks
+the Application's ``stop()`` waits for). While polling, strangers are refused at the door
+(``handlers/door.py``) from the update's raw JSON, before it is parsed or queued; the gate
+refuses the ones that reach it (webhook mode) the same way, through a :class:`Visitor`.
 
 - in a private chat, the one refusal an hour (with the user's id) is sent in the
   background, through a bounded set of tasks: past the bound, refusals are dropped;
 - in a group, strangers get no answer at all; the first stranger seen in a group makes
-  the bot look (in the background) whether any admin is a member, and leave it if not;
+  the bot look (in the background, with the next flush) whether any admin is a member,
+  and leave it if not;
 - repeated refusals are counted on one audit line per stranger per hour, and past a few
   strangers an hour all further ones share one line, so a flood cannot push the real
   entries out of ``/audit``.
@@ -25,8 +28,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from telegram import Bot, Update
-from telegram.constants import ChatMemberStatus, ChatType
+from telegram import Bot
+from telegram.constants import ChatMemberStatus
 from telegram.error import TelegramError
 
 from store import Store
@@ -35,7 +38,7 @@ from store.database import StoreUnavailable
 log = logging.getLogger(__name__)
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[Any]"]
 WINDOW = 3600.0
-MAX_PENDING = 16  # background answers in flight; more are dropped
+MAX_PENDING = 16  # answers in flight, and groups looked at per flush; more are dropped
 MAX_TRACKED = 10_000  # strangers remembered per window; past it nobody is answered
 LINES_PER_WINDOW = 5  # strangers with a line of their own per window
 STRANGER_DETAIL = "not an admin or operator"
@@ -51,6 +54,19 @@ def refusal_text(user_id: int) -> str:
 
 
 _order = itertools.count()
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """One update of a stranger, as much as its refusal needs: who, what, and where."""
+
+    user_id: int
+    username: str
+    action: str
+    machine: str
+    chat_id: int | None
+    private: bool
+    callback_query_id: str | None = None
 
 
 @dataclass(eq=False)
@@ -76,11 +92,16 @@ class Strangers:
         *,
         store: Store,
         admins: frozenset[int],
+        bot: Bot,
+        spawn: Spawn,
         interval: float = WINDOW,
         max_pending: int = MAX_PENDING,
     ) -> None:
+        """``spawn`` starts the background tasks: the Application's ``create_task``, which
+        its ``stop()`` waits for, so no answer or audit write outlives the bot's store."""
         self.store = store
         self.admins = admins
+        self.bot = bot
         self.interval = interval
         self.max_pending = max_pending
         self._window_start = time.monotonic()
@@ -89,43 +110,30 @@ class Strangers:
         self._shared: _Line | None = None
         self._shared_users: set[int] = set()
         self._groups_judged: set[int] = set()
+        self._groups_to_judge: list[int] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._spawn: Spawn = asyncio.ensure_future
+        self._spawn = spawn
         self._dirty: set[_Line] = set()
         self._flush_scheduled = False
 
-    async def refuse(
-        self,
-        update: Update,
-        spawn: Spawn,
-        user_id: int,
-        username: str,
-        action: str,
-        machine: str,
-    ) -> None:
-        """Audit the refusal and answer it, both in the background (never awaited here).
-
-        ``spawn`` starts the background task: the Application's ``create_task``, which
-        its ``stop()`` waits for, so no answer outlives the bot's store.
-        """
-        self._spawn = spawn
+    def refuse(self, visitor: Visitor) -> None:
+        """Count the refusal and answer it, both in the background (nothing awaited here)."""
         self._roll_window()
-        self._audit(user_id, username, action, machine)
-        bot = update.get_bot()
-        query = update.callback_query
-        if query is not None:
-            self._background(lambda: query.answer("Not authorised."))
-        chat = update.effective_chat
-        if chat is None:
+        user_id = visitor.user_id
+        self._audit(user_id, visitor.username, visitor.action, visitor.machine)
+        bot, query_id, chat_id = self.bot, visitor.callback_query_id, visitor.chat_id
+        if query_id is not None:
+            self._background(lambda: bot.answer_callback_query(query_id, "Not authorised."))
+        if chat_id is None:
             return
-        if chat.type != ChatType.PRIVATE:
-            if chat.id not in self._groups_judged and len(self._groups_judged) < MAX_TRACKED:
-                self._groups_judged.add(chat.id)
-                self._background(lambda: self._leave_unless_admin(bot, chat.id))
+        if not visitor.private:
+            if chat_id not in self._groups_judged and len(self._groups_judged) < MAX_TRACKED:
+                self._groups_judged.add(chat_id)
+                self._groups_to_judge.append(chat_id)
             return
-        if query is None and user_id not in self._answered and len(self._answered) < MAX_TRACKED:
+        if query_id is None and user_id not in self._answered and len(self._answered) < MAX_TRACKED:
             self._answered.add(user_id)
-            self._background(lambda: bot.send_message(chat.id, refusal_text(user_id)))
+            self._background(lambda: bot.send_message(chat_id, refusal_text(user_id)))
 
     def _roll_window(self) -> None:
         now = time.monotonic()
@@ -170,10 +178,13 @@ class Strangers:
             self._spawn(self._flush())
 
     async def _flush(self) -> None:
-        """Write the counted lines, at most once a FLUSH_DELAY and off the update path: a
-        flood of refusals costs the update loop no database write each."""
+        """Write the counted lines and look at the groups strangers wrote in, at most once
+        a FLUSH_DELAY and off the update path: a flood of refusals costs the update loop no
+        database write each, and what it brings along (a passphrase answered right after
+        it) is handled before any of this."""
         await asyncio.sleep(FLUSH_DELAY)
         self._flush_scheduled = False
+        groups, self._groups_to_judge = self._groups_to_judge, []
         dirty, self._dirty = self._dirty, set()
         for line in sorted(dirty, key=lambda one: one.order):
             try:
@@ -193,6 +204,11 @@ class Strangers:
             except StoreUnavailable as exc:
                 log.warning("could not audit refusals of strangers: %s", exc)
                 self._dirty.add(line)
+        if len(groups) > self.max_pending:
+            log.info("not looking at %d groups strangers wrote in", len(groups) - self.max_pending)
+        # Awaited here, not spawned: the Application's stop() waits for this task, and
+        # would not wait for one spawned while it stops.
+        await asyncio.gather(*(self._look_at(chat_id) for chat_id in groups[: self.max_pending]))
 
     def _background(self, send: Callable[[], Awaitable[object]]) -> None:
         if len(self._tasks) >= self.max_pending:
@@ -209,8 +225,15 @@ class Strangers:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _leave_unless_admin(self, bot: Bot, chat_id: int) -> None:
+    async def _look_at(self, chat_id: int) -> None:
+        try:
+            await self._leave_unless_admin(chat_id)
+        except (TelegramError, StoreUnavailable) as exc:
+            log.info("could not look at group %s: %s", chat_id, exc)
+
+    async def _leave_unless_admin(self, chat_id: int) -> None:
         """Stay in a group only while an admin is a member of it."""
+        bot = self.bot
         for admin in sorted(self.admins):
             try:
                 member = await bot.get_chat_member(chat_id, admin)

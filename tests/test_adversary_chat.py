@@ -8,7 +8,9 @@ from typing import Any
 
 from tests.botrig import BotRig
 from tests.lab.host import LabHost
-from tests.people import ADMIN, OPERATOR
+from tests.people import ADMIN, OPERATOR, STRANGER
+from tests.test_chat_commands import audit_of
+from tests.test_faults_storage import exclusive_lock
 from tests.waiting import eventually
 from tests.world import World
 
@@ -43,13 +45,17 @@ async def test_strangers_flooding_a_group_do_not_hold_up_a_passphrase(world: Wor
     group = tg.group(-100_777, "lobby")
     for n in range(60):
         await tg.send_text(tg.user(700_000 + n, f"x{n}"), f"/status clawsiecats {n}", chat=group)
+    mark = tg.request_mark()
     answer = await tg.send_text(op, host.luks_passphrase or "")
     # Deleted and relayed well inside the rate limiter's 20-a-minute window for the group.
     await tg.wait_until(lambda: tg.is_deleted(op, answer.message_id), timeout=10)
     await host.wait_until(lambda: host.correct_attempts == 1, timeout=15, what="the relay")
-    # Strangers in a group get no answer at all, and the bot leaves a group with no admin.
+    # Strangers in a group get no answer at all, and the bot leaves a group with no admin,
+    # after the passphrase that came with them was deleted.
     await tg.wait_until(lambda: tg.has_left(group), timeout=20, what="leaving the group")
     assert tg.bot_messages(group) == []
+    asked = [r.method for r in tg.calls(since=mark)]
+    assert asked.index("deleteMessage") < asked.index("getChatMember"), asked
 
     async def strangers() -> list[Any]:
         entries = await world.rig.svc.store.recent_audit(200)
@@ -58,6 +64,45 @@ async def test_strangers_flooding_a_group_do_not_hold_up_a_passphrase(world: Wor
 
     lines = await eventually(strangers, what="all 60 refusals audited")
     assert len(lines) <= 6, [e.detail for e in lines]
+
+
+async def test_a_stranger_is_refused_while_the_bot_is_still_busy(rig: BotRig) -> None:
+    """Strangers are turned away at the door, not queued behind the bot's own work: here
+    an operator's command whose audit waits for a database another program holds."""
+    rig.db_busy_timeout = 60.0
+    await rig.start(INVENTORY)
+    tg = rig.tg
+    op = tg.user(OPERATOR, "opal")
+    with exclusive_lock(rig.settings.db):
+        mark = tg.mark()
+        await tg.send_text(op, "/whoami")
+        refusal = await rig.ask(tg.user(STRANGER, "eve"), "/machines")
+        assert refusal.body.startswith(f"Not authorised. Your Telegram user id is {STRANGER}")
+        assert [m for m in tg.bot_messages(op) if m.seq > mark] == []
+    reply = await tg.wait_for_message(op, since=mark, timeout=20)
+    assert reply.body.startswith(f"You are {OPERATOR}")
+    assert await audit_of(rig, STRANGER, 1) == [("/machines", "", "refused")]
+
+
+async def test_updates_refused_at_the_door_are_confirmed(rig: BotRig) -> None:
+    """A batch that ends with strangers is confirmed all the same: fetched once, each
+    refusal counted once."""
+    await rig.start(INVENTORY)
+    tg = rig.tg
+    await rig.ask(tg.user(OPERATOR, "opal"), "/whoami")
+    delivered = tg.state.delivered_update_count
+    group = tg.group(-100_780, "lobby")
+    for _ in range(5):
+        await tg.send_text(tg.user(720_000, "z"), "/status web", chat=group)
+    await tg.wait_until(lambda: not tg.state.updates, what="the strangers' updates confirmed")
+    assert tg.state.delivered_update_count == delivered + 5
+
+    async def counted() -> str:
+        found = [e for e in await rig.svc.store.recent_audit(20) if e.user_id == 720_000]
+        return found[0].detail if found and "5 refusals" in found[0].detail else ""
+
+    detail = await eventually(counted, what="five refusals on one line")
+    assert detail.endswith(": /status web"), detail
 
 
 async def test_the_bot_stays_in_a_group_an_admin_belongs_to(rig: BotRig) -> None:

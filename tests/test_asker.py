@@ -100,6 +100,24 @@ async def test_first_answer_wins_and_the_others_are_told() -> None:
     answer.secret.wipe()
 
 
+async def test_a_second_answer_right_after_the_first_is_late() -> None:
+    """Two answers handled back to back (one batch of updates): the first closes the other
+    questions there and then, before the asker has run again."""
+    asker, _, answers, _ = make()
+    asking = asyncio.create_task(
+        asker.ask_first([1, 2], "passphrase?", purpose="unlock m", timeout=10, tidy=TIDY, late=late)
+    )
+    await eventually(lambda: _true(all(answers.questions(p, p) for p in (1, 2))), what="prompts")
+    assert answers.answer(1, 1, "hunter2", by="@one") is not None
+    assert answers.answer(2, 2, "hunter2") is None
+    assert answers.late(2, 2) == "late after @one"
+    answer = await asking
+    assert answer is not None
+    assert answer.user_id == 1
+    await answer.tidying
+    answer.secret.wipe()
+
+
 async def test_nobody_answers_in_time() -> None:
     asker, chat, answers, _ = make()
     answer = await asker.ask_first(

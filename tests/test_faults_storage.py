@@ -64,6 +64,27 @@ async def test_locked_database_is_reported_and_the_bot_recovers(rig: BotRig) -> 
     assert await rig.svc.store.recent_jobs() == []
 
 
+async def test_a_passphrase_does_not_wait_for_the_database(world: World) -> None:
+    """The answer is deleted and relayed before its audit entry is written: a database
+    another program holds delays the entry, not the unlock."""
+    host = world.lab.start_installed_host("luks")
+    world.machine("clawsiecats", host)
+    world.rig.db_busy_timeout = 60.0
+    await world.start()
+    await world.pin("clawsiecats", host)
+    op, tg = world.op, world.rig.tg
+    await tg.send_text(op, "/unlock clawsiecats")
+    await tg.wait_for_message(op, lambda m: "waiting for its disk passphrase" in m.body, timeout=20)
+    with exclusive_lock(world.rig.settings.db):
+        answer = await tg.send_text(op, host.luks_passphrase or "")
+        await tg.wait_until(lambda: tg.is_deleted(op, answer.message_id), timeout=10)
+        await host.wait_until(lambda: host.correct_attempts == 1, timeout=15, what="the relay")
+    await tg.wait_for_message(op, lambda m: "🔓 clawsiecats unlocked" in m.body, timeout=30)
+    audit = await world.rig.svc.store.recent_audit(10)
+    assert ("answer", "allowed") in [(e.action, e.decision) for e in audit if e.user_id == OPERATOR]
+    assert integrity(world.rig.settings.db) == "ok"
+
+
 async def test_job_ending_while_the_database_is_locked_is_recorded_later(world: World) -> None:
     host = world.lab.start_host("hang", luks=False)
     host.hang_at("install")

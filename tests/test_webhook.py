@@ -20,7 +20,7 @@ from bot.config.settings import SettingsError, load_settings
 from tests.botprocess import BotProcess
 from tests.botrig import BotRig
 from tests.fake_telegram import FakeUser
-from tests.people import ADMIN
+from tests.people import ADMIN, STRANGER
 from tests.waiting import eventually
 
 PUBLIC_URL = "https://bot.example.org/telegram/hook"
@@ -107,6 +107,20 @@ async def test_the_webhook_refuses_requests_without_the_secret(
     assert answer.body == f"You are {ADMIN} (@ada): admin (every machine)."
     # Updates are handled in order: the forged ones, had they got in, would have come first.
     assert [m.body for m in tg.bot_messages(admin)] == [answer.body]
+
+
+async def test_a_stranger_by_webhook_is_refused_by_the_gate(
+    rig: BotRig, webhook_bot: tuple[BotProcess, str]
+) -> None:
+    """Webhook updates never pass the door (polling's): the gate refuses strangers alike."""
+    _, url = webhook_bot
+    tg = rig.tg
+    secret = str(tg.calls("setWebhook")[-1].params["secret_token"])
+    stranger = tg.user(STRANGER, "eve")
+    update = await update_of(rig, stranger, "/machines")
+    assert await post(url, update, {SECRET_HEADER: secret}) == 200
+    refusal = await tg.wait_for_message(stranger, timeout=20)
+    assert refusal.body.startswith(f"Not authorised. Your Telegram user id is {STRANGER};")
 
 
 @pytest.mark.parametrize(

@@ -82,7 +82,7 @@ class Asker:
         ``late(by)`` is the note for an answer that arrives after someone else's (``by``)
         or after the question expired (None): that message is deleted too.
         """
-        asked = await self._ask_all(people, prompt, purpose)
+        asked = await self._ask_all(people, prompt, purpose, late)
         winner: Question | None = None
         try:
             done, _ = await asyncio.wait(
@@ -183,9 +183,10 @@ class Asker:
             self.answers.close(question, late_note=late if secret and question.open else None)
 
     async def _ask_all(
-        self, people: Sequence[int], prompt: str, purpose: str
+        self, people: Sequence[int], prompt: str, purpose: str, late: Callable[[str | None], str]
     ) -> list[tuple[Question, MessageRef | None]]:
         questions = [self.answers.ask(p, p, secret=True, purpose=purpose) for p in people]
+        self.answers.rivals(questions, late)
         refs = await asyncio.gather(*(self.chat.post(p, prompt, force_reply=True) for p in people))
         for question, ref in zip(questions, refs, strict=True):
             if ref is not None:

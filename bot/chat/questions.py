@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -30,6 +31,10 @@ class Question:
     future: asyncio.Future[str] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    #: The same question asked of other people at once (``Answers.rivals``).
+    rivals: list[Question] = field(default_factory=list)
+    #: The note for a late answer to a rival, from who answered this one.
+    rival_note: Callable[[str], str] | None = None
 
     @property
     def open(self) -> bool:
@@ -54,6 +59,14 @@ class Answers:
         question = Question(user_id=user_id, chat_id=chat_id, secret=secret, purpose=purpose)
         self._open.setdefault(key, []).append(question)
         return question
+
+    def rivals(self, questions: list[Question], late_note: Callable[[str], str]) -> None:
+        """The same question asked of several people: the first answer closes the others
+        there and then, so a second answer handled right after it (the same batch of
+        updates) is late, with ``late_note(by)``, and never a rival answer."""
+        for question in questions:
+            question.rivals = [other for other in questions if other is not question]
+            question.rival_note = late_note
 
     def questions(self, user_id: int, chat_id: int) -> list[Question]:
         """The open questions in this chat, oldest first."""
@@ -89,6 +102,9 @@ class Answers:
         self._forget(target)
         target.answered_by = by
         target.future.set_result(text)
+        note = target.rival_note(by) if target.rival_note is not None else None
+        for rival in target.rivals:
+            self.close(rival, late_note=note)
         return target
 
     def late(self, user_id: int, chat_id: int) -> str | None:
