@@ -98,7 +98,10 @@ def register_all(
     info.table = table
     talk = conversation.Conversation(answers)
     strangers = Strangers(
-        store=store, admins=access.admins, bot=application.bot, spawn=application.create_task
+        store=store,
+        admins=lambda: current.admins,
+        bot=application.bot,
+        spawn=application.create_task,
     )
     the_gate = gate.Gate(
         access=access,

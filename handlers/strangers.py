@@ -91,14 +91,15 @@ class Strangers:
         self,
         *,
         store: Store,
-        admins: frozenset[int],
+        admins: Callable[[], frozenset[int]],
         bot: Bot,
         spawn: Spawn,
         interval: float = WINDOW,
         max_pending: int = MAX_PENDING,
     ) -> None:
-        """``spawn`` starts the background tasks: the Application's ``create_task``, which
-        its ``stop()`` waits for, so no answer or audit write outlives the bot's store."""
+        """``admins`` gives the admins in force now (a reload may change them); ``spawn``
+        starts the background tasks: the Application's ``create_task``, which its ``stop()``
+        waits for, so no answer or audit write outlives the bot's store."""
         self.store = store
         self.admins = admins
         self.bot = bot
@@ -234,7 +235,7 @@ class Strangers:
     async def _leave_unless_admin(self, chat_id: int) -> None:
         """Stay in a group only while an admin is a member of it."""
         bot = self.bot
-        for admin in sorted(self.admins):
+        for admin in sorted(self.admins()):
             try:
                 member = await bot.get_chat_member(chat_id, admin)
             except TelegramError:

@@ -118,6 +118,21 @@ async def test_the_bot_stays_in_a_group_an_admin_belongs_to(rig: BotRig) -> None
     assert tg.bot_messages(group) == []
 
 
+async def test_an_admin_added_by_a_reload_keeps_the_bot_in_their_group(rig: BotRig) -> None:
+    await rig.start(INVENTORY)
+    tg = rig.tg
+    newcomer = tg.user(730_001, "nia")
+    group = tg.group(-100_780, "nia's", members=[newcomer])
+    rig.env["DEPLOYBOT_ADMINS"] = f"{ADMIN},{newcomer.id}"
+    done = await rig.ask(tg.user(ADMIN, "ada"), "/reload")
+    assert done.body.startswith("Reloaded "), done.body
+    await tg.send_text(tg.user(700_101, "eve"), "/machines", chat=group)
+    await tg.wait_for_request("getChatMember", timeout=10)
+    reply = await rig.ask(newcomer, "/whoami")  # the background look has had its turn
+    assert reply.body.startswith("You are 730001")
+    assert not tg.has_left(group)
+
+
 async def test_a_flood_of_strangers_keeps_real_entries_in_the_last_20(rig: BotRig) -> None:
     await rig.start(INVENTORY)
     tg = rig.tg
