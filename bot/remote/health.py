@@ -53,35 +53,24 @@ class Health:
     disk_limit: int = 90
 
     def problems(self) -> list[str]:
-        found: list[str] = []
-        if self.system != "running":
-            units = f": failed {', '.join(self.failed_units[:8])}" if self.failed_units else ""
-            found.append(f"system {self.system}{units}")
-        elif self.failed_units:
-            found.append(f"failed units {', '.join(self.failed_units[:8])}")
-        for point, used in self.disks:
-            if used >= self.disk_limit:
-                found.append(f"{point} {used}% full")
-        found += [f"{c.check} {c.detail}" for c in self.checks if not c.ok]
-        return found
+        return self.problems_since(None)
 
     def problems_since(self, before: Health | None) -> list[str]:
-        """The problems that were not there ``before`` (a reading ahead of a change): a unit
-        failing all along does not make an update of the machine fail."""
-        if before is None:
-            return self.problems()
-        new_units = [u for u in self.failed_units if u not in before.failed_units]
+        """The problems that were not there ``before`` (a reading ahead of a change; None:
+        every problem): a unit failing all along does not make an update of the machine fail."""
+        was = before or Health(boot_id="", system="")  # no reading: nothing was there
+        units = [u for u in self.failed_units if u not in was.failed_units]
         found: list[str] = []
-        if self.system != "running" and (self.system != before.system or new_units):
-            units = f": failed {', '.join(new_units[:8])}" if new_units else ""
-            found.append(f"system {self.system}{units}")
-        elif new_units:
-            found.append(f"failed units {', '.join(new_units[:8])}")
-        full = {point for point, used in before.disks if used >= before.disk_limit}
+        if self.system != "running" and (self.system != was.system or units):
+            failed = f": failed {', '.join(units[:8])}" if units else ""
+            found.append(f"system {self.system}{failed}")
+        elif units:
+            found.append(f"failed units {', '.join(units[:8])}")
+        full = {point for point, used in was.disks if used >= was.disk_limit}
         for point, used in self.disks:
             if used >= self.disk_limit and point not in full:
                 found.append(f"{point} {used}% full")
-        failing = {c.check for c in before.checks if not c.ok}
+        failing = {c.check for c in was.checks if not c.ok}
         found += [
             f"{c.check} {c.detail}" for c in self.checks if not c.ok and c.check not in failing
         ]

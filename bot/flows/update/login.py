@@ -36,20 +36,18 @@ class Login:
     async def shell(self) -> RemoteShell:
         """The kept shell; logged in anew when the first try failed or the shell has ended
         since (a review can take minutes). SshError when that fails too."""
-        self.start()
-        assert self._opening is not None
-        try:
-            _, shell = await asyncio.shield(self._opening)
-        except SshError:
-            pass
-        else:
+        with contextlib.suppress(SshError):
+            shell = await self._opened()
             if shell.alive:
                 return shell
         self.close()
+        return await self._opened()
+
+    async def _opened(self) -> RemoteShell:
         self.start()
         assert self._opening is not None
-        _, fresh = await asyncio.shield(self._opening)
-        return fresh
+        _, shell = await asyncio.shield(self._opening)  # a cancelled step leaves it to close()
+        return shell
 
     def close(self) -> None:
         """End the login (also one still being made)."""

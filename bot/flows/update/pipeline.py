@@ -296,8 +296,9 @@ class Updater:
         except PlanError as exc:
             raise ctx.fail(str(exc)) from None
         plan = dataclasses.replace(plan, health=before)
-        if before.problems():
-            ctx.output(f"already before the change: {'; '.join(before.problems())}")
+        known = before.problems()
+        if known:
+            ctx.output(f"already before the change: {'; '.join(known)}")
         ctx.output(f"now generation {plan.generation}: {plan.current}")
         ctx.output(f"reboot needed for: {', '.join(plan.reboot_parts) or 'nothing'}")
         return plan
