@@ -68,9 +68,8 @@ class HealthCommands:
                 timeout=self.confirm_timeout,
                 show_verdict=False,
             )
-            if not answer:
-                said = "cancelled" if answer is False else "expired"
-                await self.chat.post(chat_id, f"Reboot of {machine.name} {said}.")
+            if not answer.yes:
+                await self.chat.post(chat_id, f"Reboot of {machine.name} {answer.value}.")
                 return
             try:
                 await self.tester.start(

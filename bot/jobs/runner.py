@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.chat.port import ChatPort
+from bot.chat.verdict import Verdict
 from bot.core.durations import format_duration
 from bot.core.files import private_dir
 from bot.core.secret import Secret
@@ -43,6 +44,12 @@ class JobFailed(Exception):
 
 class JobCancelled(Exception):
     """The job ended without doing harm because someone said no (or nobody said yes)."""
+
+
+def require_yes(verdict: Verdict) -> None:
+    """Go on only after a confirmation; otherwise end the job, saying nothing changed."""
+    if not verdict.yes:
+        raise JobCancelled(f"{verdict.why_not}; nothing was changed")
 
 
 @dataclass

@@ -77,10 +77,10 @@ class RebootOffers:
             username="",
             action="reboot after update",
             machine=machine.name,
-            decision={True: "confirmed", False: "declined", None: "expired"}[pressed],
+            decision=pressed.value,
             detail=f"update job {job_id}",
         )
-        if not pressed:
+        if not pressed.yes:
             return
         try:
             await self.tester.start(
