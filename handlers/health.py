@@ -8,10 +8,10 @@ from bot.chat.access import Access
 from bot.chat.asker import Asker
 from bot.chat.commands import Arg, Need, Right
 from bot.chat.port import ChatPort
+from bot.core.tasks import Background
 from bot.flows.watch.reboot_test import RebootTester
 from bot.flows.watch.schedule import Schedules
 from bot.flows.watch.watcher import Watcher
-from handlers.common import Background
 from handlers.paging import Pager
 from handlers.registry import Call, command
 from store import JobConflict
