@@ -27,9 +27,9 @@ from store.database import StoreUnavailable
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_PARALLEL = 4
-# How long a finished job keeps trying to record its result in a locked database.
 # How long a stopping bot waits for jobs still saying how they ended.
 ENDING_GRACE = 30.0
+# How long a finished job keeps trying to record its result in a locked database.
 STORE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 

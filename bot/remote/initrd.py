@@ -11,9 +11,6 @@ the system's own SSH.
 Everything the initrd prints is hostile input: read into bounded ``bytearray`` buffers
 that are zeroed when the relay ends (an early keystroke could have been echoed into
 them), and stripped of control characters before anyone sees a word of it.
-
-Both initrds' protocols stay in one module so their judging rules can be read side by
-side.
 """
 
 from __future__ import annotations

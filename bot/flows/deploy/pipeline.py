@@ -5,9 +5,6 @@ shell script it replaces carried on after errors. Secrets (the disk passphrase, 
 private key) live in ``Secret`` objects, reach nixos-anywhere through a pipe and the 0700
 staging folder, and are wiped and removed as soon as nixos-anywhere exits. The steps that
 look at the target are in ``preflight``, the build and nixos-anywhere in ``install``.
-
-It stays one module so the job's steps, and what happens to its secrets, read top to
-bottom in one place.
 """
 
 from __future__ import annotations
