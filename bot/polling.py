@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from bot.app import BotApplication, build_application
 from bot.config.inventory import Inventory
 from bot.config.settings import Settings
+from bot.core.tasks import Background
 from bot.flows.reload import SIGNAL, Reloader
 from store import Store
 
@@ -85,15 +86,13 @@ class HangupHandler:
     def __init__(self, application: BotApplication, reloader: Reloader) -> None:
         self.application = application
         self.reloader = reloader
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background()
 
     def __call__(self) -> None:
         if not self.application.running:
             log.warning("SIGHUP before the bot runs (or while it stops): ignored")
             return
-        task = asyncio.get_running_loop().create_task(self._reload(), name="reload-sighup")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._reload(), name="reload-sighup")
 
     async def _reload(self) -> None:
         try:
@@ -103,5 +102,4 @@ class HangupHandler:
 
     async def drain(self) -> None:
         """Let a reload under way finish before the store closes."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.drain()

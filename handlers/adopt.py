@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from bot.chat.commands import Arg, Right
+from bot.core.tasks import Background
 from bot.flows.adopt import Adopter
-from handlers.common import Background
 from handlers.registry import Call, command
 
 

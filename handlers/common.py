@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Any
-
 from telegram import Message, Update, User
 
 
@@ -19,19 +15,3 @@ def sender(update: Update) -> tuple[Message, User]:
     if message is None or user is None:
         raise NoSender(f"update {update.update_id} has no message or user")
     return message, user
-
-
-class Background:
-    """Long work a handler starts and does not await; references kept until it ends.
-
-    Not ``Application.create_task``: its tasks are awaited when the bot stops, and an
-    unlock may wait for a passphrase for half an hour.
-    """
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

@@ -8,10 +8,10 @@ from bot.chat.access import Access
 from bot.chat.asker import Asker
 from bot.chat.commands import Arg, Need, Right
 from bot.chat.port import ChatPort
+from bot.core.tasks import Background
 from bot.flows.watch.reboot_test import RebootTester
 from bot.flows.watch.schedule import Schedules
 from bot.flows.watch.watcher import Watcher
-from handlers.common import Background
 from handlers.paging import Pager
 from handlers.registry import Call, command
 from store import JobConflict
@@ -68,9 +68,8 @@ class HealthCommands:
                 timeout=self.confirm_timeout,
                 show_verdict=False,
             )
-            if not answer:
-                said = "cancelled" if answer is False else "expired"
-                await self.chat.post(chat_id, f"Reboot of {machine.name} {said}.")
+            if not answer.yes:
+                await self.chat.post(chat_id, f"Reboot of {machine.name} {answer.value}.")
                 return
             try:
                 await self.tester.start(

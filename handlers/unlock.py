@@ -5,8 +5,8 @@ from __future__ import annotations
 from bot.chat.commands import Arg, Need, Right
 from bot.chat.port import ChatPort
 from bot.chat.questions import Answers
+from bot.core.tasks import Background
 from bot.flows.unlock import Unlocker
-from handlers.common import Background
 from handlers.registry import Call, command
 
 

@@ -2,10 +2,7 @@
 
 sqlite-utils connections are bound to the thread that opened them, and SQLite itself
 serialises writers; one worker thread gives both for free and keeps the event loop
-unblocked.
-
-It is the one facade on the store's thread; the table modules beside it (health) reach
-the database through its ``call()``.
+unblocked. The table modules beside it (health) reach the database through ``call()``.
 """
 
 from __future__ import annotations

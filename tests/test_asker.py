@@ -14,6 +14,7 @@ from bot.chat.asker import Asker, Tidy
 from bot.chat.confirm import Confirmations, Press
 from bot.chat.port import Keyboard, MessageRef
 from bot.chat.questions import Answers
+from bot.chat.verdict import Verdict
 from tests.waiting import eventually
 
 TIDY = Tidy(answered="received", others="{by} answered", expired="expired")
@@ -158,7 +159,7 @@ async def test_buttons_answer_only_their_asker_once() -> None:
     assert confirmations.press(yes, 2) is Press.NOT_YOURS
     assert not asking.done()
     assert confirmations.press(yes, 1) is Press.ACCEPTED
-    assert await asking is True
+    assert await asking is Verdict.CONFIRMED
     assert confirmations.press(yes, 1) is Press.EXPIRED  # replayed
     assert chat.in_chat(5) == ["Erase it?\n\n✅ confirmed"]
 
@@ -171,13 +172,13 @@ async def test_forged_button_data_answers_nothing() -> None:
     for forged in (f"cf:{token}x:y", "cf::y", f"cf:{token}:maybe", "cf", "", "x" * 64):
         assert confirmations.press(forged, 1) is Press.EXPIRED
     assert confirmations.press(chat.data(5, "Cancel"), 1) is Press.ACCEPTED
-    assert await asking is False
+    assert await asking is Verdict.CANCELLED
 
 
 async def test_a_confirmation_expires() -> None:
     asker, chat, _, confirmations = make()
     verdict = await asker.confirm(5, 1, "Reboot?", yes="Reboot", timeout=0.1, show_verdict=False)
-    assert verdict is None
+    assert verdict is Verdict.EXPIRED
     assert confirmations.press(chat.data(5, "Reboot"), 1) is Press.EXPIRED
     assert chat.in_chat(5) == ["Reboot?"]
 

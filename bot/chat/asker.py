@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from bot.chat.confirm import Confirmations
 from bot.chat.port import ChatPort, MessageRef
 from bot.chat.questions import Answers, Question
+from bot.chat.verdict import Verdict
 from bot.core.secret import Secret
-
-VERDICTS = {True: "✅ confirmed", False: "🚫 cancelled", None: "⌛ expired"}
 
 
 @dataclass(frozen=True)
@@ -113,14 +112,14 @@ class Asker:
         timeout: float,
         no: str = "Cancel",
         show_verdict: bool = True,
-    ) -> bool | None:
-        """Post ``text`` with buttons only ``user_id`` may press: True, False, or None when
-        it expired. With ``show_verdict`` the message then says what was decided."""
+    ) -> Verdict:
+        """Post ``text`` with buttons only ``user_id`` may press, and wait for the verdict.
+        With ``show_verdict`` the message then says what was decided."""
         confirmation = self.confirmations.open(user_id)
         ref = await self.chat.post(chat_id, text, buttons=confirmation.buttons(yes, no))
-        verdict = await self.confirmations.wait(confirmation, timeout)
+        verdict = Verdict.of(await self.confirmations.wait(confirmation, timeout))
         if show_verdict and ref is not None:
-            await self.chat.edit(ref, f"{_without_last_line(text)}\n\n{VERDICTS[verdict]}")
+            await self.chat.edit(ref, f"{_without_last_line(text)}\n\n{verdict.shown}")
         return verdict
 
     async def confirm_any(

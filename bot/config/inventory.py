@@ -24,7 +24,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from bot.core.durations import parse_duration
 from bot.core.keys import parse_public_key
-from bot.core.text import printable
+from bot.core.text import has_control, printable
 
 UnlockMode = Literal["auto", "askpass", "systemd"]
 MACHINE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -35,7 +35,6 @@ _ATTR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.'-]{0,127}$")
 _SECRET_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _SIZE = re.compile(r"^\d+[KMGT]?$")
 _PERSIST = re.compile(r"/|(/[A-Za-z0-9._+-]+)+/?")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 _PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-rsa) [A-Za-z0-9+/=]+( .*)?$")
 _KEY_FILE = re.compile(r"(/[A-Za-z0-9._+-]+)+")
 
@@ -199,7 +198,7 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
         wrong = isinstance(value, bool) and bool not in types
         if wrong or not isinstance(value, types):
             bad(key, f"expected {_TYPE_NAMES[types[0]]}, got {type(value).__name__} {value!r}")
-        elif isinstance(value, str) and _CONTROL.search(value):
+        elif isinstance(value, str) and has_control(value):
             bad(key, f"{value[:40]!r} contains control characters (a newline, NUL …)")
     if len(problems) > before:
         return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import re
 import secrets
 import struct
 from collections.abc import Collection
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 import asyncssh
 
 from bot.core.secret import Secret
+from bot.core.text import has_control
 
 __all__ = [
     "ED25519",
@@ -44,7 +44,6 @@ KNOWN_KEY_TYPES = frozenset(
         "sk-ecdsa-sha2-nistp256@openssh.com",
     }
 )
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ def parse_public_key(line: str, *, allowed: Collection[str] | None = None) -> Pu
         raise ValueError("public key is empty")
     if "\n" in text or "\r" in text:
         raise ValueError("public key must be a single line")
-    if _CONTROL.search(text):
+    if has_control(text.replace("\t", " ")):
         raise ValueError("public key contains control characters")
     fields = text.split(None, 2)
     key_type = fields[0]
@@ -186,5 +185,5 @@ def _leading_string(blob: bytes) -> str | None:
 
 
 def _check_comment(comment: str) -> None:
-    if _CONTROL.search(comment) or "\n" in comment:
+    if has_control(comment.replace("\t", " ")):
         raise ValueError("key comment must be one line without control characters")

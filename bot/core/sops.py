@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from bot.core.secret import Secret, redact
+from bot.core.text import has_control
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -39,7 +40,6 @@ ENV_PASSTHROUGH = ("PATH", "HOME", "XDG_CONFIG_HOME", *KEY_VARIABLES)
 _FIXED_ENV = {"SOPS_DISABLE_VERSION_CHECK": "1"}
 _EXCERPT_MAX = 200
 _AGE_SECRET = re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]+", re.IGNORECASE)
-_BAD_KEY_CHARS = re.compile(r'["\\\x00-\x1f\x7f]')
 _CHECK_CONCURRENCY = 4
 _MISSING_KEY_FILE = re.compile(r"failed to open SOPS_AGE_KEY_FILE file: open[\s|]+(\S+?):")
 
@@ -100,7 +100,7 @@ async def decrypt_value(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Secret:
     """``sops decrypt --extract '["KEY"]' FILE`` as a Secret, byte for byte (no newline added)."""
-    if not key or _BAD_KEY_CHARS.search(key):
+    if not key or '"' in key or "\\" in key or has_control(key):
         raise ValueError(
             "sops key name must be non-empty, without quotes, backslashes or control chars"
         )

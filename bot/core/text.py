@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# C0 and C1 controls (ESC starts terminal sequences), DEL, and the bidi formatting marks.
-_UNSAFE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]"
-)
+# C0 and C1 controls (ESC starts terminal sequences), DEL, and the bidi formatting marks:
+# the one range of characters nothing shown, stored or typed may hold.
+_CONTROLS = "\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff"
+_CONTROL = re.compile(f"[{_CONTROLS}]")
+_CONTROL_BUT_NEWLINE = re.compile(f"(?!\n)[{_CONTROLS}]")
 # A whole ANSI escape sequence goes at once, so no "[2J" is left behind.
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
 ELLIPSIS = "…"
@@ -31,12 +32,26 @@ def printable(text: str, limit: int | None = None, *, newlines: bool = False) ->
     cleaned = cleaned.replace("\t", " ")
     if not newlines:
         cleaned = cleaned.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-    cleaned = _UNSAFE.sub("", cleaned)
+    cleaned = (_CONTROL_BUT_NEWLINE if newlines else _CONTROL).sub("", cleaned)
     if any(unicodedata.category(ch) == "Cf" for ch in cleaned):
         cleaned = "".join(ch for ch in cleaned if unicodedata.category(ch) != "Cf")
     if limit is not None and len(cleaned) > limit:
         cleaned = cleaned[: max(0, limit - 1)] + ELLIPSIS
     return cleaned
+
+
+def has_control(text: str) -> bool:
+    """Whether ``text`` holds a control, escape, bidi or format character (tab and newline too).
+
+    For values that are refused rather than cleaned: an inventory string, a key line, a
+    secret's name. The range is the one :func:`printable` removes.
+    """
+    return bool(_CONTROL.search(text)) or any(unicodedata.category(ch) == "Cf" for ch in text)
+
+
+def one_line(text: str, limit: int = 160) -> str:
+    """``text`` as one printable line: runs of white space folded to one space, bounded."""
+    return printable(" ".join(text[: limit * 4].split()), limit)
 
 
 def clip(text: str, limit: int, *, marker: str = "[… {dropped} characters dropped …]") -> str:

@@ -159,10 +159,9 @@ class Adopter:
         answer = await self.asker.confirm(
             chat_id, user_id, text, yes=yes, timeout=self.confirm_timeout
         )
-        if not answer:
-            said = "cancelled" if answer is False else "expired"
-            await self.chat.post(chat_id, f"/adopt {name} {said}: nothing was pinned.")
-        return bool(answer)
+        if not answer.yes:
+            await self.chat.post(chat_id, f"/adopt {name} {answer.value}: nothing was pinned.")
+        return answer.yes
 
     async def _pin(
         self, machine: Machine, pins: Pins, presented: str, *, by: str, chat_id: int, audit: Audit

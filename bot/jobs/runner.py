@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.chat.port import ChatPort
+from bot.chat.verdict import Verdict
 from bot.core.durations import format_duration
 from bot.core.files import private_dir
 from bot.core.secret import Secret
@@ -26,9 +27,9 @@ from store.database import StoreUnavailable
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_PARALLEL = 4
-# How long a finished job keeps trying to record its result in a locked database.
 # How long a stopping bot waits for jobs still saying how they ended.
 ENDING_GRACE = 30.0
+# How long a finished job keeps trying to record its result in a locked database.
 STORE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
@@ -43,6 +44,12 @@ class JobFailed(Exception):
 
 class JobCancelled(Exception):
     """The job ended without doing harm because someone said no (or nobody said yes)."""
+
+
+def require_yes(verdict: Verdict) -> None:
+    """Go on only after a confirmation; otherwise end the job, saying nothing changed."""
+    if not verdict.yes:
+        raise JobCancelled(f"{verdict.why_not}; nothing was changed")
 
 
 @dataclass

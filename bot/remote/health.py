@@ -19,7 +19,7 @@ import asyncssh
 
 from bot.config.inventory import Machine
 from bot.core.durations import format_duration
-from bot.core.text import printable
+from bot.core.text import one_line, printable
 from bot.remote.place import Place
 from bot.remote.shell import SECTION_MAX, RemoteShell, run_script
 from bot.remote.ssh import CommandResult, run
@@ -227,7 +227,7 @@ def check_argv(check: str, timeout: float) -> list[str]:
 
 
 def _judge(check: str, result: CommandResult) -> CheckResult:
-    err = _short(result.stderr_text.strip())
+    err = one_line(result.stderr_text)
     if result.exit_status == 127:
         tool = "nc" if check.startswith("tcp:") else "curl"
         return CheckResult(check, False, f"cannot check: {tool} is missing on the machine")
@@ -257,7 +257,3 @@ def _uptime(text: str) -> float | None:
         return float(text.split()[0])
     except (IndexError, ValueError):
         return None
-
-
-def _short(text: str, limit: int = 160) -> str:
-    return printable(" ".join(text[: limit * 4].split()), limit)

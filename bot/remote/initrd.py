@@ -11,9 +11,6 @@ the system's own SSH.
 Everything the initrd prints is hostile input: read into bounded ``bytearray`` buffers
 that are zeroed when the relay ends (an early keystroke could have been echoed into
 them), and stripped of control characters before anyone sees a word of it.
-
-Both initrds' protocols stay in one module so their judging rules can be read side by
-side.
 """
 
 from __future__ import annotations
@@ -28,6 +25,7 @@ from typing import Literal
 import asyncssh
 
 from bot.core.secret import Secret
+from bot.core.text import printable
 
 PROMPT = b"Passphrase for"
 NOT_REQUESTED = b"Passphrase is not requested now"
@@ -41,8 +39,6 @@ MAX_QUERIES = 16
 #: systemd-cryptsetup's ``tries=`` default, which NixOS keeps (docs/unlocking.md, docs/initrd.md).
 SYSTEMD_TRIES = 3
 _LISTED = re.compile(r"^'(.*)' \(PID (\d+)\)$")
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _BOOT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _DISK = re.compile(r"^Please enter (passphrase|recovery key) for disk (.+?):?$")
 _KEY_NAMES = {
@@ -100,8 +96,8 @@ class RelayOutcome:
 
 
 def clean(text: str, limit: int = 200) -> str:
-    """Hostile text from a target made printable: escapes and control characters removed."""
-    return _CONTROL.sub("", _ANSI.sub("", text)).strip()[:limit]
+    """Hostile text from a target as one printable, trimmed line of at most ``limit``."""
+    return printable(text, limit).strip()
 
 
 def control_characters(passphrase: Secret) -> str | None:
@@ -371,7 +367,8 @@ async def _judge(
 
 def _prompt_text(raw: str) -> str:
     """The message of the prompt the agent printed before its hint."""
-    lines = [line for line in re.split(r"[\r\n]", _ANSI.sub("", raw)) if line.strip()]
+    shown = printable(raw.replace("\r", "\n"), newlines=True)
+    lines = [line for line in shown.split("\n") if line.strip()]
     text = clean(lines[-1] if lines else "", 400)
     return text.removeprefix("🔐").strip()
 

@@ -5,9 +5,6 @@ the server proves it holds the pinned key; nothing is read from ~/.ssh (no known
 config, no agent). Failures become a small exception hierarchy whose messages tell the
 operator what to do and never carry secrets. :func:`fetch_host_key` is the single
 trust-on-first-use path: its result must be shown to a person before it is pinned.
-
-It is the one boundary of the bot's own SSH: pinning, bounded reads and the errors
-that tell the operator what to do belong together.
 """
 
 from __future__ import annotations

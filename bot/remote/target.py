@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ import asyncssh
 from bot.config.inventory import Machine
 from bot.core.keys import fingerprint, parse_public_key
 from bot.core.poll import poll_until
+from bot.core.text import one_line
 from bot.remote.health import BOOT_ID, Health, Probe, read_health, read_health_in
 from bot.remote.place import Location, Pins, Place, locate
 from bot.remote.shell import RemoteShell, ShellFailed
@@ -43,7 +43,6 @@ from bot.remote.ssh import (
 LOOK_TIMEOUT = 3.0
 #: A public key line is well under this; anything longer is not one.
 KEY_READ_LIMIT = 16 * 1024
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class RebootFailed(Exception):
@@ -200,14 +199,14 @@ class Target:
         except SshError as exc:
             if self.machine.luks and await self._in_initrd():
                 return Probe(Place.INITRD, "waits for its disk passphrase")
-            return Probe(Place.NOTHING, _short(str(exc)))
+            return Probe(Place.NOTHING, one_line(str(exc)))
         try:
             health = await self.read_health(conn)
         except SshError as exc:
             self._release(conn, broken=True)
             if reused:  # the kept login died since the last probe: look again, afresh
                 return await self.health()
-            return Probe(Place.WRONG_KEY, f"login worked, then {_short(str(exc))}")
+            return Probe(Place.WRONG_KEY, f"login worked, then {one_line(str(exc))}")
         self._release(conn, broken=False)
         return Probe(Place.SYSTEM, health=health)
 
@@ -297,7 +296,7 @@ class Target:
                 except SshError as exc:
                     raise KeyReadFailed(f"{argv[0]} on the system: {exc}") from None
                 if not result.ok:
-                    why = _short(_CONTROL.sub(" ", result.stderr[:400].decode("utf-8", "replace")))
+                    why = one_line(result.stderr[:400].decode("utf-8", "replace"))
                     continue
                 try:
                     return _key_from(result.stdout)
@@ -345,8 +344,3 @@ def _key_from(output: bytes) -> str:
 def _closed(conn: asyncssh.SSHClientConnection) -> bool:
     """Closed by us, by the machine, or by keepalives that went unanswered."""
     return conn.is_closed()
-
-
-def _short(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Iterable
 
 from bot.chat.asker import Asker
+from bot.chat.verdict import Verdict
 from bot.config.inventory import Machine
 from bot.core.durations import format_duration
 from bot.jobs.runner import JobCancelled
@@ -63,9 +64,9 @@ async def second_approval(
         while pending and verdict is None:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                answer = task.result() if not task.cancelled() else None
-                if answer is not None and verdict is None:
-                    verdict = (asks[task], answer)
+                answer = task.result() if not task.cancelled() else Verdict.EXPIRED
+                if answer is not Verdict.EXPIRED and verdict is None:
+                    verdict = (asks[task], answer.yes)
     finally:
         for task in asks:
             task.cancel()

@@ -5,9 +5,6 @@ shell script it replaces carried on after errors. Secrets (the disk passphrase, 
 private key) live in ``Secret`` objects, reach nixos-anywhere through a pipe and the 0700
 staging folder, and are wiped and removed as soon as nixos-anywhere exits. The steps that
 look at the target are in ``preflight``, the build and nixos-anywhere in ``install``.
-
-It stays one module so the job's steps, and what happens to its secrets, read top to
-bottom in one place.
 """
 
 from __future__ import annotations
@@ -34,7 +31,7 @@ from bot.flows.deploy.approval import approvers, second_approval
 from bot.flows.deploy.identity import NotThisMachine, address_of
 from bot.flows.deploy.install import INSTALL, Installer
 from bot.flows.deploy.preflight import Preflight, preflight, remount, still_confirmed
-from bot.jobs.runner import JobCancelled, JobContext, JobRunner, Outcome
+from bot.jobs.runner import JobCancelled, JobContext, JobRunner, Outcome, require_yes
 from bot.remote.fleet import Fleet
 from bot.remote.place import Location, Place
 from bot.remote.ssh import SshError
@@ -222,17 +219,14 @@ class Deployer:
             if answer.strip() != machine.name:
                 raise JobCancelled("the typed name did not match; nothing was changed")
         else:
-            answer_yes = await self.asker.confirm(
+            verdict = await self.asker.confirm(
                 chat_id,
                 user_id,
                 f"{summary}\n\nConfirm within {format_duration(timeout)}.",
                 yes=f"Erase and install {machine.name}",
                 timeout=timeout,
             )
-            if answer_yes is None:
-                raise JobCancelled("the confirmation expired; nothing was changed")
-            if not answer_yes:
-                raise JobCancelled("cancelled at the confirmation; nothing was changed")
+            require_yes(verdict)
         await self.store.audit(
             user_id=user_id,
             username="",

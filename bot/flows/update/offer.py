@@ -7,14 +7,13 @@ ends with a health check.
 
 from __future__ import annotations
 
-import asyncio
-
 from bot.chat.asker import Asker
 from bot.chat.port import ChatPort
 from bot.config.inventory import Machine
 from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
 from bot.core.poll import PollTimeout, poll_until
+from bot.core.tasks import Background
 from bot.flows.update.plan import Plan
 from bot.flows.watch.reboot_test import RebootTester
 from store import Job, JobConflict, Store
@@ -31,22 +30,18 @@ class RebootOffers:
         self.asker = asker
         self.tuning = tuning
         self.tester = tester
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background()
 
     async def shutdown(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
 
     def offer(
         self, job_id: int, machine: Machine, plan: Plan, *, user_id: int, chat_id: int
     ) -> None:
-        task = asyncio.create_task(
+        self._tasks.spawn(
             self._offer_reboot(job_id, machine, plan, user_id=user_id, chat_id=chat_id),
             name=f"reboot-offer-{job_id}",
         )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _offer_reboot(
         self, job_id: int, machine: Machine, plan: Plan, *, user_id: int, chat_id: int
@@ -77,10 +72,10 @@ class RebootOffers:
             username="",
             action="reboot after update",
             machine=machine.name,
-            decision={True: "confirmed", False: "declined", None: "expired"}[pressed],
+            decision=pressed.value,
             detail=f"update job {job_id}",
         )
-        if not pressed:
+        if not pressed.yes:
             return
         try:
             await self.tester.start(

@@ -32,7 +32,7 @@ from bot.flows.update.offer import RebootOffers
 from bot.flows.update.plan import Plan, PlanError, read_plan
 from bot.flows.update.watch import GuardWatch
 from bot.flows.watch.reboot_test import RebootTester
-from bot.jobs.runner import JobCancelled, JobContext, JobRunner, Outcome
+from bot.jobs.runner import JobContext, JobRunner, Outcome, require_yes
 from bot.remote.fleet import Fleet
 from bot.remote.place import Place
 from bot.remote.ssh import SshError
@@ -323,19 +323,15 @@ class Updater:
             yes=f"{yes} {machine.name}",
             timeout=timeout,
         )
-        decision = {True: "confirmed", False: "cancelled", None: "expired"}[verdict]
         await self.store.audit(
             user_id=user_id,
             username="",
             action=ctx.job.kind,
             machine=machine.name,
-            decision=decision,
+            decision=verdict.value,
             detail=f"job {ctx.job.id}: generation {plan.generation} → {plan.new}",
         )
-        if verdict is None:
-            raise JobCancelled("the confirmation expired; nothing was changed")
-        if not verdict:
-            raise JobCancelled("cancelled at the confirmation; nothing was changed")
+        require_yes(verdict)
 
     # -- behind the guard ----------------------------------------------------------------------
 
