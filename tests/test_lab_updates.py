@@ -32,12 +32,19 @@ def ssh(
     return subprocess.run([*argv, command], input=stdin, capture_output=True, text=True, timeout=30)
 
 
-def nix(lab: Lab, *args: str, sshopts: str | None = None) -> subprocess.CompletedProcess[str]:
+FEATURES = ("--extra-experimental-features", "nix-command flakes")
+
+
+def nix(
+    lab: Lab, *args: str, sshopts: str | None = None, features: bool = True
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
+    env.pop("NIX_CONFIG", None)
     if sshopts is not None:
         env["NIX_SSHOPTS"] = sshopts
+    flags = FEATURES if features else ()
     return subprocess.run(
-        [*lab.nix_command(), *args], capture_output=True, text=True, env=env, timeout=60
+        [*lab.nix_command(), *flags, *args], capture_output=True, text=True, env=env, timeout=60
     )
 
 
@@ -154,6 +161,34 @@ def test_build_is_deterministic_streams_and_fails_like_nix(lab: Lab) -> None:
     odd = nix(lab, "frobnicate")
     assert odd.returncode == 1
     assert "error: 'frobnicate' is not a recognised command" in odd.stderr
+
+
+def test_without_the_experimental_features_nix_refuses_like_nix(lab: Lab) -> None:
+    """A nix.conf that does not enable them is Nix's default."""
+    flake = lab.make_flake({"ok": LabConfig()}, name="f3")
+    refusal = (
+        "error: experimental Nix feature 'nix-command' is disabled; add "
+        "'--extra-experimental-features nix-command' to enable it"
+    )
+    for args in (
+        ("build", "--no-link", "--print-out-paths", toplevel(flake, "ok")),
+        ("copy", "--to", "ssh://root@127.0.0.1", "/nix/store/x"),
+        ("eval", "--raw", f"{flake}#x"),
+    ):
+        refused = nix(lab, *args, features=False)
+        assert refused.returncode == 1
+        assert refusal in refused.stderr, args
+    only = nix(
+        lab,
+        "--extra-experimental-features",
+        "nix-command",
+        "build",
+        "--print-out-paths",
+        toplevel(flake, "ok"),
+        features=False,
+    )
+    assert only.returncode == 1
+    assert "experimental Nix feature 'flakes' is disabled" in only.stderr
 
 
 # ------------------------------------------------------------------------------- copy

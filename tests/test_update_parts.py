@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from bot.config.inventory import Machine
-from bot.flows.deploy.nixos_anywhere import child_env
-from bot.flows.update import guard, nix
+from bot.flows.update import guard
 from bot.flows.update.guard import Links
 from bot.flows.update.login import Login
+from bot.remote import nix
+from bot.remote.nix import child_env
 from bot.remote.place import Pins
 from bot.remote.ssh import SshError
 from bot.remote.target import Reach, Target
@@ -76,9 +77,9 @@ def test_build_path_is_the_last_store_path_not_a_derivation() -> None:
         "/nix/store/" + "a" * 32 + "-nixos-system-x.drv",
         "/nix/store/" + "b" * 32 + "-nixos-system-x-25.05",
     ]
-    assert nix.built_path(lines) == lines[1]
-    assert nix.built_path(["/nix/store/short-x", "error: nope"]) is None
-    assert nix.built_path(["/nix/store/" + "c" * 32 + "-x; rm -rf /"]) is None
+    assert nix.Finished(0, lines).store_paths() == [lines[1]]
+    assert nix.Finished(1, ["/nix/store/short-x", "error: nope"]).store_paths() == []
+    assert nix.Finished(0, ["/nix/store/" + "c" * 32 + "-x; rm -rf /"]).store_paths() == []
 
 
 def test_ssh_options_pin_and_refuse_paths_nix_would_split(tmp_path: Path) -> None:
@@ -97,14 +98,14 @@ async def test_copy_goes_only_to_the_pinned_key(lab: Lab, tmp_path: Path) -> Non
     flake = lab.make_flake({"pin": LabConfig(version="2")})
     lines: list[str] = []
     built = await nix.run_nix(
-        nix.build_argv(lab.nix_command(), flake=str(flake), attr="pin"),
+        nix.build_argv(lab.nix_command(), flake=str(flake), attr="pin", outputs=("toplevel",)),
+        what="nix build",
         env=child_env(),
         on_line=lines.append,
         timeout=60,
     )
-    path = nix.built_path(built.stdout)
+    (path,) = built.store_paths()
     assert built.code == 0
-    assert path is not None
     assert any(line.startswith("building '/nix/store/") for line in lines)
 
     async def copy(key: str) -> nix.Finished:
@@ -116,7 +117,7 @@ async def test_copy_goes_only_to_the_pinned_key(lab: Lab, tmp_path: Path) -> Non
             known_hosts=known, client_key=lab.operator_key, port=host.ssh_port
         )
         argv = nix.copy_argv(lab.nix_command(), user="root", host=host.address, path=path)
-        return await nix.run_nix(argv, env=env, on_line=lambda _: None, timeout=60)
+        return await nix.run_nix(argv, what="nix copy", env=env, on_line=lambda _: None, timeout=60)
 
     refused = await copy(lab.operator_public_key)  # a key the host does not hold
     assert refused.code == 1

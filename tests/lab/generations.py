@@ -153,6 +153,7 @@ def materialise(root: Path, built: Closure) -> None:
         os.symlink(f"../{_name(built.initrd)}/initrd", d / "initrd")
         os.symlink(f"../{_name(built.modules)}", d / "kernel-modules")
         (d / "nixos-version").write_text(NIXOS_RELEASE + "\n")
+        (d / "system").write_text("x86_64-linux")  # what nixos-anywhere reads without --flake
         (d / "bin").mkdir()
         (d / "bin/switch-to-configuration").write_text("#! lab switch-to-configuration\n")
         (d / "bin/switch-to-configuration").chmod(0o555)
