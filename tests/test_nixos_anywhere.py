@@ -714,6 +714,9 @@ def test_store_paths_and_ssh_options_reach_the_argv_checked() -> None:
         store_paths=(disko, top),
     )
     assert argv[argv.index("--store-paths") + 1 : argv.index("--store-paths") + 3] == [disko, top]
+    # With --flake the real script evaluates and builds again before its first ssh.
+    assert "--flake" not in argv
+    assert not any("/srv/flake" in word for word in argv)
     assert "GlobalKnownHostsFile=/state/staging/job-1.known_hosts" in argv
     for bad in ("--flake", "/nix/store/x y", "/tmp/evil"):
         with pytest.raises(ValueError, match="store path"):

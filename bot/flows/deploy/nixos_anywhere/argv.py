@@ -51,6 +51,9 @@ def build_argv(
 ) -> list[str]:
     """The nixos-anywhere command line; ValueError if any value could pose as a flag.
 
+    With ``store_paths`` (built beforehand) it installs those and is given no ``--flake``,
+    so it connects at once; ``flake`` and ``attr`` are still checked.
+
     ``disk_key_fd=DISK_KEY_FD_AUTO`` leaves the placeholder :data:`DISK_KEY_SOURCE` that
     :func:`run_nixos_anywhere` replaces with the pipe it creates.
     """
@@ -64,12 +67,15 @@ def build_argv(
     _check("ssh user", target_user, _USER)
     if isinstance(ssh_port, bool) or not isinstance(ssh_port, int) or not 0 < ssh_port < 65536:
         raise ValueError(f"ssh port must be 1-65535, not {ssh_port!r}")
-    argv = [*prefix, "--flake", f"{flake}#{attr}"]
-    if store_paths is not None:
+    if store_paths is None:
+        argv = [*prefix, "--flake", f"{flake}#{attr}"]
+    else:
+        # Not with --flake: given a flake the script evaluates and builds it again before
+        # its first ssh, whatever --store-paths says (docs/nixos-anywhere.md).
         for path in store_paths:
             if not isinstance(path, str) or not STORE_PATH.fullmatch(path):
                 raise ValueError(f"store path must be /nix/store/<hash>-<name>: {path!r}")
-        argv += ["--store-paths", *store_paths]
+        argv = [*prefix, "--store-paths", *store_paths]
     if extra_files is not None:
         argv += ["--extra-files", _path("extra files", extra_files)]
     argv += ["-i", _path("ssh key", ssh_key), "-p", str(ssh_port)]
