@@ -343,6 +343,31 @@ def test_disarmed_guard_does_nothing(lab: Lab, tmp_path: Path) -> None:
     assert "Unit deploybot-guard.timer not loaded." in again.stderr
 
 
+def test_a_guard_started_by_hand_rolls_back_now(lab: Lab, tmp_path: Path) -> None:
+    """systemd-run --on-active makes <unit>.service beside the timer: `systemctl start` of
+    it runs the switch back now; the timer stays armed."""
+    host = lab.start_installed_host("byhand", stage="booted", luks=False)
+    old = host.current_system
+    flake = lab.make_flake({"byhand": LabConfig(version="2")})
+    known = pinned(tmp_path, host)
+    new = update(lab, host, known, flake, "byhand")
+    armed = ssh(lab, host, f"{set_line(new)} && {guard_line(1, 300)} && {switch_line(new)}", known)
+    assert armed.returncode == 0, armed.stderr
+    assert host.current_system == new
+    started = ssh(lab, host, "systemctl start deploybot-guard.service", known)
+    assert started.returncode == 0, started.stderr
+    host.wait_until_sync(lambda: host.current_system == old, 10, "the rollback started by hand")
+    assert host.activations[-1].unit == "deploybot-guard.service"
+    (timer,) = host.timers
+    assert timer.state == "waiting"
+    unknown = ssh(lab, host, "systemctl start deploybot-nothing.service", known)
+    assert unknown.returncode == 5
+    assert (
+        "Failed to start deploybot-nothing.service: Unit deploybot-nothing.service not found."
+        in unknown.stderr
+    )
+
+
 def test_timer_accuracy_defaults_to_a_minute(lab: Lab) -> None:
     assert fire_time(100.0, 60.0, 17.3) == pytest.approx(137.3)
     assert fire_time(100.0, 1.0, 17.3) == pytest.approx(100.3)

@@ -82,8 +82,10 @@ async def test_a_unit_failing_before_the_update_does_not_roll_it_back(world: Wor
     assert host.timers == [], "the guard was disarmed"
 
 
-async def test_update_that_breaks_ssh_is_rolled_back_by_the_machine(world: World) -> None:
-    host = await installed(world, rollback_timeout="3s")
+async def test_a_failed_activation_is_rolled_back_at_once(world: World) -> None:
+    """switch-to-configuration exits non-zero: the guard's service is started now, not when
+    its timer ends (300 s here; the job must end long before)."""
+    host = await installed(world, rollback_timeout="300s")
     old = host.current_system
     world.lab.set_configuration(world.flake, ATTR, breaks_ssh=True)
     await confirm_update(world, world.op)
@@ -91,7 +93,7 @@ async def test_update_that_breaks_ssh_is_rolled_back_by_the_machine(world: World
     assert "— failed after" in end.body
     assert (
         "rolled back to generation 1 because the activation failed (exit 4: warning: the "
-        "following units failed: sshd.service)" in end.body
+        "following units failed: sshd.service); I started the rollback at once" in end.body
     ), end.body
     assert host.current_system == old
     assert host.current_generation == 1
@@ -109,6 +111,27 @@ async def test_update_that_breaks_ssh_is_rolled_back_by_the_machine(world: World
     assert b"is back on generation 1" in log.data
     audit = await world.rig.svc.store.recent_audit(50)
     assert {"not confirmed", "rolled back"} <= {a.decision for a in audit}
+
+
+async def test_an_unreachable_new_system_is_rolled_back_by_the_machine(world: World) -> None:
+    """The activation succeeds but no login reaches the new system (a firewall shut port
+    22): nothing confirms it, and the machine's timer switches back by itself."""
+    host = await installed(world, rollback_timeout="3s")
+    old = host.current_system
+    world.lab.set_configuration(world.flake, ATTR, blocks_ssh=True)
+    await confirm_update(world, world.op)
+    end = await job_end(world, world.op, timeout=90)
+    assert "— failed after" in end.body
+    assert "rolled back to generation 1 because no pinned login succeeded" in end.body, end.body
+    assert "within 3.0 s of the activation" in end.body
+    assert host.current_system == old
+    assert host.current_generation == 1
+    assert not host.sshd_broken
+    assert [a.unit for a in host.activations[-2:]] == [
+        "deploybot-switch-1.service",
+        "deploybot-rollback-1.service",
+    ]
+    assert host.timers == [], "the fired timer was unloaded"
 
 
 async def test_build_failure_changes_nothing(world: World) -> None:
@@ -203,7 +226,7 @@ async def test_update_is_refused_in_the_initrd_and_while_a_job_runs(world: World
 async def test_cancel_in_the_guard_window_leaves_it_to_the_guard(world: World) -> None:
     host = await installed(world, rollback_timeout="4s")
     old = host.current_system
-    world.lab.set_configuration(world.flake, ATTR, breaks_ssh=True)
+    world.lab.set_configuration(world.flake, ATTR, blocks_ssh=True)
     await confirm_update(world, world.op)
     tg = world.rig.tg
     await tg.wait_for_message(world.op, lambda m: "▶️ confirm" in m.body, edits=True, since=0)

@@ -37,13 +37,16 @@ class LabConfig:
 
     ``version`` changes the configuration (and so its store path) without changing how it
     behaves; ``kernel`` other than the default changes kernel, initrd and kernel-modules;
-    ``breaks_ssh`` stops the system sshd on activation (until a good one is activated);
+    ``breaks_ssh`` stops the system sshd on activation (until a good one is activated) and
+    the activation fails (sshd.service failed, exit 4); ``blocks_ssh`` makes the system
+    unreachable over ssh while the activation succeeds (a firewall that shuts port 22);
     ``fails`` makes ``nix build`` fail; ``build_seconds`` is how long building takes.
     """
 
     version: str = "1"
     kernel: str = DEFAULT_KERNEL
     breaks_ssh: bool = False
+    blocks_ssh: bool = False
     fails: bool = False
     build_seconds: float = 0.0
 
@@ -53,6 +56,7 @@ class LabConfig:
             "version": self.version,
             "kernel": self.kernel,
             "breaks_ssh": self.breaks_ssh,
+            "blocks_ssh": self.blocks_ssh,
             "fails": self.fails,
         }
 

@@ -482,11 +482,19 @@ def unit_state(state: HostState, name: str) -> str:
 def systemctl(
     ctx: Ctx, verb: str, units: list[str], flags: set[str], args: list[str]
 ) -> int | None:
-    """The verbs for transient units (``stop``, ``reset-failed``, ``list-timers``,
-    ``show``); None for the others."""
+    """The verbs for transient units (``start``, ``stop``, ``reset-failed``,
+    ``list-timers``, ``show``); None for the others."""
     state = ctx.state
     if verb == "show":
         return _show(ctx, args)
+    if verb == "start":
+        status = 0
+        for unit in units:
+            answer = ctx.ask("start-service", service=_unit_name(unit))
+            if not answer.get("ok"):
+                ctx.err(f"{answer.get('error')}\n")
+                status = 5
+        return status
     if verb == "stop":
         status = 0
         loaded = []

@@ -149,7 +149,22 @@ class SystemManager:
             return {"ok": True}
         if op == "activate":
             return self._activate(message)
+        if op == "start-service":
+            return self._start_service(str(message["service"]))
         return None
+
+    def _start_service(self, name: str) -> dict[str, Any]:
+        """``systemctl start`` of a loaded unit: a transient timer's service exists (loaded,
+        inactive) as long as its timer does, and starting it by hand runs it now; an active
+        one is left running."""
+        if name in self._services:
+            return {"ok": True}
+        timer = next((t for t in self._timers.values() if t.service == name), None)
+        if timer is None:
+            return {"ok": False, "error": f"Failed to start {name}: Unit {name} not found."}
+        self._spawn(timer.service, timer.command, timer.env, timer.collect)
+        self._publish()
+        return {"ok": True}
 
     def _start(self, message: dict[str, Any]) -> dict[str, Any]:
         service = str(message["service"])
@@ -282,7 +297,7 @@ class SystemManager:
         system, action = str(message["system"]), str(message["action"])
         unit = message.get("unit")
         info = gen.system_info(root, system) or {}
-        breaks = bool(info.get("breaks_ssh"))
+        breaks = bool(info.get("breaks_ssh") or info.get("blocks_ssh"))
         self.activations.append(Activation(time.time(), system, action, unit))
         host._log(f"activate {action} {system} by {unit or 'the session'}")
         state = host._state
@@ -315,7 +330,8 @@ class SystemManager:
             gen.install(root, gen.default_closure(system))
         gen.set_run_link(root, "booted-system", system)
         gen.set_run_link(root, "current-system", system)
-        breaks = bool((gen.system_info(root, system) or {}).get("breaks_ssh"))
+        info = gen.system_info(root, system) or {}
+        breaks = bool(info.get("breaks_ssh") or info.get("blocks_ssh"))
         host._state.sshd_broken = breaks
         return not breaks
 

@@ -115,6 +115,12 @@ def detached(command: list[str]) -> str:
     return f"{shlex.join(command)} </dev/null"
 
 
+def roll_back_now(job_id: int) -> list[str]:
+    """Start the guard's service by hand: the switch back runs now, on the machine, as it
+    would when the timer fires (systemd-run made ``<unit>.service`` beside the timer)."""
+    return ["systemctl", "start", f"{rollback_unit(job_id)}.service"]
+
+
 def disarm(job_id: int) -> list[str]:
     return ["systemctl", "stop", f"{rollback_unit(job_id)}.timer"]
 

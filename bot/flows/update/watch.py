@@ -3,8 +3,10 @@
 The bot arms the guard, activates, then tries to confirm before the guard fires: a fresh
 pinned login made after the activation must see the new system, and the health checks
 must pass. Confirmed in time → the timer is stopped and the new system stays. Otherwise
-the bot does not undo anything itself: the machine's own timer does, and the bot waits
-until a login sees the old generation again, then says why it rolled back.
+the machine undoes it with the guard's own service: when the timer fires, or at once
+when the activation itself failed (the bot starts that service, on the machine, instead of
+waiting out the guard). The bot waits until a login sees the old generation again, then
+says why it rolled back.
 """
 
 from __future__ import annotations
@@ -148,6 +150,25 @@ class GuardWatch:
             said = [ln for ln in lines if ln.startswith(("warning:", "error:"))] or lines
             last = f": {' '.join(said[-1].split())[:200]}" if said else ""
             self.problem = f"the activation failed (exit {done.exit_status}{last})"
+            await self._roll_back_now(shell)
+
+    async def _roll_back_now(self, shell: RemoteShell) -> None:
+        """A failed activation is not waited out: the guard's own service is started now,
+        on the login that ran the activation (a fresh one may no longer be possible)."""
+        name, unit = self.target.name, guard.rollback_unit(self.job_id)
+        try:
+            (started,) = await shell.run(
+                [guard.roll_back_now(self.job_id)], timeout=self.ssh_timeout
+            )
+        except SshError as exc:
+            why = str(exc)
+        else:
+            if started.ok:
+                self.ctx.output(f"started {unit}.service on {name}: switching back now")
+                self.problem += "; I started the rollback at once"
+                return
+            why = guard.why(started)
+        self.ctx.output(f"could not start {unit}.service now ({why}): its timer will")
 
     async def confirm(self, *, enter_health: Callable[[], Awaitable[None]]) -> Health:
         """Confirm in time and disarm, or wait for the machine's own rollback (JobFailed)."""
