@@ -99,7 +99,9 @@ def switch_line(path: str, action: str = "switch") -> str:
     )
 
 
-def guard_line(generation: int, seconds: float, *, accuracy: str | None = "1s") -> str:
+def guard_line(
+    generation: int, seconds: float, *, accuracy: str | None = "1s", remain: bool = True
+) -> str:
     """A rollback guard: switch back to ``generation`` unless disarmed in time."""
     back = (
         f"nix-env -p {PROFILE} --switch-generation {generation} && "
@@ -108,6 +110,8 @@ def guard_line(generation: int, seconds: float, *, accuracy: str | None = "1s") 
     argv = ["systemd-run", "--unit=deploybot-guard", f"--on-active={seconds}", "--collect"]
     if accuracy is not None:
         argv.append(f"--timer-property=AccuracySec={accuracy}")
+    if not remain:
+        argv.append("--timer-property=RemainAfterElapse=no")
     return shlex.join([*argv, "sh", "-c", back])
 
 
@@ -316,6 +320,27 @@ def test_guard_rolls_back_by_itself_after_the_connection_is_gone(lab: Lab, tmp_p
     assert any("deploybot-guard.timer" in ln and ln.startswith("-") for ln in lines[2:])
     print(f"a 2 s guard (AccuracySec=1s) fired after {late:.2f}s, switched back after "
           f"{rolled.at - timer.armed_at:.2f}s")  # fmt: skip
+
+
+def test_remain_after_elapse_no_unloads_the_fired_timer(lab: Lab, tmp_path: Path) -> None:
+    """By default an elapsed timer stays loaded (the test above); with RemainAfterElapse=no
+    systemd unloads it once the service it started has finished."""
+    host = lab.start_installed_host("remain", stage="booted", luks=False)
+    old = host.current_system
+    flake = lab.make_flake({"remain": LabConfig(version="2")})
+    known = pinned(tmp_path, host)
+    new = update(lab, host, known, flake, "remain")
+    line = f"{set_line(new)} && {guard_line(1, 1, remain=False)} && {switch_line(new)}"
+    result = ssh(lab, host, line, known)
+    assert result.returncode == 0, result.stderr
+    assert [t.state for t in host.timers] == ["waiting"]
+    host.wait_until_sync(lambda: host.current_system == old, 6, "the guard's rollback")
+    host.wait_until_sync(lambda: host.timers == [], 6, "the elapsed timer unloaded")
+    after = ssh(lab, host, "systemctl is-active deploybot-guard.timer", known)
+    assert after.stdout == "inactive\n"
+    bad = ssh(lab, host, guard_line(1, 5).replace("AccuracySec=1s", "RemainAfterElapse=maybe"))
+    assert bad.returncode == 1
+    assert "Failed to parse RemainAfterElapse= value: maybe" in bad.stderr
 
 
 def test_disarmed_guard_does_nothing(lab: Lab, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shlex
 import subprocess
 
 from tests.fake_telegram import ChatRef, FakeMessage, FakeUser
@@ -68,6 +69,26 @@ async def test_update_switches_and_disarms_the_guard(world: World) -> None:
     assert host.timers == [], "the guard was disarmed"
     assert host.activations[-1].unit == "deploybot-switch-1.service"
     assert not [m for m in world.rig.tg.bot_messages(world.op) if "Reboot now" in str(m.buttons)]
+
+
+async def test_a_confirmed_update_unloads_guards_an_interrupted_job_left(world: World) -> None:
+    """A guard armed without RemainAfterElapse=no (an older bot whose job was cut) stays
+    loaded once it fired, as real systemd keeps it; the next confirmed update unloads it."""
+    host = await installed(world)
+    old_guard = ["systemd-run", "--unit=deploybot-rollback-99", "--on-active=1s"]
+    stale = shlex.join([*old_guard, "--timer-property=AccuracySec=1s", "true"])
+    made = await asyncio.to_thread(
+        subprocess.run, [*world.lab.ssh_argv(host), stale], capture_output=True, timeout=30
+    )
+    assert made.returncode == 0, made.stderr
+    await host.wait_until(
+        lambda: [t.state for t in host.timers] == ["elapsed"], timeout=10, what="it fired"
+    )
+    world.lab.set_configuration(world.flake, ATTR, version="2")
+    await confirm_update(world, world.op)
+    end = await job_end(world, world.op)
+    assert "— succeeded after" in end.body, end.body
+    assert host.timers == [], "the elapsed guard of job 99 was unloaded"
 
 
 async def test_a_unit_failing_before_the_update_does_not_roll_it_back(world: World) -> None:

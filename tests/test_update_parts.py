@@ -37,11 +37,12 @@ def test_generations_are_parsed_with_the_current_one() -> None:
 
 def test_guard_switches_back_to_the_recorded_generation_with_accuracy() -> None:
     argv = guard.arm(7, back_to=3, seconds=90)
-    assert argv[:5] == [
+    assert argv[:6] == [
         "systemd-run",
         "--unit=deploybot-rollback-7",
         "--on-active=90s",
         "--timer-property=AccuracySec=1s",
+        "--timer-property=RemainAfterElapse=no",
         "--description=deploybot rollback guard",
     ]
     assert argv[-1] == (
@@ -64,6 +65,7 @@ def test_only_waiting_rollback_timers_count_as_armed() -> None:
         "Tue 2026-12-02 00:00:00 UTC 2h left - - logrotate.timer logrotate.service\n"
     )
     assert guard.armed_guards(listing) == ["deploybot-rollback-4"]
+    assert guard.elapsed_guards(listing) == ["deploybot-rollback-3"]
 
 
 def test_links_say_what_needs_a_reboot() -> None:
@@ -139,6 +141,27 @@ def warm_target(lab: Lab, host: LabHost) -> Target:
     assert host.system_host_key is not None
     reach = Reach(client_key=lab.operator_key, ssh_timeout=5.0)
     return Target(machine, Pins(system=host.system_host_key), reach)
+
+
+async def test_a_guard_whose_job_is_gone_unloads_itself_once_it_fired(lab: Lab) -> None:
+    """No bot left to stop it (an interrupted job): the fired timer must not stay loaded."""
+    host = lab.start_installed_host("gone", stage="booted", luks=False)
+    login = Login(warm_target(lab, host))
+    try:
+        shell = await login.shell()
+        (armed,) = await shell.run([guard.arm(7, back_to=1, seconds=1)], timeout=10)
+        assert armed.ok, armed.stderr_text
+        assert [t.name for t in host.timers] == ["deploybot-rollback-7.timer"]
+        await host.wait_until(
+            lambda: any(a.unit == "deploybot-rollback-7.service" for a in host.activations),
+            timeout=10,
+            what="the guard's switch back",
+        )
+        await host.wait_until(lambda: host.timers == [], timeout=10, what="the timer unloaded")
+        (listed,) = await shell.run([guard.running_guards()], timeout=10)
+        assert "deploybot-rollback-7" not in listed.stdout_text
+    finally:
+        login.close()
 
 
 async def test_the_steps_before_the_activation_share_one_login_made_ahead(lab: Lab) -> None:

@@ -97,6 +97,7 @@ class _Timer:
     armed_at: float
     due_mono: float
     accuracy: float
+    remain: bool = True
     state: str = "waiting"
     fired_at: float | None = None
 
@@ -189,6 +190,7 @@ class SystemManager:
                 armed_at=time.time(),
                 due_mono=due,
                 accuracy=accuracy,
+                remain=bool(timer.get("remain", True)),
             )
             self._timers[name] = armed
             self._host._later(due - time.monotonic(), lambda: self._fire(armed))
@@ -210,6 +212,14 @@ class SystemManager:
         if timer.service not in self._services:
             self._spawn(timer.service, timer.command, timer.env, timer.collect)
         self._publish()
+
+    def _unload_elapsed(self, service: str) -> None:
+        """``RemainAfterElapse=no``: an elapsed timer that cannot elapse again is unloaded
+        once the unit it started has finished (the default keeps it loaded)."""
+        for name, timer in list(self._timers.items()):
+            if timer.service == service and timer.state == "elapsed" and not timer.remain:
+                del self._timers[name]
+                self._host._log(f"timer {name} unloaded (RemainAfterElapse=no)")
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str], collect: bool) -> str:
         invocation = secrets.token_hex(16)
@@ -278,6 +288,7 @@ class SystemManager:
             service.state = "failed"
             service.proc = None
         self._host._log(f"unit {service.name} ended: {result} {shown}")
+        self._unload_elapsed(service.name)
         self._publish()
 
     def _stop(self, name: str) -> None:

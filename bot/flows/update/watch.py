@@ -234,6 +234,12 @@ class GuardWatch:
         if "DISARMED" not in state.first:
             return Look("the guard could not be disarmed", health)
         self.ctx.output(f"guard {guard.rollback_unit(self.job_id)} disarmed")
+        if state.elapsed:
+            # Fired timers of interrupted jobs, armed before RemainAfterElapse=no: unloaded.
+            (done,) = await shell.run([guard.unload(state.elapsed)], timeout=self.ssh_timeout)
+            names = ", ".join(state.elapsed)
+            said = "" if done.ok else f" failed ({guard.why(done)})"
+            self.ctx.output(f"unloading the elapsed guards {names}{said}")
         return Look(health=health)
 
     async def _rolled_back(self, reason: str) -> NoReturn:
