@@ -393,6 +393,21 @@ def test_a_guard_started_by_hand_rolls_back_now(lab: Lab, tmp_path: Path) -> Non
     )
 
 
+def test_a_connection_cut_after_a_command_ends_the_line_there(lab: Lab, tmp_path: Path) -> None:
+    host = lab.start_installed_host("cut", stage="booted", luks=False)
+    flake = lab.make_flake({"cut": LabConfig(version="2")})
+    known = pinned(tmp_path, host)
+    new = update(lab, host, known, flake, "cut")
+    host.cut_connection_after(f"nix-env -p {PROFILE} --set")
+    cut = ssh(lab, host, f"{set_line(new)} && echo SELECTED && {guard_line(1, 300)}", known)
+    assert cut.returncode == 255, "ssh saw the connection drop"
+    assert "SELECTED" not in cut.stdout
+    assert host.current_generation == 2, "the command before the cut ran"
+    assert host.timers == [], "the rest of the line did not"
+    again = ssh(lab, host, f"{set_line(new)} && echo SELECTED", known)
+    assert again.stdout == "SELECTED\n", "once only"
+
+
 def test_timer_accuracy_defaults_to_a_minute(lab: Lab) -> None:
     assert fire_time(100.0, 60.0, 17.3) == pytest.approx(137.3)
     assert fire_time(100.0, 1.0, 17.3) == pytest.approx(100.3)

@@ -8,6 +8,8 @@ import re
 import shlex
 import subprocess
 
+import pytest
+
 from tests.fake_telegram import ChatRef, FakeMessage, FakeUser
 from tests.lab.host import LabHost
 from tests.world import World
@@ -256,6 +258,37 @@ async def test_cancel_in_the_guard_window_leaves_it_to_the_guard(world: World) -
     end = await job_end(world, world.op, timeout=90)
     assert "rolled back to generation 1" in end.body
     assert host.current_system == old
+
+
+@pytest.mark.parametrize(
+    ("cut_after", "said"),
+    [
+        ("nix-env -p /nix/var/nix/profiles/system --set", "put the profile back on generation 1"),
+        (
+            "systemd-run --unit=deploybot-rollback-1",
+            "stopped the guard it had armed and put the profile back on generation 1",
+        ),
+    ],
+)
+async def test_a_select_cut_by_a_dropped_connection_is_undone(
+    world: World, cut_after: str, said: str
+) -> None:
+    """The check-select-arm line dies half-way: a fresh login looks and puts the profile
+    back (and stops the guard) instead of leaving a selected, unguarded generation."""
+    host = await installed(world, rollback_timeout="300s")
+    old = host.current_system
+    world.lab.set_configuration(world.flake, ATTR, version="2")
+    host.cut_connection_after(cut_after)
+    await confirm_update(world, world.op)
+    end = await job_end(world, world.op)
+    assert host.current_generation == 1, "the profile is back on the recorded generation"
+    assert host.timers == []
+    assert host.current_system == old
+    assert "❌ failed at activate: cannot activate on clawsiecats: the connection dropped" in (
+        end.body
+    ), end.body
+    assert f"a fresh login looked: {said}. Nothing was activated" in end.body, end.body
+    assert all(a.unit != "deploybot-switch-1.service" for a in host.activations)
 
 
 async def test_a_machine_changed_during_the_review_is_not_activated(world: World) -> None:

@@ -126,8 +126,54 @@ class GuardWatch:
             await self._activate(shell)
         except SshError as exc:
             if not self.armed_at:
-                raise ctx.fail(f"cannot activate on {name}: {exc}; nothing was activated") from None
+                await self._look_after_cut(exc)
             ctx.output(f"the activation cut the connection: {exc}")
+
+    async def _look_after_cut(self, cut: SshError) -> NoReturn:
+        """The check-select-arm line was cut: it may have selected the new generation, and
+        armed the guard, or not. A fresh pinned login looks, and puts the profile back on
+        the recorded generation (and stops the guard) unless the arm was confirmed; the
+        activation, a later line, never ran."""
+        ctx, plan, name = self.ctx, self.plan, self.target.name
+        timeout, unit = self.ssh_timeout, guard.rollback_unit(self.job_id)
+        head = f"cannot activate on {name}: the connection dropped ({cut})"
+        try:
+            async with fresh_shell(self.target) as shell:
+                seen = await guard.read_state(shell, timeout=timeout)
+                selected = seen.current is not None and seen.current != plan.generation
+                if selected and seen.current is not None:
+                    link = guard.generation_link(seen.current)
+                    selected = await guard.readlink(shell, link, timeout=timeout) == plan.new
+                undo = [guard.disarm(self.job_id)] if unit in seen.armed else []
+                if selected:
+                    undo.append(guard.switch_generation(plan.generation))
+                after = seen
+                if undo:
+                    await shell.run(undo, timeout=timeout)
+                    after = await guard.read_state(shell, timeout=timeout)
+        except SshError as again:
+            raise ctx.fail(
+                f"{head}, and a fresh login failed too ({again}): the new generation may be "
+                f"selected without its guard. Nothing was activated; look with /status {name}"
+            ) from None
+        back = (
+            after.current == plan.generation
+            and unit not in after.armed
+            and after.running == plan.current
+        )
+        if not back:
+            raise ctx.fail(
+                f"{head}; a fresh login finds generation {after.current} selected "
+                f"(running {after.running or 'no known system'}). Nothing was activated; "
+                f"look with /status {name}"
+            )
+        what = []
+        if unit in seen.armed:
+            what.append("stopped the guard it had armed")
+        if selected:
+            what.append(f"put the profile back on generation {plan.generation}")
+        done = " and ".join(what) or f"generation {plan.generation} was still selected"
+        raise ctx.fail(f"{head}; a fresh login looked: {done}. Nothing was activated")
 
     async def _undo(
         self, shell: RemoteShell, *, selected: bool, armed: bool, was: int | None
