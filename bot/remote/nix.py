@@ -24,7 +24,7 @@ from bot.remote.process import KILL_GRACE, Child, ProcessError, run_process
 GLOBAL_FLAGS = ("--extra-experimental-features", "nix-command flakes")
 #: Nix's store path grammar: 32 characters of its base32 (no e, o, t, u), a dash, then a
 #: name of at most 211 of ``0-9A-Za-z+-._?=`` that is not ``.`` or ``..`` nor starts with
-#: ``.-`` or ``..-`` (docs/nixos-anywhere.md).
+#: ``.-`` or ``..-`` (docs/updates.md).
 STORE_PATH = re.compile(
     r"/nix/store/[0123456789abcdfghijklmnpqrsvwxyz]{32}-(?!\.\.?(?:-|$))[0-9A-Za-z+._?=-]{1,211}"
 )
