@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from bench.common import Figure, bench_world, median, print_figures
-from bot.flows.update import guard, nix
+from bot.flows.update import guard
+from bot.remote import nix
 from tests.lab.host import LabHost
 from tests.world import World
 
@@ -33,7 +34,7 @@ def script_update(world: World, host: LabHost, known: Path) -> float:
     lab = world.lab
     started = time.perf_counter()
     built = subprocess.run(
-        nix.build_argv(lab.nix_command(), flake=str(world.flake), attr=ATTR),
+        nix.build_argv(lab.nix_command(), flake=str(world.flake), attr=ATTR, outputs=("toplevel",)),
         check=True,
         capture_output=True,
         text=True,

@@ -127,7 +127,8 @@ async def test_sigkill_in_the_guard_window_the_machine_rolls_back(
         await store.update_machine("clawsiecats", host_key=host.system_host_key or "")
     finally:
         await store.close()
-    world.lab.set_configuration(world.flake, "clawsiecats", breaks_ssh=True)
+    # The activation succeeds but no login reaches the new system: the guard decides.
+    world.lab.set_configuration(world.flake, "clawsiecats", blocks_ssh=True)
     op, tg = world.op, world.rig.tg
     await bot_process.start()
     await tg.send_text(op, "/deploy clawsiecats")

@@ -25,6 +25,9 @@ async def test_plain_install_lands_files_and_boots(world: World) -> None:
     assert "NixOS installer, 2048 MiB RAM" in confirmation.body
     end = await world.job_end(op)
     assert "✅ installed and up, running" in end.body, end.body
+    # nixos-anywhere installed what the bot built and checked: it built nothing again.
+    (run,) = world.lab.stand_ins()
+    assert run["builds"] == []
     await host.wait_for_stage("booted")
     # What landed on the host, as the lab's filesystem shows it.
     persist = host.persist

@@ -83,7 +83,7 @@ async def test_a_target_swapped_during_the_build_is_caught_before_nixos_anywhere
     await world.start()
     await world.confirm_deploy(world.op, "clawsiecats")
     await eventually(
-        lambda: _true(bool(_processes("nix_build.py", lab))), what="the build", interval=0.01
+        lambda: _true(bool(_processes("nix.py", lab))), what="the build", interval=0.01
     )
     host.reboot()
     await host.wait_for_stage("installer")

@@ -19,19 +19,23 @@ from tests.lab.proc import kill_tree
 from tests.test_lab_anywhere import PASSPHRASE, steps
 
 pytest_plugins = ["tests.lab.fixtures"]
+FEATURES = ("--extra-experimental-features", "nix-command flakes")
 STORE = ("/nix/store/" + "a" * 32 + "-disko", "/nix/store/" + "b" * 32 + "-nixos-system-x")
 
 
 class Run:
     """One stand-in run in the background, its output collected in files."""
 
-    def __init__(self, lab: Lab, host: LabHost, flake: Path, extra: list[str], **prefix: object):
+    def __init__(
+        self, lab: Lab, host: LabHost, flake: Path | None, extra: list[str], **prefix: object
+    ):
         self.dir = Path(tempfile.mkdtemp(prefix="anywhere-run-", dir=lab.dir))
         read_end, write_end = os.pipe()
         os.write(write_end, PASSPHRASE.encode())
         os.close(write_end)
         argv = lab.nixos_anywhere_command(**prefix)  # type: ignore[arg-type]
-        argv += ["--flake", f"{flake}#clawsiecats-luks", "-i", str(lab.operator_key)]
+        argv += ["--flake", f"{flake}#clawsiecats-luks"] if flake is not None else []
+        argv += ["-i", str(lab.operator_key)]
         argv += ["-p", str(host.ssh_port), "--disk-encryption-keys", "/tmp/disk.key"]
         argv += [f"/dev/fd/{read_end}", *extra, f"root@{host.address}"]
         with (self.dir / "out").open("wb") as out, (self.dir / "err").open("wb") as err:
@@ -78,23 +82,68 @@ def logins(host: LabHost) -> int:
     return log.read_text().count("Accepted publickey") if log.exists() else 0
 
 
-def test_builds_come_before_the_first_ssh_and_store_paths_skip_them(
+def built(lab: Lab, flake: Path) -> tuple[str, str]:
+    """Both outputs built with the lab's nix, as the bot builds them before an install."""
+    outputs = [
+        f'{flake}#nixosConfigurations."clawsiecats-luks".config.system.build.{output}'
+        for output in ("diskoScript", "toplevel")
+    ]
+    done = subprocess.run(
+        [*lab.nix_command(), *FEATURES, "build", "--no-link", "--print-out-paths", *outputs],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    disko, system = done.stdout.split()
+    return disko, system
+
+
+def builds(lab: Lab, run: Run) -> list[str]:
+    (record,) = [r for r in lab.stand_ins() if r["pid"] == run.proc.pid]
+    found: list[str] = record["builds"]
+    return found
+
+
+def test_a_flake_is_built_before_the_first_ssh_even_with_store_paths(
     lab: Lab, lab_flake: Path, runs: list[Run]
 ) -> None:
+    """As the real script's main: with --flake it builds both outputs itself (for minutes)
+    before its first ssh; --store-paths does not stop that, only --store-paths without
+    --flake does (docs/nixos-anywhere.md)."""
     host = lab.start_host("build")
-    slow = Run(lab, host, lab_flake, [], build_delay=1.5, hold=True)
+    paths = built(lab, lab_flake)
+    slow = Run(lab, host, lab_flake, ["--store-paths", *paths], build_delay=1.0, hold=True)
     runs.append(slow)
     slow.until(lab.stand_in_waiting, what="the first ssh")
-    assert time.monotonic() - slow.started >= 1.5
+    assert time.monotonic() - slow.started >= 2.0
+    assert builds(lab, slow) == ["diskoScript", "toplevel"]
     assert logins(host) == 0
     assert steps(slow.stdout) == []
     slow.stop()
     (lab.dir / "stand-ins" / f"{slow.proc.pid}.waiting").unlink()
-    fast = Run(lab, host, lab_flake, ["--store-paths", *STORE], build_delay=30)
+    fast = Run(lab, host, None, ["--store-paths", *paths], build_delay=30)
     runs.append(fast)
     assert fast.wait() == 0, fast.stderr
     assert time.monotonic() - fast.started < 30
-    assert host.state.installed_system == STORE[1]
+    assert builds(lab, fast) == []
+    assert host.state.installed_system == paths[1]
+
+
+def test_store_paths_alone_must_be_in_the_local_store(
+    lab: Lab, lab_flake: Path, runs: list[Run]
+) -> None:
+    host = lab.start_host("nostore")
+    missing = Run(lab, host, None, ["--store-paths", *STORE])
+    runs.append(missing)
+    assert missing.wait() == 1
+    assert f"cat: {STORE[1]}/system: No such file or directory" in missing.stderr
+    assert logins(host) == 0
+    _, system = built(lab, lab_flake)
+    half = Run(lab, host, None, ["--store-paths", STORE[0], system])
+    runs.append(half)
+    assert half.wait() == 1
+    assert f"aborted: {STORE[0]} and {system} must be existing store-paths" in half.stderr
+    assert logins(host) == 0
 
 
 def test_ssh_warnings_reach_stderr_unless_loglevel_error(

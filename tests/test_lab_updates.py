@@ -32,12 +32,19 @@ def ssh(
     return subprocess.run([*argv, command], input=stdin, capture_output=True, text=True, timeout=30)
 
 
-def nix(lab: Lab, *args: str, sshopts: str | None = None) -> subprocess.CompletedProcess[str]:
+FEATURES = ("--extra-experimental-features", "nix-command flakes")
+
+
+def nix(
+    lab: Lab, *args: str, sshopts: str | None = None, features: bool = True
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
+    env.pop("NIX_CONFIG", None)
     if sshopts is not None:
         env["NIX_SSHOPTS"] = sshopts
+    flags = FEATURES if features else ()
     return subprocess.run(
-        [*lab.nix_command(), *args], capture_output=True, text=True, env=env, timeout=60
+        [*lab.nix_command(), *flags, *args], capture_output=True, text=True, env=env, timeout=60
     )
 
 
@@ -92,7 +99,9 @@ def switch_line(path: str, action: str = "switch") -> str:
     )
 
 
-def guard_line(generation: int, seconds: float, *, accuracy: str | None = "1s") -> str:
+def guard_line(
+    generation: int, seconds: float, *, accuracy: str | None = "1s", remain: bool = True
+) -> str:
     """A rollback guard: switch back to ``generation`` unless disarmed in time."""
     back = (
         f"nix-env -p {PROFILE} --switch-generation {generation} && "
@@ -101,6 +110,8 @@ def guard_line(generation: int, seconds: float, *, accuracy: str | None = "1s") 
     argv = ["systemd-run", "--unit=deploybot-guard", f"--on-active={seconds}", "--collect"]
     if accuracy is not None:
         argv.append(f"--timer-property=AccuracySec={accuracy}")
+    if not remain:
+        argv.append("--timer-property=RemainAfterElapse=no")
     return shlex.join([*argv, "sh", "-c", back])
 
 
@@ -154,6 +165,34 @@ def test_build_is_deterministic_streams_and_fails_like_nix(lab: Lab) -> None:
     odd = nix(lab, "frobnicate")
     assert odd.returncode == 1
     assert "error: 'frobnicate' is not a recognised command" in odd.stderr
+
+
+def test_without_the_experimental_features_nix_refuses_like_nix(lab: Lab) -> None:
+    """A nix.conf that does not enable them is Nix's default."""
+    flake = lab.make_flake({"ok": LabConfig()}, name="f3")
+    refusal = (
+        "error: experimental Nix feature 'nix-command' is disabled; add "
+        "'--extra-experimental-features nix-command' to enable it"
+    )
+    for args in (
+        ("build", "--no-link", "--print-out-paths", toplevel(flake, "ok")),
+        ("copy", "--to", "ssh://root@127.0.0.1", "/nix/store/x"),
+        ("eval", "--raw", f"{flake}#x"),
+    ):
+        refused = nix(lab, *args, features=False)
+        assert refused.returncode == 1
+        assert refusal in refused.stderr, args
+    only = nix(
+        lab,
+        "--extra-experimental-features",
+        "nix-command",
+        "build",
+        "--print-out-paths",
+        toplevel(flake, "ok"),
+        features=False,
+    )
+    assert only.returncode == 1
+    assert "experimental Nix feature 'flakes' is disabled" in only.stderr
 
 
 # ------------------------------------------------------------------------------- copy
@@ -283,6 +322,27 @@ def test_guard_rolls_back_by_itself_after_the_connection_is_gone(lab: Lab, tmp_p
           f"{rolled.at - timer.armed_at:.2f}s")  # fmt: skip
 
 
+def test_remain_after_elapse_no_unloads_the_fired_timer(lab: Lab, tmp_path: Path) -> None:
+    """By default an elapsed timer stays loaded (the test above); with RemainAfterElapse=no
+    systemd unloads it once the service it started has finished."""
+    host = lab.start_installed_host("remain", stage="booted", luks=False)
+    old = host.current_system
+    flake = lab.make_flake({"remain": LabConfig(version="2")})
+    known = pinned(tmp_path, host)
+    new = update(lab, host, known, flake, "remain")
+    line = f"{set_line(new)} && {guard_line(1, 1, remain=False)} && {switch_line(new)}"
+    result = ssh(lab, host, line, known)
+    assert result.returncode == 0, result.stderr
+    assert [t.state for t in host.timers] == ["waiting"]
+    host.wait_until_sync(lambda: host.current_system == old, 6, "the guard's rollback")
+    host.wait_until_sync(lambda: host.timers == [], 6, "the elapsed timer unloaded")
+    after = ssh(lab, host, "systemctl is-active deploybot-guard.timer", known)
+    assert after.stdout == "inactive\n"
+    bad = ssh(lab, host, guard_line(1, 5).replace("AccuracySec=1s", "RemainAfterElapse=maybe"))
+    assert bad.returncode == 1
+    assert "Failed to parse RemainAfterElapse= value: maybe" in bad.stderr
+
+
 def test_disarmed_guard_does_nothing(lab: Lab, tmp_path: Path) -> None:
     host = lab.start_installed_host("disarm", stage="booted", luks=False)
     flake = lab.make_flake({"disarm": LabConfig(version="2")})
@@ -306,6 +366,46 @@ def test_disarmed_guard_does_nothing(lab: Lab, tmp_path: Path) -> None:
     again = ssh(lab, host, "systemctl stop deploybot-guard.timer")
     assert again.returncode == 5
     assert "Unit deploybot-guard.timer not loaded." in again.stderr
+
+
+def test_a_guard_started_by_hand_rolls_back_now(lab: Lab, tmp_path: Path) -> None:
+    """systemd-run --on-active makes <unit>.service beside the timer: `systemctl start` of
+    it runs the switch back now; the timer stays armed."""
+    host = lab.start_installed_host("byhand", stage="booted", luks=False)
+    old = host.current_system
+    flake = lab.make_flake({"byhand": LabConfig(version="2")})
+    known = pinned(tmp_path, host)
+    new = update(lab, host, known, flake, "byhand")
+    armed = ssh(lab, host, f"{set_line(new)} && {guard_line(1, 300)} && {switch_line(new)}", known)
+    assert armed.returncode == 0, armed.stderr
+    assert host.current_system == new
+    started = ssh(lab, host, "systemctl start deploybot-guard.service", known)
+    assert started.returncode == 0, started.stderr
+    host.wait_until_sync(lambda: host.current_system == old, 10, "the rollback started by hand")
+    assert host.activations[-1].unit == "deploybot-guard.service"
+    (timer,) = host.timers
+    assert timer.state == "waiting"
+    unknown = ssh(lab, host, "systemctl start deploybot-nothing.service", known)
+    assert unknown.returncode == 5
+    assert (
+        "Failed to start deploybot-nothing.service: Unit deploybot-nothing.service not found."
+        in unknown.stderr
+    )
+
+
+def test_a_connection_cut_after_a_command_ends_the_line_there(lab: Lab, tmp_path: Path) -> None:
+    host = lab.start_installed_host("cut", stage="booted", luks=False)
+    flake = lab.make_flake({"cut": LabConfig(version="2")})
+    known = pinned(tmp_path, host)
+    new = update(lab, host, known, flake, "cut")
+    host.cut_connection_after(f"nix-env -p {PROFILE} --set")
+    cut = ssh(lab, host, f"{set_line(new)} && echo SELECTED && {guard_line(1, 300)}", known)
+    assert cut.returncode == 255, "ssh saw the connection drop"
+    assert "SELECTED" not in cut.stdout
+    assert host.current_generation == 2, "the command before the cut ran"
+    assert host.timers == [], "the rest of the line did not"
+    again = ssh(lab, host, f"{set_line(new)} && echo SELECTED", known)
+    assert again.stdout == "SELECTED\n", "once only"
 
 
 def test_timer_accuracy_defaults_to_a_minute(lab: Lab) -> None:

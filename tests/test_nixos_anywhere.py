@@ -28,10 +28,11 @@ from bot.flows.deploy.nixos_anywhere import (
     Phase,
     PhaseChanged,
     build_argv,
-    child_env,
     parse_prefix,
     run_nixos_anywhere,
 )
+from bot.remote import nix
+from bot.remote.nix import child_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -662,11 +663,13 @@ def test_default_prefix_constant() -> None:
 
 
 def test_nix_build_argv_and_store_paths() -> None:
-    from bot.flows.deploy.nixos_anywhere import build as nix_build
-
-    argv = nix_build.build_argv(["nix"], flake="/srv/flake", attr="clawsiecats-luks")
+    argv = nix.build_argv(
+        ["nix"], flake="/srv/flake", attr="clawsiecats-luks", outputs=("diskoScript", "toplevel")
+    )
     assert argv == [
         "nix",
+        "--extra-experimental-features",
+        "nix-command flakes",
         "build",
         "--no-link",
         "--print-out-paths",
@@ -676,13 +679,23 @@ def test_nix_build_argv_and_store_paths() -> None:
     ]
     disko = "/nix/store/" + "a" * 32 + "-disko"
     top = "/nix/store/" + "b" * 32 + "-nixos-system-clawsiecats-25.05"
-    fetched = "  /nix/store/" + "e" * 32 + "-glibc-2.40"  # "these paths will be fetched"
+    fetched = "  /nix/store/" + "f" * 32 + "-glibc-2.40"  # "these paths will be fetched"
     lines = ["clawsiecats> building", disko, fetched, top + "  ", "/nix/store/short-x"]
-    assert nix_build.store_paths(lines) == (disko, top)
-    with pytest.raises(ValueError, match="expected 2 store paths"):
-        nix_build.store_paths([disko])
+    assert nix.Finished(0, lines).store_paths() == [disko, top]
     with pytest.raises(ValueError, match="DEPLOYBOT_NIX is empty"):
-        nix_build.build_argv([], flake=".", attr="x")
+        nix.build_argv([], flake=".", attr="x", outputs=("toplevel",))
+
+
+def test_store_paths_follow_nix_grammar() -> None:
+    """Nix's base32 has no e, o, t, u; a name is 0-9A-Za-z+-._?= and not '.'/'..'."""
+    good = "0123456789abcdfghijklmnpqrsvwxyz"
+    assert nix.STORE_PATH.fullmatch(f"/nix/store/{good}-nixos-system-x_1.2+3?=4")
+    assert nix.STORE_PATH.fullmatch(f"/nix/store/{good}-.hidden")
+    for letter in "eotu":
+        assert not nix.STORE_PATH.fullmatch(f"/nix/store/{letter * 32}-x")
+    for name in (".", "..", ".-x", "..-x", "x y", "x/y", "x;y", "", "x" * 212):
+        assert not nix.STORE_PATH.fullmatch(f"/nix/store/{good}-{name}"), name
+    assert nix.STORE_PATH.fullmatch(f"/nix/store/{good}-{'x' * 211}")
 
 
 def test_store_paths_and_ssh_options_reach_the_argv_checked() -> None:
@@ -701,6 +714,9 @@ def test_store_paths_and_ssh_options_reach_the_argv_checked() -> None:
         store_paths=(disko, top),
     )
     assert argv[argv.index("--store-paths") + 1 : argv.index("--store-paths") + 3] == [disko, top]
+    # With --flake the real script evaluates and builds again before its first ssh.
+    assert "--flake" not in argv
+    assert not any("/srv/flake" in word for word in argv)
     assert "GlobalKnownHostsFile=/state/staging/job-1.known_hosts" in argv
     for bad in ("--flake", "/nix/store/x y", "/tmp/evil"):
         with pytest.raises(ValueError, match="store path"):
@@ -719,8 +735,6 @@ def test_store_paths_and_ssh_options_reach_the_argv_checked() -> None:
 
 def test_store_paths_ignore_what_nix_lists_on_stderr() -> None:
     """Real nix lists the derivations it will build on stderr, which arrives merged."""
-    from bot.flows.deploy.nixos_anywhere import build as nix_build
-
     disko = "/nix/store/" + "a" * 32 + "-disko"
     system = "/nix/store/" + "b" * 32 + "-nixos-system-clawsiecats-25.05"
     lines = [
@@ -731,4 +745,4 @@ def test_store_paths_ignore_what_nix_lists_on_stderr() -> None:
         disko,
         system,
     ]
-    assert nix_build.store_paths(lines) == (disko, system)
+    assert nix.Finished(0, lines).store_paths() == [disko, system]

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shlex
 import subprocess
+
+import pytest
 
 from tests.fake_telegram import ChatRef, FakeMessage, FakeUser
 from tests.lab.host import LabHost
@@ -70,6 +73,26 @@ async def test_update_switches_and_disarms_the_guard(world: World) -> None:
     assert not [m for m in world.rig.tg.bot_messages(world.op) if "Reboot now" in str(m.buttons)]
 
 
+async def test_a_confirmed_update_unloads_guards_an_interrupted_job_left(world: World) -> None:
+    """A guard armed without RemainAfterElapse=no (an older bot whose job was cut) stays
+    loaded once it fired, as real systemd keeps it; the next confirmed update unloads it."""
+    host = await installed(world)
+    old_guard = ["systemd-run", "--unit=deploybot-rollback-99", "--on-active=1s"]
+    stale = shlex.join([*old_guard, "--timer-property=AccuracySec=1s", "true"])
+    made = await asyncio.to_thread(
+        subprocess.run, [*world.lab.ssh_argv(host), stale], capture_output=True, timeout=30
+    )
+    assert made.returncode == 0, made.stderr
+    await host.wait_until(
+        lambda: [t.state for t in host.timers] == ["elapsed"], timeout=10, what="it fired"
+    )
+    world.lab.set_configuration(world.flake, ATTR, version="2")
+    await confirm_update(world, world.op)
+    end = await job_end(world, world.op)
+    assert "— succeeded after" in end.body, end.body
+    assert host.timers == [], "the elapsed guard of job 99 was unloaded"
+
+
 async def test_a_unit_failing_before_the_update_does_not_roll_it_back(world: World) -> None:
     host = await installed(world)
     host.set_failed_units(["backup.service"])
@@ -82,8 +105,10 @@ async def test_a_unit_failing_before_the_update_does_not_roll_it_back(world: Wor
     assert host.timers == [], "the guard was disarmed"
 
 
-async def test_update_that_breaks_ssh_is_rolled_back_by_the_machine(world: World) -> None:
-    host = await installed(world, rollback_timeout="3s")
+async def test_a_failed_activation_is_rolled_back_at_once(world: World) -> None:
+    """switch-to-configuration exits non-zero: the guard's service is started now, not when
+    its timer ends (300 s here; the job must end long before)."""
+    host = await installed(world, rollback_timeout="300s")
     old = host.current_system
     world.lab.set_configuration(world.flake, ATTR, breaks_ssh=True)
     await confirm_update(world, world.op)
@@ -91,7 +116,7 @@ async def test_update_that_breaks_ssh_is_rolled_back_by_the_machine(world: World
     assert "— failed after" in end.body
     assert (
         "rolled back to generation 1 because the activation failed (exit 4: warning: the "
-        "following units failed: sshd.service)" in end.body
+        "following units failed: sshd.service); I started the rollback at once" in end.body
     ), end.body
     assert host.current_system == old
     assert host.current_generation == 1
@@ -109,6 +134,27 @@ async def test_update_that_breaks_ssh_is_rolled_back_by_the_machine(world: World
     assert b"is back on generation 1" in log.data
     audit = await world.rig.svc.store.recent_audit(50)
     assert {"not confirmed", "rolled back"} <= {a.decision for a in audit}
+
+
+async def test_an_unreachable_new_system_is_rolled_back_by_the_machine(world: World) -> None:
+    """The activation succeeds but no login reaches the new system (a firewall shut port
+    22): nothing confirms it, and the machine's timer switches back by itself."""
+    host = await installed(world, rollback_timeout="3s")
+    old = host.current_system
+    world.lab.set_configuration(world.flake, ATTR, blocks_ssh=True)
+    await confirm_update(world, world.op)
+    end = await job_end(world, world.op, timeout=90)
+    assert "— failed after" in end.body
+    assert "rolled back to generation 1 because no pinned login succeeded" in end.body, end.body
+    assert "within 3.0 s of the activation" in end.body
+    assert host.current_system == old
+    assert host.current_generation == 1
+    assert not host.sshd_broken
+    assert [a.unit for a in host.activations[-2:]] == [
+        "deploybot-switch-1.service",
+        "deploybot-rollback-1.service",
+    ]
+    assert host.timers == [], "the fired timer was unloaded"
 
 
 async def test_build_failure_changes_nothing(world: World) -> None:
@@ -203,7 +249,7 @@ async def test_update_is_refused_in_the_initrd_and_while_a_job_runs(world: World
 async def test_cancel_in_the_guard_window_leaves_it_to_the_guard(world: World) -> None:
     host = await installed(world, rollback_timeout="4s")
     old = host.current_system
-    world.lab.set_configuration(world.flake, ATTR, breaks_ssh=True)
+    world.lab.set_configuration(world.flake, ATTR, blocks_ssh=True)
     await confirm_update(world, world.op)
     tg = world.rig.tg
     await tg.wait_for_message(world.op, lambda m: "▶️ confirm" in m.body, edits=True, since=0)
@@ -212,6 +258,37 @@ async def test_cancel_in_the_guard_window_leaves_it_to_the_guard(world: World) -
     end = await job_end(world, world.op, timeout=90)
     assert "rolled back to generation 1" in end.body
     assert host.current_system == old
+
+
+@pytest.mark.parametrize(
+    ("cut_after", "said"),
+    [
+        ("nix-env -p /nix/var/nix/profiles/system --set", "put the profile back on generation 1"),
+        (
+            "systemd-run --unit=deploybot-rollback-1",
+            "stopped the guard it had armed and put the profile back on generation 1",
+        ),
+    ],
+)
+async def test_a_select_cut_by_a_dropped_connection_is_undone(
+    world: World, cut_after: str, said: str
+) -> None:
+    """The check-select-arm line dies half-way: a fresh login looks and puts the profile
+    back (and stops the guard) instead of leaving a selected, unguarded generation."""
+    host = await installed(world, rollback_timeout="300s")
+    old = host.current_system
+    world.lab.set_configuration(world.flake, ATTR, version="2")
+    host.cut_connection_after(cut_after)
+    await confirm_update(world, world.op)
+    end = await job_end(world, world.op)
+    assert host.current_generation == 1, "the profile is back on the recorded generation"
+    assert host.timers == []
+    assert host.current_system == old
+    assert "❌ failed at activate: cannot activate on clawsiecats: the connection dropped" in (
+        end.body
+    ), end.body
+    assert f"a fresh login looked: {said}. Nothing was activated" in end.body, end.body
+    assert all(a.unit != "deploybot-switch-1.service" for a in host.activations)
 
 
 async def test_a_machine_changed_during_the_review_is_not_activated(world: World) -> None:

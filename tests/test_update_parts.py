@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from bot.config.inventory import Machine
-from bot.flows.deploy.nixos_anywhere import child_env
-from bot.flows.update import guard, nix
+from bot.flows.update import guard
 from bot.flows.update.guard import Links
 from bot.flows.update.login import Login
+from bot.remote import nix
+from bot.remote.nix import child_env
 from bot.remote.place import Pins
 from bot.remote.ssh import SshError
 from bot.remote.target import Reach, Target
@@ -36,11 +37,12 @@ def test_generations_are_parsed_with_the_current_one() -> None:
 
 def test_guard_switches_back_to_the_recorded_generation_with_accuracy() -> None:
     argv = guard.arm(7, back_to=3, seconds=90)
-    assert argv[:5] == [
+    assert argv[:6] == [
         "systemd-run",
         "--unit=deploybot-rollback-7",
         "--on-active=90s",
         "--timer-property=AccuracySec=1s",
+        "--timer-property=RemainAfterElapse=no",
         "--description=deploybot rollback guard",
     ]
     assert argv[-1] == (
@@ -63,6 +65,7 @@ def test_only_waiting_rollback_timers_count_as_armed() -> None:
         "Tue 2026-12-02 00:00:00 UTC 2h left - - logrotate.timer logrotate.service\n"
     )
     assert guard.armed_guards(listing) == ["deploybot-rollback-4"]
+    assert guard.elapsed_guards(listing) == ["deploybot-rollback-3"]
 
 
 def test_links_say_what_needs_a_reboot() -> None:
@@ -76,9 +79,9 @@ def test_build_path_is_the_last_store_path_not_a_derivation() -> None:
         "/nix/store/" + "a" * 32 + "-nixos-system-x.drv",
         "/nix/store/" + "b" * 32 + "-nixos-system-x-25.05",
     ]
-    assert nix.built_path(lines) == lines[1]
-    assert nix.built_path(["/nix/store/short-x", "error: nope"]) is None
-    assert nix.built_path(["/nix/store/" + "c" * 32 + "-x; rm -rf /"]) is None
+    assert nix.Finished(0, lines).store_paths() == [lines[1]]
+    assert nix.Finished(1, ["/nix/store/short-x", "error: nope"]).store_paths() == []
+    assert nix.Finished(0, ["/nix/store/" + "c" * 32 + "-x; rm -rf /"]).store_paths() == []
 
 
 def test_ssh_options_pin_and_refuse_paths_nix_would_split(tmp_path: Path) -> None:
@@ -97,14 +100,14 @@ async def test_copy_goes_only_to_the_pinned_key(lab: Lab, tmp_path: Path) -> Non
     flake = lab.make_flake({"pin": LabConfig(version="2")})
     lines: list[str] = []
     built = await nix.run_nix(
-        nix.build_argv(lab.nix_command(), flake=str(flake), attr="pin"),
+        nix.build_argv(lab.nix_command(), flake=str(flake), attr="pin", outputs=("toplevel",)),
+        what="nix build",
         env=child_env(),
         on_line=lines.append,
         timeout=60,
     )
-    path = nix.built_path(built.stdout)
+    (path,) = built.store_paths()
     assert built.code == 0
-    assert path is not None
     assert any(line.startswith("building '/nix/store/") for line in lines)
 
     async def copy(key: str) -> nix.Finished:
@@ -116,7 +119,7 @@ async def test_copy_goes_only_to_the_pinned_key(lab: Lab, tmp_path: Path) -> Non
             known_hosts=known, client_key=lab.operator_key, port=host.ssh_port
         )
         argv = nix.copy_argv(lab.nix_command(), user="root", host=host.address, path=path)
-        return await nix.run_nix(argv, env=env, on_line=lambda _: None, timeout=60)
+        return await nix.run_nix(argv, what="nix copy", env=env, on_line=lambda _: None, timeout=60)
 
     refused = await copy(lab.operator_public_key)  # a key the host does not hold
     assert refused.code == 1
@@ -138,6 +141,27 @@ def warm_target(lab: Lab, host: LabHost) -> Target:
     assert host.system_host_key is not None
     reach = Reach(client_key=lab.operator_key, ssh_timeout=5.0)
     return Target(machine, Pins(system=host.system_host_key), reach)
+
+
+async def test_a_guard_whose_job_is_gone_unloads_itself_once_it_fired(lab: Lab) -> None:
+    """No bot left to stop it (an interrupted job): the fired timer must not stay loaded."""
+    host = lab.start_installed_host("gone", stage="booted", luks=False)
+    login = Login(warm_target(lab, host))
+    try:
+        shell = await login.shell()
+        (armed,) = await shell.run([guard.arm(7, back_to=1, seconds=1)], timeout=10)
+        assert armed.ok, armed.stderr_text
+        assert [t.name for t in host.timers] == ["deploybot-rollback-7.timer"]
+        await host.wait_until(
+            lambda: any(a.unit == "deploybot-rollback-7.service" for a in host.activations),
+            timeout=10,
+            what="the guard's switch back",
+        )
+        await host.wait_until(lambda: host.timers == [], timeout=10, what="the timer unloaded")
+        (listed,) = await shell.run([guard.running_guards()], timeout=10)
+        assert "deploybot-rollback-7" not in listed.stdout_text
+    finally:
+        login.close()
 
 
 async def test_the_steps_before_the_activation_share_one_login_made_ahead(lab: Lab) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,11 +172,7 @@ def make_world(
             "DEPLOYBOT_SSH_KEY": str(lab.operator_key),
             "DEPLOYBOT_FLAKE": str(flake),
             "DEPLOYBOT_NIXOS_ANYWHERE": lab.nixos_anywhere_prefix(**(nixos_anywhere or {})),
-            "DEPLOYBOT_NIX": (
-                shlex.join(lab.nix_build_command(delay=nix_build_delay))
-                if nix_build_delay
-                else lab.nix_prefix()
-            ),
+            "DEPLOYBOT_NIX": lab.nix_prefix(build_delay=nix_build_delay),
             "DEPLOYBOT_SOPS": sops.sops,
             "SOPS_AGE_KEY_FILE": str(sops.age_key_file),
         }

@@ -37,13 +37,16 @@ class LabConfig:
 
     ``version`` changes the configuration (and so its store path) without changing how it
     behaves; ``kernel`` other than the default changes kernel, initrd and kernel-modules;
-    ``breaks_ssh`` stops the system sshd on activation (until a good one is activated);
+    ``breaks_ssh`` stops the system sshd on activation (until a good one is activated) and
+    the activation fails (sshd.service failed, exit 4); ``blocks_ssh`` makes the system
+    unreachable over ssh while the activation succeeds (a firewall that shuts port 22);
     ``fails`` makes ``nix build`` fail; ``build_seconds`` is how long building takes.
     """
 
     version: str = "1"
     kernel: str = DEFAULT_KERNEL
     breaks_ssh: bool = False
+    blocks_ssh: bool = False
     fails: bool = False
     build_seconds: float = 0.0
 
@@ -53,6 +56,7 @@ class LabConfig:
             "version": self.version,
             "kernel": self.kernel,
             "breaks_ssh": self.breaks_ssh,
+            "blocks_ssh": self.blocks_ssh,
             "fails": self.fails,
         }
 
@@ -153,6 +157,7 @@ def materialise(root: Path, built: Closure) -> None:
         os.symlink(f"../{_name(built.initrd)}/initrd", d / "initrd")
         os.symlink(f"../{_name(built.modules)}", d / "kernel-modules")
         (d / "nixos-version").write_text(NIXOS_RELEASE + "\n")
+        (d / "system").write_text("x86_64-linux")  # what nixos-anywhere reads without --flake
         (d / "bin").mkdir()
         (d / "bin/switch-to-configuration").write_text("#! lab switch-to-configuration\n")
         (d / "bin/switch-to-configuration").chmod(0o555)

@@ -413,6 +413,12 @@ class LabHost:
     def clear_faults(self) -> None:
         self._update(lambda s: s.faults.clear())
 
+    def cut_connection_after(self, command: str) -> None:
+        """The next command that starts with the words ``command`` runs, then the SSH
+        connection that ran it drops (its sshd session dies) and the rest of its line
+        does not run: a network cut in the middle of a line."""
+        self._update(lambda s: s.cut_after.append(command))
+
     # ------------------------------------------------------------ lab-internal entry
 
     def start(self, stage: Stage) -> None:
@@ -542,6 +548,14 @@ class LabHost:
             state.formatted = True
             state.installed_system = None
             self._publish()
+        elif op == "cut":
+            command = str(message["command"])
+            if command not in state.cut_after:
+                return {"ok": True, "cut": False}
+            state.cut_after.remove(command)
+            self._publish()
+            self._log(f"connection cut after {command}")
+            return {"ok": True, "cut": True}
         elif op == "installed":
             state.installed_system = str(message["system"])
             self._publish()

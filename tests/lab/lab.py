@@ -29,7 +29,6 @@ from tests.lab.supervisor import Supervisor
 
 NIXOS_ANYWHERE = Path(__file__).resolve().with_name("nixos_anywhere.py")
 NIX = Path(__file__).resolve().with_name("nix.py")
-NIX_BUILD = Path(__file__).resolve().with_name("nix_build.py")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
 _open_labs: set[Lab] = set()
 
@@ -183,11 +182,6 @@ class Lab:
             argv.append("--lab-hold-before-ssh")
         return argv
 
-    def nix_build_command(self, *, delay: float = 0.0) -> list[str]:
-        """A stand-in ``nix`` (DEPLOYBOT_NIX) whose ``build`` prints the lab's store paths
-        after ``delay`` seconds."""
-        return [sys.executable, str(NIX_BUILD), "--lab-delay", str(delay)]
-
     def stand_ins(self) -> list[dict[str, Any]]:
         """Every run of the stand-in so far: ``{"pid", "tmp", "key_copy"}``, oldest first."""
         folder = self.dir / "stand-ins"
@@ -210,13 +204,15 @@ class Lab:
         """``nixos_anywhere_command`` as one string, for DEPLOYBOT_NIXOS_ANYWHERE."""
         return shlex.join(self.nixos_anywhere_command(**options))
 
-    def nix_command(self) -> list[str]:
-        """The stand-in ``nix`` (DEPLOYBOT_NIX): ``build`` and ``copy``; append real args."""
-        return [sys.executable, str(NIX), "--lab-dir", str(self.dir)]
+    def nix_command(self, *, build_delay: float = 0.0) -> list[str]:
+        """The stand-in ``nix`` (DEPLOYBOT_NIX): ``build`` and ``copy``; append real args.
+        ``build_delay``: every build takes that many seconds more (a real evaluation)."""
+        argv = [sys.executable, str(NIX), "--lab-dir", str(self.dir)]
+        return argv + (["--lab-build-delay", str(build_delay)] if build_delay else [])
 
-    def nix_prefix(self) -> str:
+    def nix_prefix(self, *, build_delay: float = 0.0) -> str:
         """``nix_command`` as one string, for DEPLOYBOT_NIX."""
-        return shlex.join(self.nix_command())
+        return shlex.join(self.nix_command(build_delay=build_delay))
 
     def make_flake(
         self,

@@ -78,6 +78,9 @@ class HostState:
     finished: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     #: The active configuration stopped the system sshd (``LabConfig.breaks_ssh``).
     sshd_broken: bool = False
+    #: Commands (their first words) after which the SSH connection that ran them drops,
+    #: once each (``LabHost.cut_connection_after``).
+    cut_after: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)

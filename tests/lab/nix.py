@@ -1,8 +1,14 @@
-"""Stand-in for ``nix`` (2.28, the version NixOS 25.05 ships) for updating lab hosts:
-``nix build`` of a lab flake's system and ``nix copy --to ssh://…`` through the real ssh.
+"""Stand-in for ``nix`` (2.28, the version NixOS 25.05 ships), the lab's only one: ``nix
+build`` of a lab flake's outputs (the install's and the update's) and ``nix copy --to
+ssh://…`` through the real ssh.
 
-Run it as ``Lab.nix_command()`` returns it: ``--lab-dir DIR`` first, then the real
-arguments. The builder's store is ``DIR/builder/nix/store``.
+Run it as ``Lab.nix_command()`` returns it: ``--lab-dir DIR`` first, then optionally
+``--lab-build-delay SECONDS`` (every build takes that long more: a real evaluation), then
+the real arguments. The builder's store is ``DIR/builder/nix/store`` (the stand-in
+nixos-anywhere builds into it too). As with a nix.conf that does not enable them (Nix's
+default), ``build``, ``copy`` and ``eval`` are refused without ``nix-command`` among the
+experimental features (``--extra-experimental-features``, ``--experimental-features`` or
+``NIX_CONFIG``), and a flake installable without ``flakes``, with Nix's own error.
 
 - ``nix build [--no-link] [--print-out-paths]
   FLAKE#nixosConfigurations."ATTR".config.system.build.toplevel`` (or ``.diskoScript``):
@@ -89,6 +95,8 @@ def split_args(argv: list[str]) -> tuple[list[str], set[str]]:
     while i < len(argv):
         arg = argv[i]
         if arg in _GLOBAL_WITH_VALUE:
+            if arg.endswith("experimental-features") and i + 1 < len(argv):
+                flags.update(f"feature:{f}" for f in argv[i + 1].split())
             i += 2
             continue
         if arg in _GLOBAL_WITH_TWO:
@@ -105,6 +113,20 @@ def split_args(argv: list[str]) -> tuple[list[str], set[str]]:
             words.append(arg)
         i += 1
     return words, flags
+
+
+def require(feature: str, flags: set[str]) -> None:
+    """Refuse as Nix does when ``feature`` is not an enabled experimental feature."""
+    enabled = {f.removeprefix("feature:") for f in flags if f.startswith("feature:")}
+    for line in os.environ.get("NIX_CONFIG", "").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() in ("experimental-features", "extra-experimental-features"):
+            enabled.update(value.split())
+    if feature not in enabled:
+        raise NixError(
+            f"experimental Nix feature '{feature}' is disabled; add "
+            f"'--extra-experimental-features {feature}' to enable it"
+        )
 
 
 # ------------------------------------------------------------------------------ build
@@ -132,29 +154,36 @@ def flake_configs(ref: str) -> tuple[str, dict[str, gen.LabConfig]]:
     return f"path:{folder}", {attr: gen.LabConfig.from_json(c) for attr, c in raw.items()}
 
 
-def build(lab_dir: Path, words: list[str], flags: set[str]) -> int:
+def build_installable(lab_dir: Path, installable: str) -> str:
+    """Build ``FLAKE#nixosConfigurations."ATTR".config.system.build.OUTPUT`` into the
+    builder's store; its store path (NixError as Nix fails)."""
+    ref, _, attr_text = installable.partition("#")
+    printed, configs = flake_configs(ref or ".")
+    path = parse_attr_path(attr_text)
+    known = (
+        len(path) == 6
+        and path[0] == "nixosConfigurations"
+        and path[1] in configs
+        and path[2:5] == ["config", "system", "build"]
+        and path[5] in _OUTPUTS
+    )
+    if not known:
+        raise NixError(
+            f"flake '{printed}' does not provide attribute "
+            f"'packages.x86_64-linux.{attr_text}', "
+            f"'legacyPackages.x86_64-linux.{attr_text}' or '{attr_text}'"
+        )
+    return _realise(lab_dir, path[1], configs[path[1]], path[5])
+
+
+def build(lab_dir: Path, words: list[str], flags: set[str], delay: float = 0.0) -> int:
     installables = [w for w in words if "#" in w or w.startswith((".", "/", "path:"))]
     if not installables:
         raise NixError('lab: nix build needs FLAKE#nixosConfigurations."NAME".config…')
-    outputs = []
-    for installable in installables:
-        ref, _, attr_text = installable.partition("#")
-        printed, configs = flake_configs(ref or ".")
-        path = parse_attr_path(attr_text)
-        known = (
-            len(path) == 6
-            and path[0] == "nixosConfigurations"
-            and path[1] in configs
-            and path[2:5] == ["config", "system", "build"]
-            and path[5] in _OUTPUTS
-        )
-        if not known:
-            raise NixError(
-                f"flake '{printed}' does not provide attribute "
-                f"'packages.x86_64-linux.{attr_text}', "
-                f"'legacyPackages.x86_64-linux.{attr_text}' or '{attr_text}'"
-            )
-        outputs.append(_realise(lab_dir, path[1], configs[path[1]], path[5]))
+    if any("#" in w for w in installables):
+        require("flakes", flags)
+    time.sleep(delay)
+    outputs = [build_installable(lab_dir, installable) for installable in installables]
     if "--print-out-paths" in flags:
         sys.stdout.write("".join(p + "\n" for p in outputs))
         sys.stdout.flush()
@@ -286,6 +315,9 @@ def main(argv: list[str]) -> int:
         err("lab nix: start me as Lab.nix_command() gives (--lab-dir DIR first)\n")
         return 2
     lab_dir = Path(argv[1])
+    delay = 0.0
+    if argv[2:3] == ["--lab-build-delay"]:
+        delay, argv = float(argv[3]), argv[:2] + argv[4:]
     words, flags = split_args(argv[2:])
     try:
         if "--version" in flags and not words:
@@ -294,10 +326,14 @@ def main(argv: list[str]) -> int:
         if not words:
             raise NixError("no subcommand specified")
         command, rest = words[0], words[1:]
+        if command in ("build", "copy", "eval"):
+            require("nix-command", flags)
         if command == "build":
-            return build(lab_dir, rest, flags)
+            return build(lab_dir, rest, flags, delay)
         if command == "copy":
             return copy(lab_dir, rest, flags)
+        if command == "eval":
+            raise NixError("lab: `nix eval` is not simulated")
         raise NixError(f"'{command}' is not a recognised command")
     except NixError as failure:
         err(f"error: {failure}\n")

@@ -8,8 +8,13 @@ ever, as ``until ssh-copy-id; do sleep 3; done`` does), a bad flake attribute, k
 less than 1 GiB of RAM, a failing remote command (its exit status), and faults injected
 per phase (``aborted: …``, exit code) or hangs, from the lab options or the target host.
 
-Like the script it builds both closures locally before its first ssh (``--lab-build-delay``
-stands for the minutes that takes; ``--store-paths`` skips it), runs ``ssh -G`` and then
+Like the script (``main`` of src/nixos-anywhere.sh, docs/nixos-anywhere.md) it builds both
+closures locally before its first ssh whenever ``--flake`` is given, with the lab's ``nix``
+into the lab's builder store (``--lab-build-delay`` stands for the minutes that takes), also
+when ``--store-paths`` is given too: only ``--store-paths`` without ``--flake`` skips the
+build, and then both paths must exist in the local (builder's) store and the system's
+``system`` file is read (``cat "$nixosSystem/system"``). Each build is recorded
+(``Lab.stand_ins()[i]["builds"]``). It runs ``ssh -G`` and then
 the real ``ssh`` with the script's own arguments (``-o IdentitiesOnly=yes -i <copy> -o
 UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no`` first, ``--ssh-option`` values after),
 so OpenSSH's own warnings reach stderr — ``Warning: Permanently added …``, the
@@ -27,7 +32,6 @@ records its pid and temp dir in ``<lab dir>/stand-ins/<pid>.json``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import posixpath
@@ -43,6 +47,8 @@ from types import FrameType
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.lab import generations as gen
+from tests.lab import nix as lab_nix
 from tests.lab.model import PHASES, Fault, HostPaths, find_host_dir
 
 GET_FACTS = """#!/bin/sh
@@ -88,7 +94,6 @@ DEFAULT_KEXEC_URL = (
     "https://github.com/nix-community/nixos-images/releases/download/nixos-25.05/"
     "nixos-kexec-installer-noninteractive-x86_64-linux.tar.gz"
 )
-_NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
 
 
 class Exit(Exception):
@@ -276,48 +281,9 @@ def parse(argv: list[str]) -> Options:
             "fragment in the flake-uri.\nFor example, to use the output "
             'nixosConfigurations.foo from the flake.nix, append "#foo" to the flake-uri.',
         )
+    if not opts.flake_attr.startswith("nixosConfigurations."):
+        opts.flake_attr = f'nixosConfigurations."{opts.flake_attr}".config'
     return opts
-
-
-class Flake:
-    """A lab flake (``Lab.make_flake``): flake.nix plus lab-flake.json naming its systems."""
-
-    def __init__(self, ref: str, attr: str) -> None:
-        self.ref = ref
-        path = ref.removeprefix("path:").removeprefix("git+file://")
-        self.dir = Path(path).resolve()
-        self.name = attr.removeprefix("nixosConfigurations.").split(".")[0].strip('"')
-        self.attr = (
-            attr
-            if attr.startswith("nixosConfigurations.")
-            else (f'nixosConfigurations."{attr}".config')
-        )
-
-    def build(self, output: str) -> str:
-        """The store path of ``system.build.<output>``, or Nix's error (exit 1)."""
-        if ":" in self.ref and not self.ref.startswith(("path:", "git+file:")):
-            raise Exit(
-                1,
-                f"error: unable to download '{self.ref}': Could not resolve host name (6)",
-            )
-        if not (self.dir / "flake.nix").is_file():
-            raise Exit(1, f"error: path '{self.dir}/flake.nix' does not exist")
-        try:
-            configs = json.loads((self.dir / "lab-flake.json").read_text())["nixosConfigurations"]
-        except (OSError, ValueError, KeyError):
-            raise Exit(1, f"error: lab: {self.dir} has no lab-flake.json") from None
-        full = f"{self.attr}.system.build.{output}"
-        if self.name not in configs:
-            raise Exit(
-                1,
-                f"error: flake 'path:{self.dir}' does not provide attribute "
-                f"'packages.x86_64-linux.{full}', 'legacyPackages.x86_64-linux.{full}' "
-                f"or '{full}'",
-            )
-        digest = hashlib.sha256(f"{self.dir}#{self.name}#{output}".encode()).digest()
-        store_hash = "".join(_NIX32[b % 32] for b in digest[:32])
-        suffix = "disko" if "disko" in output else f"nixos-system-{self.name}-25.05.20250612"
-        return f"/nix/store/{store_hash}-{suffix}"
 
 
 class Installer:
@@ -332,7 +298,7 @@ class Installer:
         self.ssh_args += opts.ssh_args
         self.connection = opts.target
         self.host = opts.target.rpartition("@")[2]
-        self.flake = Flake(opts.flake, opts.flake_attr) if opts.flake else None
+        self.built: list[str] = []
         self.facts: dict[str, str] = {}
         self.child: subprocess.Popen[bytes] | None = None
         self.host_dir = self._lab_host_dir()
@@ -346,7 +312,12 @@ class Installer:
             return
         folder = Path(self.opts.lab_dir) / "stand-ins"
         folder.mkdir(exist_ok=True)
-        entry = {"pid": os.getpid(), "tmp": str(self.tmp), "key_copy": str(self.key_copy)}
+        entry = {
+            "pid": os.getpid(),
+            "tmp": str(self.tmp),
+            "key_copy": str(self.key_copy),
+            "builds": self.built,
+        }
         (folder / f"{os.getpid()}.json").write_text(json.dumps(entry))
 
     def copy_key(self) -> None:
@@ -369,21 +340,51 @@ class Installer:
             self.key_copy.with_suffix(".pub").write_bytes(public.stdout)
 
     def build(self, output: str) -> str:
-        """``nix build --print-out-paths --no-link …system.build.<output>`` (local)."""
-        assert self.flake is not None
-        return self.flake.build(output)
-
-    def builds(self) -> tuple[str, str]:
-        """Both closures, before anything touches the target (minutes with a real build)."""
-        if self.opts.store_paths is not None:
-            return self.opts.store_paths
-        if self.flake is None:
-            raise abort("--flake or --store-paths must be set")
-        disko = self.build("diskoScript") if "disko" in self.opts.phases else ""
-        system = self.build("toplevel") if "install" in self.opts.phases else ""
+        """``nixBuild "${flake}#${flakeAttr}.system.build.<output>"`` with the lab's nix."""
+        attr = self.opts.flake_attr
+        installable = f"{self.opts.flake}#{attr}.system.build.{output}"
         if self.opts.build_delay > 0:
             time.sleep(self.opts.build_delay)
+        try:
+            path = lab_nix.build_installable(Path(self.opts.lab_dir), installable)
+        except lab_nix.NixError as failed:
+            raise Exit(failed.status, f"error: {failed}") from None
+        self.built.append(output)
+        self.record()
+        return path
+
+    def builds(self) -> tuple[str, str]:
+        """What ``main`` does before anything touches the target: with ``--flake`` (and
+        ``--build-on`` not remote) both closures are built, whatever ``--store-paths``
+        said; ``--store-paths`` alone must name paths in the local store."""
+        opts = self.opts
+        if opts.store_paths is not None:
+            self.machine_system(opts.store_paths[1])
+        if opts.flake:
+            disko, system = opts.store_paths or ("", "")
+            if "disko" in opts.phases:
+                disko = self.build("diskoScript")
+            if "install" in opts.phases:
+                system = self.build("toplevel")
+            return disko, system
+        if opts.store_paths is None:
+            raise abort("--flake or --store-paths must be set")
+        disko, system = opts.store_paths
+        if not all(self.local(path).exists() for path in (disko, system)):
+            raise abort(f"{disko} and {system} must be existing store-paths")
         return disko, system
+
+    def local(self, path: str) -> Path:
+        """A store path in the local store (the lab's builder store)."""
+        return gen.in_store(Path(self.opts.lab_dir) / "builder", path)
+
+    def machine_system(self, system: str) -> str:
+        """``checkBuildLocally``: ``machineSystem="$(cat "${nixosSystem}"/system)"`` under
+        ``set -e``."""
+        try:
+            return self.local(system).joinpath("system").read_text().strip()
+        except OSError:
+            raise Exit(1, f"cat: {system}/system: No such file or directory") from None
 
     def hold(self) -> None:
         """``--lab-hold-before-ssh``: wait (bounded) until the test releases this run."""
@@ -633,7 +634,7 @@ class Installer:
     def main(self) -> int:
         opts = self.opts
         self.record()
-        disko_script = system = ""
+        disko_script, system = opts.store_paths or ("", "")
         if opts.build_on != "remote":
             disko_script, system = self.builds()
             opts.build_on = "local"

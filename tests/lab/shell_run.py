@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -181,7 +182,29 @@ def run_simple(ctx: Ctx, words: list[str]) -> int:
         command = commands(ctx).get(Path(name).name if name.startswith("/run/") else name)
         if command is None:
             return ctx.fail(f"bash: {name}: command not found", 127)
-        return command(ctx, args)
+        status = command(ctx, args)
+        _maybe_cut(ctx, argv)
+        return status
+
+
+def _maybe_cut(ctx: Ctx, argv: list[str]) -> None:
+    """``LabHost.cut_connection_after``: kill this session's sshd, then stop here."""
+    line = " ".join(argv)
+    for command in ctx.state.cut_after:
+        if (line == command or line.startswith(command + " ")) and ctx.ask(
+            "cut", command=command
+        ).get("cut"):
+            pid = os.getppid()
+            while pid > 1:
+                with open(f"/proc/{pid}/stat") as stat:
+                    fields = stat.read().rpartition(")")[2].split()
+                with open(f"/proc/{pid}/comm") as comm:
+                    name = comm.read().strip()
+                if name.startswith("sshd"):
+                    os.kill(pid, signal.SIGKILL)
+                    break
+                pid = int(fields[1])
+            os._exit(129)
 
 
 def run_line(ctx: Ctx, line: str) -> int:

@@ -22,6 +22,10 @@ from tests.lab.model import HostState
 from tests.lab.shell_base import Ctx
 
 _SWITCH = "/bin/switch-to-configuration"
+_BOOLEANS = {
+    **dict.fromkeys(("1", "yes", "y", "true", "t", "on"), True),
+    **dict.fromkeys(("0", "no", "n", "false", "f", "off"), False),
+}
 SERVE_HELLO = "lab-nix-serve 1"
 
 # --------------------------------------------------------------------------- readlink
@@ -370,7 +374,7 @@ def cmd_systemd_run(ctx: Ctx, args: list[str]) -> int:
         delay = parse_timespan(values["--on-active"][-1])
         if delay is None:
             return ctx.fail(f"Failed to parse timer value: {values['--on-active'][-1]}")
-        accuracy = 60.0
+        accuracy, remain = 60.0, True
         for prop in values.get("--timer-property", []):
             key, _, value = prop.partition("=")
             if key == "AccuracySec":
@@ -378,12 +382,21 @@ def cmd_systemd_run(ctx: Ctx, args: list[str]) -> int:
                 if parsed is None:
                     return ctx.fail(f"Failed to parse AccuracySec= value: {value}")
                 accuracy = parsed
+            elif key == "RemainAfterElapse":
+                if value not in _BOOLEANS:
+                    return ctx.fail(f"Failed to parse RemainAfterElapse= value: {value}")
+                remain = _BOOLEANS[value]
             elif key == "RandomizedDelaySec":
                 parsed = parse_timespan(value)
                 delay += (parsed or 0.0) * int.from_bytes(os.urandom(2), "big") / 65536
             else:
                 return ctx.fail(f"lab: unsupported timer property {key}")
-        request["timer"] = {"name": f"{base}.timer", "on_active": delay, "accuracy": accuracy}
+        request["timer"] = {
+            "name": f"{base}.timer",
+            "on_active": delay,
+            "accuracy": accuracy,
+            "remain": remain,
+        }
     answer = ctx.ask("start-unit", **request)
     if not answer.get("ok"):
         return ctx.fail(str(answer.get("error")))
@@ -482,11 +495,19 @@ def unit_state(state: HostState, name: str) -> str:
 def systemctl(
     ctx: Ctx, verb: str, units: list[str], flags: set[str], args: list[str]
 ) -> int | None:
-    """The verbs for transient units (``stop``, ``reset-failed``, ``list-timers``,
-    ``show``); None for the others."""
+    """The verbs for transient units (``start``, ``stop``, ``reset-failed``,
+    ``list-timers``, ``show``); None for the others."""
     state = ctx.state
     if verb == "show":
         return _show(ctx, args)
+    if verb == "start":
+        status = 0
+        for unit in units:
+            answer = ctx.ask("start-service", service=_unit_name(unit))
+            if not answer.get("ok"):
+                ctx.err(f"{answer.get('error')}\n")
+                status = 5
+        return status
     if verb == "stop":
         status = 0
         loaded = []

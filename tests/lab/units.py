@@ -97,6 +97,7 @@ class _Timer:
     armed_at: float
     due_mono: float
     accuracy: float
+    remain: bool = True
     state: str = "waiting"
     fired_at: float | None = None
 
@@ -149,7 +150,22 @@ class SystemManager:
             return {"ok": True}
         if op == "activate":
             return self._activate(message)
+        if op == "start-service":
+            return self._start_service(str(message["service"]))
         return None
+
+    def _start_service(self, name: str) -> dict[str, Any]:
+        """``systemctl start`` of a loaded unit: a transient timer's service exists (loaded,
+        inactive) as long as its timer does, and starting it by hand runs it now; an active
+        one is left running."""
+        if name in self._services:
+            return {"ok": True}
+        timer = next((t for t in self._timers.values() if t.service == name), None)
+        if timer is None:
+            return {"ok": False, "error": f"Failed to start {name}: Unit {name} not found."}
+        self._spawn(timer.service, timer.command, timer.env, timer.collect)
+        self._publish()
+        return {"ok": True}
 
     def _start(self, message: dict[str, Any]) -> dict[str, Any]:
         service = str(message["service"])
@@ -174,6 +190,7 @@ class SystemManager:
                 armed_at=time.time(),
                 due_mono=due,
                 accuracy=accuracy,
+                remain=bool(timer.get("remain", True)),
             )
             self._timers[name] = armed
             self._host._later(due - time.monotonic(), lambda: self._fire(armed))
@@ -195,6 +212,14 @@ class SystemManager:
         if timer.service not in self._services:
             self._spawn(timer.service, timer.command, timer.env, timer.collect)
         self._publish()
+
+    def _unload_elapsed(self, service: str) -> None:
+        """``RemainAfterElapse=no``: an elapsed timer that cannot elapse again is unloaded
+        once the unit it started has finished (the default keeps it loaded)."""
+        for name, timer in list(self._timers.items()):
+            if timer.service == service and timer.state == "elapsed" and not timer.remain:
+                del self._timers[name]
+                self._host._log(f"timer {name} unloaded (RemainAfterElapse=no)")
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str], collect: bool) -> str:
         invocation = secrets.token_hex(16)
@@ -263,6 +288,7 @@ class SystemManager:
             service.state = "failed"
             service.proc = None
         self._host._log(f"unit {service.name} ended: {result} {shown}")
+        self._unload_elapsed(service.name)
         self._publish()
 
     def _stop(self, name: str) -> None:
@@ -282,7 +308,7 @@ class SystemManager:
         system, action = str(message["system"]), str(message["action"])
         unit = message.get("unit")
         info = gen.system_info(root, system) or {}
-        breaks = bool(info.get("breaks_ssh"))
+        breaks = bool(info.get("breaks_ssh") or info.get("blocks_ssh"))
         self.activations.append(Activation(time.time(), system, action, unit))
         host._log(f"activate {action} {system} by {unit or 'the session'}")
         state = host._state
@@ -315,7 +341,8 @@ class SystemManager:
             gen.install(root, gen.default_closure(system))
         gen.set_run_link(root, "booted-system", system)
         gen.set_run_link(root, "current-system", system)
-        breaks = bool((gen.system_info(root, system) or {}).get("breaks_ssh"))
+        info = gen.system_info(root, system) or {}
+        breaks = bool(info.get("breaks_ssh") or info.get("blocks_ssh"))
         host._state.sshd_broken = breaks
         return not breaks
 

@@ -29,14 +29,16 @@ from bot.flows.deploy.nixos_anywhere import (
     Phase,
     PhaseChanged,
     build_argv,
-    child_env,
     run_nixos_anywhere,
 )
-from bot.flows.deploy.nixos_anywhere import build as nix_build
 from bot.flows.deploy.nixos_anywhere.output import HOST_KEY_CHANGED, clean_line
 from bot.jobs.runner import JobContext, JobFailed
+from bot.remote import nix
+from bot.remote.nix import child_env
 
 INSTALL = "nixos-anywhere"
+#: What nixos-anywhere installs, built first in this order (docs/nixos-anywhere.md).
+OUTPUTS = ("diskoScript", "toplevel")
 
 
 class Installer:
@@ -50,34 +52,32 @@ class Installer:
         """``nix build`` the disko script and the system, bounded like every step."""
         settings = self.settings
         with ctx.failing("refusing to build", ValueError):
-            argv = nix_build.build_argv(settings.nix, flake=settings.flake, attr=machine.flake_attr)
+            argv = nix.build_argv(
+                settings.nix, flake=settings.flake, attr=machine.flake_attr, outputs=OUTPUTS
+            )
         ctx.progress.line(f"{INSTALL}: building {machine.flake_attr}")
-        lines: list[str] = []
-
-        def on_line(line: str) -> None:
-            lines.append(ctx.log.write(line)[:500])
-            del lines[:-200]
-
         try:
-            code = await run_nixos_anywhere(
+            done = await nix.run_nix(
                 argv,
-                disk_key=None,
-                on_line=on_line,
+                what="nix build",
                 env=child_env(),
-                cwd=None,
+                on_line=ctx.log.write,
                 timeout=self.tuning.build_timeout,
                 kill_grace=self.tuning.stop_grace,
             )
-        except NixosAnywhereError as exc:
-            text = str(exc).replace("nixos-anywhere", "nix build")
-            raise ctx.fail(f"building {machine.flake_attr}: {text}") from None
-        if code != 0:
-            last = next((clean_line(x) for x in reversed(lines) if clean_line(x)), "no output")
-            raise ctx.fail(f"nix build of {machine.flake_attr} failed (exit {code}): {last[:300]}")
-        with ctx.failing(f"nix build of {machine.flake_attr}", ValueError):
-            paths = nix_build.store_paths(lines)
+        except nix.NixError as exc:
+            raise ctx.fail(f"building {machine.flake_attr}: {exc}") from None
+        if done.code != 0:
+            last = ctx.log.clean(done.last)[:300] or "no output"
+            raise ctx.fail(f"nix build of {machine.flake_attr} failed (exit {done.code}): {last}")
+        paths = done.store_paths()
+        if len(paths) != len(OUTPUTS):
+            raise ctx.fail(
+                f"nix build of {machine.flake_attr}: expected {len(OUTPUTS)} store paths, "
+                f"nix printed {len(paths)}"
+            )
         ctx.output(f"built {paths[0]} and {paths[1]}")
-        return paths
+        return paths[0], paths[1]
 
     async def run(
         self,

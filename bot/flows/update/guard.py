@@ -68,6 +68,8 @@ def arm(job_id: int, *, back_to: int, seconds: float) -> list[str]:
     """The timer that, ``seconds`` from now, switches back to generation ``back_to``.
 
     ``AccuracySec=1s``: systemd's default accuracy would let it fire up to a minute late.
+    ``RemainAfterElapse=no``: once it fired and its switch back ended, systemd unloads it
+    (by default an elapsed timer stays loaded for ever, docs/updates.md).
     """
     back = (
         f"{shlex.join(switch_generation(back_to))} && "
@@ -78,6 +80,7 @@ def arm(job_id: int, *, back_to: int, seconds: float) -> list[str]:
         f"--unit={rollback_unit(job_id)}",
         f"--on-active={max(1, round(seconds))}s",
         "--timer-property=AccuracySec=1s",
+        "--timer-property=RemainAfterElapse=no",
         "--description=deploybot rollback guard",
         # A transient unit gets the service manager's PATH, not the login's.
         "-E",
@@ -115,6 +118,12 @@ def detached(command: list[str]) -> str:
     return f"{shlex.join(command)} </dev/null"
 
 
+def roll_back_now(job_id: int) -> list[str]:
+    """Start the guard's service by hand: the switch back runs now, on the machine, as it
+    would when the timer fires (systemd-run made ``<unit>.service`` beside the timer)."""
+    return ["systemctl", "start", f"{rollback_unit(job_id)}.service"]
+
+
 def disarm(job_id: int) -> list[str]:
     return ["systemctl", "stop", f"{rollback_unit(job_id)}.timer"]
 
@@ -125,13 +134,27 @@ def running_guards() -> list[str]:
 
 def armed_guards(listing: str) -> list[str]:
     """Rollback timers still waiting to fire (an elapsed one shows NEXT as ``-``)."""
+    return _guards(listing, elapsed=False)
+
+
+def elapsed_guards(listing: str) -> list[str]:
+    """Rollback timers that fired and are still loaded (left by an interrupted job)."""
+    return _guards(listing, elapsed=True)
+
+
+def _guards(listing: str, *, elapsed: bool) -> list[str]:
     found = []
     for line in listing.splitlines():
-        if "deploybot-rollback-" not in line or line.lstrip().startswith("-"):
+        if "deploybot-rollback-" not in line or line.lstrip().startswith("-") != elapsed:
             continue
         names = [w for w in line.split() if w.startswith("deploybot-rollback-")]
         found += [n.removesuffix(".timer") for n in names if n.endswith(".timer")]
     return found
+
+
+def unload(units: Sequence[str]) -> list[str]:
+    """Stop (and so unload) these elapsed guard timers."""
+    return ["systemctl", "stop", *(f"{unit}.timer" for unit in units)]
 
 
 @dataclass(frozen=True)
@@ -165,6 +188,7 @@ class State:
     armed: list[str]
     links: list[Links]
     first: str = ""  # the output of the command run before the reading
+    elapsed: tuple[str, ...] = ()  # guard timers that fired and are still loaded
 
 
 async def read_state(
@@ -188,7 +212,15 @@ async def read_state(
     numbers, current = parse_generations(generations)
     lines = [first_line(o) for o in found]
     links = [Links(*lines[i : i + 3]) for i in range(0, len(lines), 3)]
-    return State(numbers, current, first_line(running), armed_guards(timers), links, head)
+    return State(
+        numbers,
+        current,
+        first_line(running),
+        armed_guards(timers),
+        links,
+        head,
+        tuple(elapsed_guards(timers)),
+    )
 
 
 def first_line(text: str) -> str:

@@ -25,15 +25,16 @@ from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
 from bot.flows.deploy.identity import NotThisMachine, address_of
-from bot.flows.deploy.nixos_anywhere import child_env
-from bot.flows.update import guard, nix
+from bot.flows.update import guard
 from bot.flows.update.login import Login
 from bot.flows.update.offer import RebootOffers
 from bot.flows.update.plan import Plan, PlanError, read_plan
 from bot.flows.update.watch import GuardWatch
 from bot.flows.watch.reboot_test import RebootTester
 from bot.jobs.runner import JobContext, JobRunner, Outcome, require_yes
+from bot.remote import nix
 from bot.remote.fleet import Fleet
+from bot.remote.nix import child_env
 from bot.remote.place import Place
 from bot.remote.ssh import SshError
 from bot.remote.target import Target
@@ -237,9 +238,13 @@ class Updater:
     # -- build and copy (nothing on the machine changes) -------------------------------------
 
     async def _build(self, ctx: JobContext, machine: Machine) -> str:
-        argv = nix.build_argv(self.settings.nix, flake=self.settings.flake, attr=machine.flake_attr)
-        done = await self._nix(ctx, argv, env=child_env(), what="the build")
-        path = nix.built_path(done.stdout)
+        settings = self.settings
+        argv = nix.build_argv(
+            settings.nix, flake=settings.flake, attr=machine.flake_attr, outputs=("toplevel",)
+        )
+        done = await self._nix(ctx, argv, env=child_env(), what="build")
+        paths = done.store_paths()
+        path = paths[-1] if paths else None
         if done.code != 0 or path is None:
             last = ctx.log.clean(done.last).rstrip(".") or f"exit {done.code}"
             raise ctx.fail(f"the build failed: {last}. Nothing changed on {machine.name}")
@@ -263,7 +268,7 @@ class Updater:
             argv = nix.copy_argv(
                 self.settings.nix, user=machine.ssh_user, host=machine.host, path=path
             )
-            done = await self._nix(ctx, argv, env=env, what="the copy")
+            done = await self._nix(ctx, argv, env=env, what="copy")
         except (nix.NixError, ValueError, OSError) as exc:
             raise ctx.fail(f"cannot copy: {exc}. Nothing changed on {machine.name}") from None
         finally:
@@ -278,10 +283,15 @@ class Updater:
         ctx.output(" ".join(argv))
         try:
             return await nix.run_nix(
-                argv, env=env, on_line=ctx.output, timeout=self.tuning.nixos_anywhere_timeout
+                argv,
+                what=f"nix {what}",
+                env=env,
+                on_line=ctx.output,
+                timeout=self.tuning.nixos_anywhere_timeout,
+                kill_grace=self.tuning.stop_grace,
             )
         except nix.NixError as exc:
-            raise ctx.fail(f"{what} did not run: {exc}. Nothing changed") from None
+            raise ctx.fail(f"the {what} did not run: {exc}. Nothing changed") from None
 
     # -- review -------------------------------------------------------------------------------
 

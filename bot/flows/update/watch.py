@@ -3,8 +3,10 @@
 The bot arms the guard, activates, then tries to confirm before the guard fires: a fresh
 pinned login made after the activation must see the new system, and the health checks
 must pass. Confirmed in time → the timer is stopped and the new system stays. Otherwise
-the bot does not undo anything itself: the machine's own timer does, and the bot waits
-until a login sees the old generation again, then says why it rolled back.
+the machine undoes it with the guard's own service: when the timer fires, or at once
+when the activation itself failed (the bot starts that service, on the machine, instead of
+waiting out the guard). The bot waits until a login sees the old generation again, then
+says why it rolled back.
 """
 
 from __future__ import annotations
@@ -124,8 +126,54 @@ class GuardWatch:
             await self._activate(shell)
         except SshError as exc:
             if not self.armed_at:
-                raise ctx.fail(f"cannot activate on {name}: {exc}; nothing was activated") from None
+                await self._look_after_cut(exc)
             ctx.output(f"the activation cut the connection: {exc}")
+
+    async def _look_after_cut(self, cut: SshError) -> NoReturn:
+        """The check-select-arm line was cut: it may have selected the new generation, and
+        armed the guard, or not. A fresh pinned login looks, and puts the profile back on
+        the recorded generation (and stops the guard) unless the arm was confirmed; the
+        activation, a later line, never ran."""
+        ctx, plan, name = self.ctx, self.plan, self.target.name
+        timeout, unit = self.ssh_timeout, guard.rollback_unit(self.job_id)
+        head = f"cannot activate on {name}: the connection dropped ({cut})"
+        try:
+            async with fresh_shell(self.target) as shell:
+                seen = await guard.read_state(shell, timeout=timeout)
+                selected = seen.current is not None and seen.current != plan.generation
+                if selected and seen.current is not None:
+                    link = guard.generation_link(seen.current)
+                    selected = await guard.readlink(shell, link, timeout=timeout) == plan.new
+                undo = [guard.disarm(self.job_id)] if unit in seen.armed else []
+                if selected:
+                    undo.append(guard.switch_generation(plan.generation))
+                after = seen
+                if undo:
+                    await shell.run(undo, timeout=timeout)
+                    after = await guard.read_state(shell, timeout=timeout)
+        except SshError as again:
+            raise ctx.fail(
+                f"{head}, and a fresh login failed too ({again}): the new generation may be "
+                f"selected without its guard. Nothing was activated; look with /status {name}"
+            ) from None
+        back = (
+            after.current == plan.generation
+            and unit not in after.armed
+            and after.running == plan.current
+        )
+        if not back:
+            raise ctx.fail(
+                f"{head}; a fresh login finds generation {after.current} selected "
+                f"(running {after.running or 'no known system'}). Nothing was activated; "
+                f"look with /status {name}"
+            )
+        what = []
+        if unit in seen.armed:
+            what.append("stopped the guard it had armed")
+        if selected:
+            what.append(f"put the profile back on generation {plan.generation}")
+        done = " and ".join(what) or f"generation {plan.generation} was still selected"
+        raise ctx.fail(f"{head}; a fresh login looked: {done}. Nothing was activated")
 
     async def _undo(
         self, shell: RemoteShell, *, selected: bool, armed: bool, was: int | None
@@ -148,6 +196,25 @@ class GuardWatch:
             said = [ln for ln in lines if ln.startswith(("warning:", "error:"))] or lines
             last = f": {' '.join(said[-1].split())[:200]}" if said else ""
             self.problem = f"the activation failed (exit {done.exit_status}{last})"
+            await self._roll_back_now(shell)
+
+    async def _roll_back_now(self, shell: RemoteShell) -> None:
+        """A failed activation is not waited out: the guard's own service is started now,
+        on the login that ran the activation (a fresh one may no longer be possible)."""
+        name, unit = self.target.name, guard.rollback_unit(self.job_id)
+        try:
+            (started,) = await shell.run(
+                [guard.roll_back_now(self.job_id)], timeout=self.ssh_timeout
+            )
+        except SshError as exc:
+            why = str(exc)
+        else:
+            if started.ok:
+                self.ctx.output(f"started {unit}.service on {name}: switching back now")
+                self.problem += "; I started the rollback at once"
+                return
+            why = guard.why(started)
+        self.ctx.output(f"could not start {unit}.service now ({why}): its timer will")
 
     async def confirm(self, *, enter_health: Callable[[], Awaitable[None]]) -> Health:
         """Confirm in time and disarm, or wait for the machine's own rollback (JobFailed)."""
@@ -213,6 +280,12 @@ class GuardWatch:
         if "DISARMED" not in state.first:
             return Look("the guard could not be disarmed", health)
         self.ctx.output(f"guard {guard.rollback_unit(self.job_id)} disarmed")
+        if state.elapsed:
+            # Fired timers of interrupted jobs, armed before RemainAfterElapse=no: unloaded.
+            (done,) = await shell.run([guard.unload(state.elapsed)], timeout=self.ssh_timeout)
+            names = ", ".join(state.elapsed)
+            said = "" if done.ok else f" failed ({guard.why(done)})"
+            self.ctx.output(f"unloading the elapsed guards {names}{said}")
         return Look(health=health)
 
     async def _rolled_back(self, reason: str) -> NoReturn:

@@ -13,7 +13,6 @@ from bot.flows.deploy.nixos_anywhere.argv import (
     DISK_KEY_REMOTE,
     DISK_KEY_SOURCE,
     build_argv,
-    child_env,
     parse_prefix,
 )
 from bot.flows.deploy.nixos_anywhere.output import (
@@ -49,7 +48,6 @@ __all__ = [
     "Phase",
     "PhaseChanged",
     "build_argv",
-    "child_env",
     "clean_line",
     "parse_prefix",
     "run_nixos_anywhere",

@@ -1,12 +1,14 @@
-"""nixos-anywhere's command line and environment, built so nothing can pose as a flag."""
+"""nixos-anywhere's command line, built so nothing can pose as a flag."""
 
 from __future__ import annotations
 
 import os
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+
+from bot.remote.nix import STORE_PATH
 
 DEFAULT_PREFIX = "nix run github:nix-community/nixos-anywhere --"
 DISK_KEY_REMOTE = "/tmp/disk.key"  # noqa: S108 - the path disko reads, in the installer's RAM
@@ -19,10 +21,7 @@ _ATTR = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.'+-]{0,199}")
 _HOST = re.compile(r"[A-Za-z0-9_:][A-Za-z0-9_.:%-]{0,252}")
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _REMOTE_PATH = re.compile(r"/[A-Za-z0-9_./-]{1,255}")
-_STORE_PATH = re.compile(r"/nix/store/[0-9a-z]{32}-[A-Za-z0-9+._?=-]{1,200}")
 _SSH_OPTION = re.compile(r"[A-Za-z][A-Za-z0-9]*=[^\s\x00-\x1f\x7f]*")
-_WITHHELD_PREFIXES = ("TELEGRAM_", "DEPLOYBOT_", "SOPS_")
-_WITHHELD = frozenset({"SSH_PRIVATE_KEY", "SSHPASS", "SSH_AUTH_SOCK"})
 
 
 def parse_prefix(setting: str | None) -> list[str]:
@@ -52,6 +51,9 @@ def build_argv(
 ) -> list[str]:
     """The nixos-anywhere command line; ValueError if any value could pose as a flag.
 
+    With ``store_paths`` (built beforehand) it installs those and is given no ``--flake``,
+    so it connects at once; ``flake`` and ``attr`` are still checked.
+
     ``disk_key_fd=DISK_KEY_FD_AUTO`` leaves the placeholder :data:`DISK_KEY_SOURCE` that
     :func:`run_nixos_anywhere` replaces with the pipe it creates.
     """
@@ -65,12 +67,15 @@ def build_argv(
     _check("ssh user", target_user, _USER)
     if isinstance(ssh_port, bool) or not isinstance(ssh_port, int) or not 0 < ssh_port < 65536:
         raise ValueError(f"ssh port must be 1-65535, not {ssh_port!r}")
-    argv = [*prefix, "--flake", f"{flake}#{attr}"]
-    if store_paths is not None:
+    if store_paths is None:
+        argv = [*prefix, "--flake", f"{flake}#{attr}"]
+    else:
+        # Not with --flake: given a flake the script evaluates and builds it again before
+        # its first ssh, whatever --store-paths says (docs/nixos-anywhere.md).
         for path in store_paths:
-            if not isinstance(path, str) or not _STORE_PATH.fullmatch(path):
+            if not isinstance(path, str) or not STORE_PATH.fullmatch(path):
                 raise ValueError(f"store path must be /nix/store/<hash>-<name>: {path!r}")
-        argv += ["--store-paths", *store_paths]
+        argv = [*prefix, "--store-paths", *store_paths]
     if extra_files is not None:
         argv += ["--extra-files", _path("extra files", extra_files)]
     argv += ["-i", _path("ssh key", ssh_key), "-p", str(ssh_port)]
@@ -98,21 +103,6 @@ def build_argv(
         argv.append("-L")
     argv += ["--target-host", f"{target_user}@{target_host}"]
     return argv
-
-
-def child_env(source: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for nixos-anywhere: the bot's own, minus the bot's secrets.
-
-    nix needs much of the environment (PATH, HOME, NIX_*, proxies, certificates), so
-    this removes what it must not see: the bot token and settings, sops keys,
-    ``SSH_PRIVATE_KEY`` (nixos-anywhere would use it), ``SSHPASS`` and the agent socket.
-    """
-    origin = os.environ if source is None else source
-    return {
-        name: value
-        for name, value in origin.items()
-        if name not in _WITHHELD and not name.startswith(_WITHHELD_PREFIXES)
-    }
 
 
 def _check(what: str, value: str, pattern: re.Pattern[str] | None) -> None:
