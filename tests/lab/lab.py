@@ -183,7 +183,8 @@ class Lab:
         return argv
 
     def stand_ins(self) -> list[dict[str, Any]]:
-        """Every run of the stand-in so far: ``{"pid", "tmp", "key_copy"}``, oldest first."""
+        """Every run of the stand-in so far: ``{"pid", "tmp", "key_copy", "builds"}`` (the
+        outputs it built itself), oldest first."""
         folder = self.dir / "stand-ins"
         runs = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.is_dir() else []
         return sorted(
