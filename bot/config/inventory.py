@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from apscheduler.triggers.cron import CronTrigger
-
+from bot.core.cron import cron_trigger
 from bot.core.durations import parse_duration
 from bot.core.keys import parse_public_key
 from bot.core.text import printable
@@ -279,7 +278,7 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
     cron = entry.get("reboot_check", "")
     if cron:
         try:
-            CronTrigger.from_crontab(cron)
+            cron_trigger(cron)
         except ValueError as exc:
             bad("reboot_check", f"{cron!r} is not a cron expression ({exc})")
     checks = entry.get("checks", [])
