@@ -97,6 +97,7 @@ FULL = deploybot(
         "nix": "/run/current-system/sw/bin/nix",
         "webhookUrl": "https://bot.example.org/deploybot",
         "webhookListen": "127.0.0.1:8443",
+        "report": "30 7 * * 5",
     },
     machines={"clawsiecats": FULL_MACHINE, "web": {"host": "web.example.org"}},
 )
@@ -158,6 +159,7 @@ def test_small_configuration(small: dict[str, Any]) -> None:
     assert env["DEPLOYBOT_KEEP_DAYS"] == "90"
     assert env["DEPLOYBOT_NIXOS_ANYWHERE"] == f"{STORE}nixos-anywhere-1.11.0/bin/nixos-anywhere"
     assert not {"DEPLOYBOT_SSH_KEY", "SOPS_AGE_KEY_FILE", "TELEGRAM_API_URL"} & set(env)
+    assert "DEPLOYBOT_REPORT" not in env, "the bot's default: Mondays 08:00"
     assert not any("/run/secrets" in value for value in env.values())
 
     assert small["users"]["deploybot"] == {
@@ -190,6 +192,7 @@ def test_every_option_set(full: dict[str, Any], tmp_path: Path) -> None:
     assert env["DEPLOYBOT_NIX"] == "/run/current-system/sw/bin/nix"
     assert env["DEPLOYBOT_WEBHOOK_URL"] == "https://bot.example.org/deploybot"
     assert env["DEPLOYBOT_WEBHOOK_LISTEN"] == "127.0.0.1:8443"
+    assert env["DEPLOYBOT_REPORT"] == "30 7 * * 5"
     assert env["DEPLOYBOT_SSH_KEY"] == "ssh-key"
     assert env["SOPS_AGE_KEY_FILE"] == "sops-age-key"
     assert env["SOPS_AGE_SSH_PRIVATE_KEY_FILE"] == "sops-age-ssh-key"
@@ -214,6 +217,7 @@ def test_every_option_set(full: dict[str, Any], tmp_path: Path) -> None:
     assert settings.nixos_anywhere == tuple(ANYWHERE)
     assert settings.inventory == Path("/etc/deploybot/machines.toml")
     assert settings.api_url == "http://127.0.0.1:8081/bot"
+    assert settings.report == "30 7 * * 5"
 
 
 def test_inventory_is_rendered_as_the_bot_reads_it(full: dict[str, Any]) -> None:
@@ -327,6 +331,10 @@ WEB = {"host": "10.0.0.1"}
         (
             with_options(SMALL, machines={"web": {**WEB, "checks": ["ping 10.0.0.1"]}}),
             'services.deploybot.machines.web.checks."[definition 1-entry 1]"\' is not of type',
+        ),
+        (
+            with_options(SMALL, settings={"flake": "github:me/infra", "report": "weekly"}),
+            "services.deploybot.settings.report' is not of type",
         ),
         (
             with_options(SMALL, machines={"web": {**WEB, "tags": ["Web Servers"]}}),
