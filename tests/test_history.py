@@ -71,3 +71,24 @@ async def test_history_needs_an_operator_and_a_pinned_key(world: World) -> None:
     assert unpinned.body.startswith("web has no pinned host key")
     refused = await world.rig.ask(tg.user(OTHER_OPERATOR, "otto"), "/history web")
     assert refused.body == "You may not act on 'web': it is unknown or not one of yours."
+
+
+async def test_what_the_profile_says_is_shown_printable(world: World) -> None:
+    """A generation link (or a kernel link) is the machine's to write: escapes and bidi
+    overrides in it reach the chat stripped, and a long one cut."""
+    host = world.lab.start_installed_host("hist", stage="booted", luks=False)
+    hostile = "/nix/store/" + "a" * 32 + "-evil\x1b[2J\u202eeulav" + "x" * 180
+    gen.set_profile(host.root, hostile)
+    world.machine("web", host, luks=False)
+    await world.start()
+    await world.pin("web", host, initrd=False)
+    answer = await world.rig.ask(world.op, "/history web")
+    assert answer.body.startswith("web: 2 generations, newest first")
+    assert "\x1b" not in answer.body
+    assert "\u202e" not in answer.body
+    shown = next(line for line in answer.body.splitlines() if "-evil" in line)
+    assert shown.startswith("  /nix/store/")
+    assert shown.endswith("…")
+    assert len(shown) <= 2 + 200
+    assert "• 2 (current)" in answer.body
+    assert "kernel no kernel link" in answer.body
