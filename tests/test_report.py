@@ -232,3 +232,15 @@ async def test_unexpected_reboots_and_unlock_waits_are_counted(world: World) -> 
     caption = photo.caption or ""
     assert "Unexpected reboots: 1 (vault 1)." in caption
     assert "Unlocks: 1, the longest wait" in caption
+
+
+async def test_a_picture_telegram_refuses_is_said_so(rig: BotRig) -> None:
+    await rig.start(machines(1))
+    rig.tg.faults.error(
+        "sendPhoto", status=400, description="Bad Request: PHOTO_INVALID_DIMENSIONS"
+    )
+    op = rig.tg.user(OPERATOR, "opal")
+    await rig.tg.send_text(op, "/report")
+    told = await rig.tg.wait_for_message(op, lambda m: "did not take the picture" in m.body)
+    assert told.body == "⚠️ Telegram did not take the picture; see my log."
+    assert rig.tg.photos_in(op) == []
