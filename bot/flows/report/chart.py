@@ -1,6 +1,6 @@
 """The report's picture: one row per machine, four panels, drawn with matplotlib's Agg.
 
-Made for a phone: a picture about 1600 pixels wide, type of 20 points and more, at most
+Made for a phone: a picture about 1600 pixels wide, type of 16 to 24 points, at most
 ``LIMIT`` machines (the worst; the title counts the rest), and always inside sendPhoto's
 limits (docs/telegram-limits.md): width + height stays under 3400 pixels, the sides'
 ratio under 6, the PNG a few hundred kilobytes. It runs on a worker thread
@@ -17,9 +17,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bot.flows.report.week import MachineWeek, Week
+from bot.flows.report.week import LIMIT, MachineWeek, Week
 
-LIMIT = 30
+__all__ = ["LIMIT", "Chart", "render"]
 DPI = 100
 WIDTH_IN = 16.0
 ROW_IN = 0.5

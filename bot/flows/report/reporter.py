@@ -12,15 +12,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from bot.chat.port import ChatPort
 from bot.config.current import Current
 from bot.config.inventory import Machine
 from bot.core.durations import format_duration
 from bot.core.telegram_limits import MAX_CAPTION
-from bot.flows.report.chart import LIMIT, Chart, render
-from bot.flows.report.week import Week, read_week
+from bot.flows.report.week import LIMIT, Week, read_week
 from store.health import HealthStore
+
+if TYPE_CHECKING:
+    from bot.flows.report.chart import Chart
 
 log = logging.getLogger(__name__)
 NAMED = 5  # machines named per line of the caption
@@ -94,6 +97,9 @@ class Reporter:
 
     async def draw(self, machines: Sequence[Machine], *, now: datetime | None = None) -> Report:
         """The week of ``machines`` and its picture (nothing sent)."""
+        # matplotlib is imported with the first picture, not with the bot (a second or so).
+        from bot.flows.report.chart import render
+
         week = await read_week(self.records, machines, now=now)
         async with self._drawing:
             chart = await asyncio.to_thread(render, week, limit=self.limit)

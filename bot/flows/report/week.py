@@ -16,6 +16,7 @@ from bot.config.inventory import Machine
 from store.health import REBOOT_EVENT, UNLOCK_EVENT, HealthStore, WeekRecords
 
 DAYS = 7
+LIMIT = 30  # machines in one picture: more would not be readable on a phone
 
 
 @dataclass(frozen=True)
