@@ -29,6 +29,8 @@ from bot.flows.adopt import contradictions
 from bot.flows.engine import Engine, build_engine
 from bot.flows.recovery import clear_crash_leftovers, look_after_interruption
 from bot.flows.reload import Reloader
+from bot.flows.report import Reporter
+from bot.flows.report.schedule import register_weekly
 from bot.flows.update.pipeline import GUARD_AFTER_RESTART, GUARDED_KINDS
 from bot.flows.watch.schedule import Schedules
 from bot.jobs.retention import FIRST_PRUNE, PRUNE_EVERY, Retention
@@ -62,6 +64,7 @@ class Parts:
     schedules: Schedules | None
     reloader: Reloader
     retention: Retention
+    reporter: Reporter
     probes_enabled: bool = True
     started_at: float = field(default_factory=time.monotonic)
 
@@ -168,6 +171,7 @@ def build_application(
         store=store,
         chat=chat,
     )
+    reporter = Reporter(records=engine.records, chat=chat, current=current)
     commands = register_all(
         application,
         current=current,
@@ -180,7 +184,9 @@ def build_application(
         engine=engine,
         schedules=schedules,
         reloader=reloader,
+        reporter=reporter,
         confirm_timeout=tuning.confirm_timeout,
+        ssh_timeout=tuning.ssh_timeout,
         probes_enabled=probes_enabled,
         screened=screened,
     )
@@ -199,6 +205,7 @@ def build_application(
         schedules=schedules,
         reloader=reloader,
         retention=Retention(store, engine.records, jobs.log_dir, keep_days=settings.keep_days),
+        reporter=reporter,
         probes_enabled=probes_enabled,
     )
     application.bot_data["parts"] = parts
@@ -229,6 +236,8 @@ async def _post_init(application: BotApplication) -> None:
         application.job_queue.run_repeating(
             prune, interval=PRUNE_EVERY, first=FIRST_PRUNE, name="prune history"
         )
+        if parts.probes_enabled:  # the example inventory's machines are not anyone's
+            register_weekly(application.job_queue, parts.settings.report, parts.reporter)
 
 
 async def _post_stop(application: BotApplication) -> None:

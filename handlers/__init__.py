@@ -15,6 +15,7 @@ from bot.chat.questions import Answers
 from bot.config.current import Current
 from bot.flows.engine import Engine
 from bot.flows.reload import Reloader
+from bot.flows.report import Reporter
 from bot.flows.watch.schedule import Schedules
 from bot.jobs.runner import JobRunner
 from handlers import buttons, conversation, gate
@@ -27,6 +28,7 @@ from handlers.info import InfoCommands
 from handlers.jobs import JobCommands
 from handlers.paging import Pager
 from handlers.registry import install, table_of
+from handlers.report import ReportCommands
 from handlers.strangers import Strangers
 from handlers.unlock import UnlockCommands
 from store import Store
@@ -37,6 +39,7 @@ FAMILIES = (
     DeployCommands,
     UnlockCommands,
     HealthCommands,
+    ReportCommands,
     JobCommands,
     AdoptCommands,
     AdminCommands,
@@ -61,7 +64,9 @@ def register_all(
     engine: Engine,
     schedules: Schedules | None,
     reloader: Reloader,
+    reporter: Reporter,
     confirm_timeout: float,
+    ssh_timeout: float,
     probes_enabled: bool,
     screened: ScreenedUpdates | None = None,
 ) -> CommandTable:
@@ -89,6 +94,14 @@ def register_all(
             asker=engine.asker,
             confirm_timeout=confirm_timeout,
             pager=pager,
+        ),
+        ReportCommands(
+            reporter=reporter,
+            access=access,
+            fleet=engine.fleet,
+            chat=chat,
+            pager=pager,
+            timeout=ssh_timeout,
         ),
         JobCommands(store=store, jobs=jobs, access=access, pager=pager),
         AdoptCommands(engine.adopter),

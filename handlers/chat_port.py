@@ -15,6 +15,7 @@ from bot.chat.port import Keyboard, MessageRef
 
 log = logging.getLogger(__name__)
 MAX_TEXT = 4096
+MAX_CAPTION = 1024
 # Pauses between attempts when Telegram answers 5xx or drops the connection: a short outage
 # delays a job's messages instead of losing them.
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
@@ -172,5 +173,24 @@ class TelegramChat:
             return False
         except Exception as exc:
             _unexpected("send a file to chat", chat_id, exc)
+            return False
+        return True
+
+    async def send_photo(self, chat_id: int, png: bytes, *, caption: str = "") -> bool:
+        try:
+            await deliver(
+                lambda: self.bot.send_photo(
+                    chat_id,
+                    InputFile(png, filename="report.png"),
+                    caption=clip(caption, MAX_CAPTION) or None,
+                ),
+                repeatable=False,
+                delays=self.retry_delays,
+            )
+        except TelegramError as exc:
+            log.warning("could not send a picture to chat %s: %s", chat_id, exc)
+            return False
+        except Exception as exc:
+            _unexpected("send a picture to chat", chat_id, exc)
             return False
         return True

@@ -67,6 +67,11 @@ let
     // {
       description = "cron expression of five fields, or \"\"";
     };
+  tag =
+    types.strMatching "[a-z0-9][a-z0-9_-]{0,31}"
+    // {
+      description = "tag: lowercase letters, digits, '-' and '_'";
+    };
   check =
     types.strMatching "tcp:[0-9]+|https?://[^[:space:]]+"
     // {
@@ -131,6 +136,10 @@ let
           (the default).
         '';
         checks = optional (types.listOf check) "Extra health checks, run on the machine.";
+        tags = optional (types.listOf tag) ''
+          Short names of the groups the machine belongs to, e.g. [ "web" "eu" ]:
+          /report tag:web pictures them together.
+        '';
       };
     };
 
@@ -173,6 +182,7 @@ let
     DEPLOYBOT_NIXOS_ANYWHERE = lib.escapeShellArgs cfg.settings.nixosAnywhere;
     DEPLOYBOT_SOPS = cfg.settings.sops;
     DEPLOYBOT_KEEP_DAYS = toString cfg.settings.keepDays;
+    DEPLOYBOT_REPORT = cfg.settings.report;
     DEPLOYBOT_NIX = cfg.settings.nix;
     DEPLOYBOT_WEBHOOK_URL = cfg.settings.webhookUrl;
     DEPLOYBOT_WEBHOOK_LISTEN = cfg.settings.webhookListen;
@@ -261,6 +271,16 @@ in
         type = types.ints.between 1 36500;
         default = 90;
         description = "Days of probe counts and job logs kept; older ones are pruned once a day (DEPLOYBOT_KEEP_DAYS).";
+      };
+      report = mkOption {
+        type = types.nullOr cron;
+        default = null;
+        example = "0 8 * * 1";
+        description = ''
+          Cron expression (UTC) of the weekly report, a picture of the fleet's last 7 days
+          sent to the admins (DEPLOYBOT_REPORT); "" sends none, null keeps the bot's default,
+          Mondays 08:00.
+        '';
       };
       nix = mkOption {
         type = types.str;

@@ -36,6 +36,7 @@ python3Packages.buildPythonApplication {
     python3Packages.asyncssh
     python3Packages.sqlite-utils
     python3Packages.apscheduler
+    python3Packages.matplotlib
   ]
   ++ ptb.optional-dependencies.job-queue
   ++ ptb.optional-dependencies.rate-limiter

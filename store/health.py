@@ -48,6 +48,30 @@ class RebootTestRecord:
     summary: str
 
 
+@dataclass(frozen=True)
+class MachineEvent:
+    """An unexpected reboot (``reboot``) or a finished unlock and its wait (``unlock``)."""
+
+    machine: str
+    at: str
+    kind: str
+    seconds: float | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class WeekRecords:
+    """Everything recorded since a moment, per machine, for the report."""
+
+    probes: dict[str, tuple[int, int]]  # machine -> (probes, up)
+    events: list[MachineEvent]
+    incidents: list[Incident]
+    reboot_tests: list[RebootTestRecord]
+
+
+REBOOT_EVENT, UNLOCK_EVENT = "reboot", "unlock"
+
+
 def _hour(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H")
 
@@ -125,6 +149,61 @@ class HealthStore:
             if not row["probes"]:
                 return None
             return float(row["up"]) / float(row["probes"])
+
+        return await self.store.call(read)
+
+    async def probe_counts(self, since: datetime) -> dict[str, tuple[int, int]]:
+        """Per machine, probes and the probes that found it up, in the hours from ``since``."""
+        hour = _hour(since)
+
+        def read() -> dict[str, tuple[int, int]]:
+            rows = self.store.db.query(
+                "select machine, sum(probes) as probes, sum(up) as up from probe_hours "
+                "where hour >= ? group by machine",
+                [hour],
+            )
+            return {r["machine"]: (int(r["probes"] or 0), int(r["up"] or 0)) for r in rows}
+
+        return await self.store.call(read)
+
+    # -- events the report counts ----------------------------------------------------------
+
+    async def record_event(
+        self, machine: str, kind: str, *, seconds: float | None = None, detail: str = ""
+    ) -> None:
+        record = {
+            "machine": machine,
+            "at": utcnow(),
+            "kind": kind,
+            "seconds": seconds,
+            "detail": detail[:200],
+        }
+        await self.store.write(lambda: self.store.db.table("machine_events").insert(record))
+
+    async def week(self, since: datetime) -> WeekRecords:
+        """Probe counts, events, incidents and finished reboot tests since ``since``."""
+        at = since.astimezone(UTC).isoformat(timespec="milliseconds")
+        probes = await self.probe_counts(since)
+
+        def read() -> WeekRecords:
+            db = self.store.db
+            events = [
+                MachineEvent(r["machine"], r["at"], r["kind"], r["seconds"], r["detail"] or "")
+                for r in db.query("select * from machine_events where at >= ? order by id", [at])
+            ]
+            incidents = [
+                _incident(r)
+                for r in db.query("select * from incidents where started_at >= ? order by id", [at])
+            ]
+            tests = [
+                _reboot_test(r)
+                for r in db.query(
+                    "select * from reboot_tests where started_at >= ? "
+                    "and finished_at is not null order by id",
+                    [at],
+                )
+            ]
+            return WeekRecords(probes, events, incidents, tests)
 
         return await self.store.call(read)
 

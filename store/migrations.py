@@ -118,3 +118,15 @@ def m003_key_sources(db: Database) -> None:
     """Where each recorded host key came from (a deploy, /adopt, the booted system)."""
     db.table("machines").add_column("host_key_source", str)
     db.table("machines").add_column("initrd_host_key_source", str)
+
+
+@migrations()
+def m004_report_events(db: Database) -> None:
+    """What the weekly report counts that no other table keeps: unexpected reboots the
+    watcher saw and how long each unlock waited (docs/report.md)."""
+    db.table("machine_events").create(
+        {"id": int, "machine": str, "at": str, "kind": str, "seconds": float, "detail": str},
+        pk="id",
+        not_null={"machine", "at", "kind"},
+    )
+    db.table("machine_events").create_index(["at"])

@@ -36,7 +36,8 @@ async def test_unexpected_exceptions_from_ptb_are_logged_by_type_and_swallowed(
         assert await chat.edit(ref, SECRET_TEXT) is False
         assert await chat.delete(ref) is False
         assert await chat.send_file(42, "log.txt", b"data", caption=SECRET_TEXT) is False
+        assert await chat.send_photo(42, b"\x89PNG", caption=SECRET_TEXT) is False
     messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 4
+    assert len(messages) == 5
     assert all("unexpected KeyError" in m for m in messages), messages
     assert not [m for m in messages if "hunter2" in m or "result" in m]

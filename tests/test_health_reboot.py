@@ -136,7 +136,7 @@ async def test_restart_keeps_schedules(world: World) -> None:
     assert world.rig.app is not None
     assert world.rig.app.job_queue is not None
     names = sorted(str(job.name) for job in world.rig.app.job_queue.jobs())
-    assert names == ["probe:db", "probe:web", "prune history", "reboot-test:web"]
+    assert names == ["probe:db", "probe:web", "prune history", "reboot-test:web", "report:weekly"]
 
 
 async def test_scheduled_reboot_test_of_a_machine_not_installed_yet_is_skipped(

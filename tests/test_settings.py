@@ -234,3 +234,15 @@ def test_nix_executable_defaults_to_nix_and_splits_like_a_shell(tmp_path: Path) 
     assert custom.nix == ("/opt/nix/bin/nix", "--option", "x", "a b")
     with pytest.raises(SettingsError, match="DEPLOYBOT_NIX"):
         load_settings(env, environ={"DEPLOYBOT_NIX": "'unclosed"})
+
+
+def test_weekly_report_is_a_cron_that_defaults_to_monday_morning(tmp_path: Path) -> None:
+    assert load_settings(None, {}).report == "0 8 * * 1"
+    assert load_settings(None, {"DEPLOYBOT_REPORT": "30 7 * * 5"}).report == "30 7 * * 5"
+    assert load_settings(None, {"DEPLOYBOT_REPORT": ""}).report == ""
+    env_file = tmp_path / "deploy.env"
+    env_file.write_text("DEPLOYBOT_REPORT=\n")
+    assert load_settings(env_file, {}).report == "", "an empty line in the file is none too"
+    for bad in ("weekly", "0 8 * * 8", "0 8 * *"):
+        with pytest.raises(SettingsError, match="DEPLOYBOT_REPORT must be a cron expression"):
+            load_settings(None, {"DEPLOYBOT_REPORT": bad})

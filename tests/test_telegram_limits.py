@@ -29,7 +29,13 @@ from telegram.error import BadRequest, NetworkError
 from telegram.request import RequestData
 
 from bot.console.transport import CONSOLE_TOKEN, ConsoleBotApi
-from bot.core.telegram_limits import MAX_UPLOAD_BYTES, NOT_MODIFIED
+from bot.core.telegram_limits import (
+    MAX_CAPTION,
+    MAX_PHOTO_BYTES,
+    MAX_UPLOAD_BYTES,
+    NOT_MODIFIED,
+    image_size,
+)
 from tests.fake_telegram import FakeTelegram, FakeUser, fixtures
 
 fake_telegram = fixtures.fake_telegram
@@ -160,6 +166,56 @@ async def test_document_over_50_mb_is_refused_with_413(target: Target) -> None:
         await target.bot.send_document(
             target.chat_id, b"\0" * (MAX_UPLOAD_BYTES + 1), filename="big.bin"
         )
+
+
+def png(width: int, height: int) -> bytes:
+    """A real PNG of that size (pillow comes with matplotlib)."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", (width, height), 255).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fits", "refused"),
+    [
+        pytest.param((5000, 5000), (5001, 5000), id="width-plus-height"),
+        pytest.param((2000, 100), (2001, 100), id="ratio-20"),
+        pytest.param((100, 2000), (100, 2001), id="ratio-20-tall"),
+    ],
+)
+async def test_photo_dimensions(
+    target: Target, fits: tuple[int, int], refused: tuple[int, int]
+) -> None:
+    sent_photo = await target.bot.send_photo(target.chat_id, png(*fits))
+    assert (sent_photo.photo[-1].width, sent_photo.photo[-1].height) == fits
+    with pytest.raises(BadRequest, match=exactly("Photo_invalid_dimensions")):
+        await target.bot.send_photo(target.chat_id, png(*refused))
+
+
+async def test_photo_caption_size_and_content(target: Target) -> None:
+    picture = png(200, 100)
+    await target.bot.send_photo(target.chat_id, picture, caption="x" * MAX_CAPTION)
+    with pytest.raises(BadRequest, match=exactly("Message caption is too long")):
+        await target.bot.send_photo(target.chat_id, picture, caption="x" * (MAX_CAPTION + 1))
+    # The header is what counts: a real image padded past 10 MB is refused for its size.
+    padded = picture + b"\0" * (MAX_PHOTO_BYTES + 1 - len(picture))
+    with pytest.raises(NetworkError, match=exactly("Request Entity Too Large")):
+        await target.bot.send_photo(target.chat_id, padded)
+    await target.bot.send_photo(target.chat_id, padded[:MAX_PHOTO_BYTES])
+    with pytest.raises(BadRequest, match=exactly("Image_process_failed")):
+        await target.bot.send_photo(target.chat_id, b"not a picture")
+
+
+def test_image_size_reads_png_and_jpeg() -> None:
+    from PIL import Image
+
+    assert image_size(png(640, 7)) == (640, 7)
+    out = io.BytesIO()
+    Image.new("RGB", (321, 123)).save(out, format="JPEG")
+    assert image_size(out.getvalue()) == (321, 123)
+    assert image_size(b"GIF89a") is None
 
 
 async def test_only_an_inline_keyboard_where_an_edit_allows_one(target: Target) -> None:

@@ -26,6 +26,11 @@ class Arg(Enum):
     MACHINE = "machine"
     OPTIONAL_MACHINE = "optional machine"
     JOB = "job"
+    # Nothing (all of the asker's machines), a machine, or ``tag:NAME``: those tagged NAME.
+    SELECTION = "optional machine or tag"
+
+
+TAG_PREFIX = "tag:"
 
 
 class Right(Enum):
@@ -63,6 +68,7 @@ class CommandSpec:
             Arg.MACHINE: " <machine>",
             Arg.OPTIONAL_MACHINE: " [machine]",
             Arg.JOB: " <job>",
+            Arg.SELECTION: " [machine|tag:…]",
         }[self.arg]
         return f"/{self.name}{suffix}"
 
@@ -80,6 +86,17 @@ class ParsedCommand:
     def machine(self) -> str | None:
         if self.spec.arg in (Arg.MACHINE, Arg.OPTIONAL_MACHINE) and self.args:
             return self.args[0]
+        if self.spec.arg is Arg.SELECTION and self.args and self.tag is None:
+            return self.args[0]
+        return None
+
+    @property
+    def tag(self) -> str | None:
+        """``web`` of ``/report tag:web``; the gate resolves no machine for it."""
+        if self.spec.arg is Arg.SELECTION and self.args:
+            word = self.args[0]
+            if word.lower().startswith(TAG_PREFIX):
+                return word[len(TAG_PREFIX) :]
         return None
 
     @property
@@ -143,6 +160,7 @@ class CommandTable:
             Arg.MACHINE: (1, 1),
             Arg.OPTIONAL_MACHINE: (0, 1),
             Arg.JOB: (1, 1),
+            Arg.SELECTION: (0, 1),
         }
         low, high = wanted[spec.arg]
         if not low <= len(args) <= high:

@@ -1,7 +1,7 @@
 """The chat port: how the engine talks to people without knowing about Telegram.
 
 The engine's flows (deploy, unlock, health, jobs) only see this protocol: post, edit,
-delete, send a file. Waiting for answers is ``bot.chat.asker``'s job, on top of it.
+delete, send a file or a picture. Waiting for answers is ``bot.chat.asker``'s job, on top of it.
 ``handlers`` implements the port with python-telegram-bot, and tests drive that real
 implementation.
 """
@@ -54,3 +54,8 @@ class ChatPort(Protocol):
     async def send_file(
         self, chat_id: int, filename: str, data: bytes, *, caption: str = ""
     ) -> bool: ...
+
+    async def send_photo(self, chat_id: int, png: bytes, *, caption: str = "") -> bool:
+        """Send a picture shown in the chat (within Telegram's photo limits,
+        docs/telegram-limits.md); False when it could not be delivered."""
+        ...

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bot.core.cron import cron_trigger
 from bot.core.sops import KEY_VARIABLES, SopsReader, default_executable
 
 DEFAULT_API_URL = "https://api.telegram.org/bot"
@@ -29,6 +30,9 @@ _TOKEN_SHAPE = re.compile(r"\d{3,}:[A-Za-z0-9_-]{20,}")
 
 class SettingsError(ValueError):
     """A setting is malformed; the message names the variable and what to write instead."""
+
+
+DEFAULT_REPORT = "0 8 * * 1"  # Mondays 08:00
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class Settings:
     webhook_url: str | None = None
     webhook_listen: tuple[str, int] = DEFAULT_WEBHOOK_LISTEN
     keep_days: int = 90
+    #: DEPLOYBOT_REPORT: cron of the weekly report to the admins ("" = none).
+    report: str = DEFAULT_REPORT
 
     def sops_reader(self) -> SopsReader:
         """sops as configured: the settings' key variables over the bot's environment."""
@@ -196,6 +202,16 @@ def load_settings(
         raise SettingsError(
             f"DEPLOYBOT_KEEP_DAYS must be a number of days from 1 to 36500, not {keep_days[:20]!r}"
         )
+    # Unset is the default; set to "" it is none, so this one is not read with get().
+    report = merged.get("DEPLOYBOT_REPORT", DEFAULT_REPORT).strip()
+    if report:
+        try:
+            cron_trigger(report)
+        except ValueError as exc:
+            raise SettingsError(
+                f"DEPLOYBOT_REPORT must be a cron expression such as {DEFAULT_REPORT!r} "
+                f'(Mondays 08:00) or "" for no weekly report, not {report[:40]!r} ({exc})'
+            ) from None
     for name in ("SOPS_AGE_KEY_FILE", "SOPS_AGE_SSH_PRIVATE_KEY_FILE"):
         if name in sops_env:
             sops_env[name] = str(secret_path(sops_env[name], credentials))
@@ -223,6 +239,7 @@ def load_settings(
         webhook_url=_parse_webhook_url(get("DEPLOYBOT_WEBHOOK_URL", "")),
         webhook_listen=_parse_listen(get("DEPLOYBOT_WEBHOOK_LISTEN", "127.0.0.1:8443")),
         keep_days=int(keep_days),
+        report=report,
     )
 
 

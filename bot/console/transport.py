@@ -15,7 +15,13 @@ from typing import Any, TextIO
 
 from telegram.request import BaseRequest, RequestData
 
-from bot.core.telegram_limits import Refused, check_request, upload_sizes
+from bot.core.telegram_limits import (
+    Refused,
+    check_photo,
+    check_request,
+    image_size,
+    upload_sizes,
+)
 
 CONSOLE_TOKEN = "0:console"  # noqa: S105 - not a secret: the console never reaches Telegram
 BOT_ID = 1_000_000_001
@@ -136,6 +142,10 @@ class ConsoleBotApi(BaseRequest):
         try:  # what Telegram would refuse fails here too, as BadRequest
             files = request_data.multipart_data if request_data else {}
             check_request(name, params, upload_sizes(files))
+            if name == "sendPhoto":
+                photo = _uploaded(files, "photo")
+                check_photo(photo)
+                params["_size"] = image_size(photo)
         except Refused as refused:
             return refused.status, refused.payload()
         handler: Callable[[dict[str, Any]], Any] | None = getattr(self, f"_api_{name}", None)
@@ -188,6 +198,16 @@ class ConsoleBotApi(BaseRequest):
         self._print(f"(a file was sent) {caption}".rstrip())
         return self._bot_message(message_id, "")
 
+    def _api_sendPhoto(self, params: dict[str, Any]) -> dict[str, Any]:
+        message_id = self._new_message_id()
+        caption = str(params.get("caption") or "")
+        width, height = params["_size"]
+        self._print(f"(a picture was sent, {width}×{height}) {caption}".rstrip())
+        sizes = [
+            {"file_id": "console", "file_unique_id": "console", "width": width, "height": height}
+        ]
+        return self._bot_message(message_id, "", photo=sizes)
+
     def _api_answerCallbackQuery(self, params: dict[str, Any]) -> bool:
         if params.get("text"):
             self._print(f"({params['text']})")
@@ -216,3 +236,18 @@ class ConsoleBotApi(BaseRequest):
             lead = "bot> " + prefix if index == 0 else "     "
             self.out.write(f"{lead}{line}\n")
         self.out.flush()
+
+
+def _uploaded(files: dict[str, Any], field: str) -> bytes:
+    """The bytes of the file sent as ``field`` (b"" when there is none)."""
+    entry = files.get(field)
+    if entry is None:
+        return b""
+    content = entry[1]
+    if isinstance(content, bytes):
+        return content
+    here = content.tell()
+    content.seek(0)
+    data: bytes = content.read()
+    content.seek(here)
+    return data

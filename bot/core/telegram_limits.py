@@ -22,6 +22,12 @@ MAX_CALLBACK_ANSWER = 200
 # Before parsing, the Bot API server refuses a text or caption over 32 KiB of UTF-8.
 MAX_RAW_TEXT_BYTES = 1 << 15
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+# sendPhoto: at most 10 MB, width + height at most 10000, the longer side at most 20 times
+# the shorter (the Bot API's sendPhoto documentation).
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
+MAX_PHOTO_SIDES = 10000
+MAX_PHOTO_RATIO = 20
+_PNG = b"\x89PNG\r\n\x1a\n"
 
 NOT_MODIFIED = (
     "message is not modified: specified new message content and reply markup "
@@ -131,6 +137,40 @@ def check_upload(size: int, limit: int = MAX_UPLOAD_BYTES) -> None:
     method (PTB raises ``NetworkError("Request Entity Too Large")``, not ``BadRequest``)."""
     if size > limit:
         raise Refused(413, "Request Entity Too Large")
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height of a PNG (its IHDR) or a JPEG (its first SOF); None for neither."""
+    if data.startswith(_PNG) and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    at = 2
+    while at + 9 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height = int.from_bytes(data[at + 5 : at + 7], "big")
+            width = int.from_bytes(data[at + 7 : at + 9], "big")
+            return width, height
+        at += 2 + length
+    return None
+
+
+def check_photo(data: bytes) -> None:
+    """What sendPhoto refuses of an uploaded photo: over 10 MB (413, as any request Telegram
+    will not take for its size), no image it can read, or dimensions out of bounds."""
+    if len(data) > MAX_PHOTO_BYTES:
+        raise Refused(413, "Request Entity Too Large")
+    size = image_size(data)
+    if size is None:
+        raise bad_request("IMAGE_PROCESS_FAILED")
+    width, height = size
+    short, long = sorted(size)
+    if short < 1 or width + height > MAX_PHOTO_SIDES or long > MAX_PHOTO_RATIO * short:
+        raise bad_request("PHOTO_INVALID_DIMENSIONS")
 
 
 def _button_error(what: str) -> Refused:

@@ -48,6 +48,8 @@ VARIABLES = {
     "sops_env": "SOPS_AGE_*",
     "webhook_url": "DEPLOYBOT_WEBHOOK_URL",
     "webhook_listen": "DEPLOYBOT_WEBHOOK_LISTEN",
+    "keep_days": "DEPLOYBOT_KEEP_DAYS",
+    "report": "DEPLOYBOT_REPORT",
 }
 MAX_PROBLEMS = 20  # keeps the admins' message far below Telegram's length limit
 

@@ -334,6 +334,10 @@ class FakeTelegram:
             if m.document is not None and m.from_bot
         ]
 
+    def photos_in(self, chat: ChatRef) -> list[FakeMessage]:
+        """The bot's photo messages in ``chat`` (``m.photo.file.data`` holds the bytes)."""
+        return [m for m in self.bot_messages(chat) if m.photo is not None]
+
     @property
     def callback_answers(self) -> list[CallbackAnswer]:
         return sorted(self.state.callback_answers.values(), key=lambda a: a.seq)

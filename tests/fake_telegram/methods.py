@@ -17,9 +17,11 @@ from bot.core.telegram_limits import (
     bad_request,
     check_callback_answer,
     check_caption,
+    check_photo,
     check_raw_text,
     check_reply_markup,
     check_text,
+    image_size,
 )
 
 from .formatting import ParseError, parse_html
@@ -29,6 +31,7 @@ from .state import (
     CallbackAnswer,
     FakeChat,
     FakeMessage,
+    FakePhoto,
     Revision,
     State,
 )
@@ -521,6 +524,43 @@ async def send_document(call: Call) -> JSON:
         chat,
         state.bot,
         document=doc,
+        caption=caption,
+        entities=entities,
+        parse_mode=call.opt_str("parse_mode"),
+        reply_markup=call.reply_markup(),
+        reply_to=call.reply_to(chat),
+    )
+    return message.to_api()
+
+
+@method("sendPhoto")
+async def send_photo(call: Call) -> JSON:
+    """An uploaded photo, refused as Telegram refuses it (size, dimensions, caption)."""
+    chat = call.writable_chat()
+    state = call.state
+    photo = call.params.get("photo")
+    upload = call.uploads.get("photo")
+    if isinstance(photo, str) and photo.startswith("attach://"):
+        upload = call.uploads.get(photo.removeprefix("attach://"))
+    if upload is None:
+        if photo:
+            raise bad_request("wrong file identifier/HTTP URL specified")
+        raise bad_request("there is no photo in the request")
+    check_photo(upload.data)
+    size = image_size(upload.data)
+    assert size is not None  # check_photo refuses what it cannot read
+    caption_raw = call.opt_str("caption")
+    caption: str | None = None
+    entities: list[JSON] = []
+    if caption_raw:
+        check_raw_text(caption_raw, caption=True)
+        caption, entities = call.formatted(caption_raw)
+        check_caption(caption)
+    file = state.new_file(upload.filename, upload.content_type, upload.data)
+    message = state.add_message(
+        chat,
+        state.bot,
+        photo=FakePhoto(file, *size),
         caption=caption,
         entities=entities,
         parse_mode=call.opt_str("parse_mode"),

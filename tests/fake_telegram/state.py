@@ -106,6 +106,27 @@ class FakeDocument:
 
 
 @dataclass(frozen=True)
+class FakePhoto:
+    """A photo the bot uploaded: its bytes and the dimensions the server read from them."""
+
+    file: FakeDocument
+    width: int
+    height: int
+
+    def to_api(self) -> list[JSON]:
+        """The PhotoSize list of a message: here one size, the photo as sent."""
+        return [
+            {
+                "file_id": self.file.file_id,
+                "file_unique_id": self.file.file_unique_id,
+                "file_size": self.file.file_size,
+                "width": self.width,
+                "height": self.height,
+            }
+        ]
+
+
+@dataclass(frozen=True)
 class Revision:
     """One past state of an edited message."""
 
@@ -136,6 +157,7 @@ class FakeMessage:
     reply_markup: JSON | None = None
     reply_to: FakeMessage | None = None
     document: FakeDocument | None = None
+    photo: FakePhoto | None = None
     edit_date: int | None = None
     changed_seq: int = 0
     deleted: bool = False
@@ -195,6 +217,8 @@ class FakeMessage:
                 data["entities"] = self.entities
         if self.document is not None:
             data["document"] = self.document.to_api()
+        if self.photo is not None:
+            data["photo"] = self.photo.to_api()
         if self.caption is not None:
             data["caption"] = self.caption
             if self.entities:
@@ -207,6 +231,8 @@ class FakeMessage:
         who = "bot" if self.from_bot else (self.from_user.username or str(self.from_user.id))
         if self.document is not None:
             body = f"[file {self.document.file_name}] {self.caption or ''}"
+        elif self.photo is not None:
+            body = f"[photo {self.photo.width}x{self.photo.height}] {self.caption or ''}"
         else:
             body = self.text or ""
         flags = "".join([" (edited)" if self.edited else "", " (deleted)" if self.deleted else ""])

@@ -26,7 +26,7 @@ let
     # nixpkgs' Python builder, reduced to recording what the package asks of it.
     python3Packages =
       lib.genAttrs
-        [ "apscheduler" "aiolimiter" "asyncssh" "pytz" "setuptools" "sqlite-utils" "tornado" ]
+        [ "apscheduler" "aiolimiter" "asyncssh" "matplotlib" "pytz" "setuptools" "sqlite-utils" "tornado" ]
         (name: package "python3.13-${name}" name)
       // {
         python-telegram-bot = package "python3.13-python-telegram-bot-22.5" "python-telegram-bot" // {

@@ -189,7 +189,8 @@ class UnlockSession:
             f"🔓 {m.name} auto-unlocked ({trigger}; initrd key {self.verified} verified), "
             f"up after {took}"
         )
-        return UnlockResult(True, f"auto-unlocked, up after {took}", await self.alert(text))
+        told = await self.alert(text)
+        return UnlockResult(True, f"auto-unlocked, up after {took}", told, unlocked=True)
 
     async def _prompted(self, ask: list[int] | None) -> UnlockResult:
         m = self.m
@@ -337,7 +338,8 @@ class UnlockSession:
             return UnlockResult(False, texts.not_up(m), await self.alert(texts.not_up(m)))
         await self.audit(user_id, by, "up", f"after {took}")
         text = f"🔓 {m.name} unlocked by {by}, up after {took}"
-        return UnlockResult(True, f"unlocked by {by}, up after {took}", await self.alert(text))
+        told = await self.alert(text)
+        return UnlockResult(True, f"unlocked by {by}, up after {took}", told, unlocked=True)
 
     async def _cool_down(self) -> UnlockResult:
         m = self.m

@@ -19,6 +19,8 @@ class UnlockResult:
     ok: bool
     summary: str
     told: frozenset[int] = frozenset()
+    # A passphrase this session handed over brought the system up (not: it was up already).
+    unlocked: bool = False
 
 
 def initrd_mismatch(seen: Location) -> bool:

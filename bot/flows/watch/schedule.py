@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from apscheduler.triggers.cron import CronTrigger
-
 from bot.chat.access import Access
 from bot.config.current import Current
+from bot.core.cron import cron_trigger
 from bot.core.durations import format_duration
 from bot.flows.watch.outbox import Outbox
 from bot.flows.watch.reboot_test import RebootTester
@@ -149,9 +148,7 @@ class Schedules:
             every[reboot_test_id(name)] = f"cron {machine.reboot_check}"
             exact[reboot_test_id(name)] = machine.reboot_check
             if self._exact.get(reboot_test_id(name)) != machine.reboot_check:
-                trigger = CronTrigger.from_crontab(
-                    machine.reboot_check, timezone=self.queue.scheduler.timezone
-                )
+                trigger = cron_trigger(machine.reboot_check, self.queue.scheduler.timezone)
                 self.queue.run_custom(
                     self._reboot_callback(name),
                     name=reboot_test_id(name),

@@ -26,7 +26,7 @@ from bot.remote.fleet import Fleet
 from bot.remote.health import Probe
 from bot.remote.place import Place
 from store import MachineState, Store, utcnow
-from store.health import HealthStore, Incident
+from store.health import REBOOT_EVENT, HealthStore, Incident
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,7 @@ class Watcher:
             new = probe.health.boot_id
             if known.boot_id and new and new != known.boot_id:
                 rebooted = f"boot id {known.boot_id[:8]} → {new[:8]}"
+                await self.records.record_event(name, REBOOT_EVENT, detail=rebooted)
             told = name in self._initrd_told
             self._initrd_told.discard(name)
             if rebooted and not told and name not in incidents:
