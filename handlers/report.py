@@ -8,11 +8,11 @@ from bot.chat.access import Access
 from bot.chat.commands import Arg, Need, Right
 from bot.chat.port import ChatPort
 from bot.config.inventory import TAG, Machine
+from bot.core.tasks import Background
 from bot.flows.history import HistoryError, read_history
 from bot.flows.report import Reporter
 from bot.flows.report.week import DAYS
 from bot.remote.fleet import Fleet
-from handlers.common import Background
 from handlers.paging import Pager
 from handlers.registry import Call, command
 
