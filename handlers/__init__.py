@@ -30,6 +30,7 @@ from handlers.registry import install, table_of
 from handlers.strangers import Strangers
 from handlers.unlock import UnlockCommands
 from store import Store
+from store.remembered import PageViews
 
 #: The command families, in the order /help lists them.
 FAMILIES = (
@@ -67,7 +68,7 @@ def register_all(
 ) -> CommandTable:
     """Install the gate first, then every command family, then buttons and free text;
     ``screened`` (the getUpdates request) gets the door in front of the gate."""
-    pager = Pager(Views())
+    pager = Pager(Views(PageViews(store)))
     info = InfoCommands(
         access=access,
         store=store,
