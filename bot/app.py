@@ -39,6 +39,7 @@ from handlers.chat_port import TelegramChat
 from handlers.door import ScreenedUpdates
 from handlers.priority import SecretsFirst
 from handlers.registry import BotContext
+from handlers.request import QuietRequest
 from store import Job, Store
 
 log = logging.getLogger(__name__)
@@ -118,9 +119,12 @@ def build_application(
     if request is not None:
         builder = builder.request(request).get_updates_request(request)
     else:
-        # Strangers are refused before PTB parses their updates (handlers/door.py).
+        # Strangers are refused before PTB parses their updates (handlers/door.py); no
+        # answer that is not JSON reaches a log (handlers/request.py).
         screened = ScreenedUpdates()
-        builder = builder.get_updates_request(screened)
+        builder = builder.get_updates_request(screened).request(
+            QuietRequest(connection_pool_size=256)  # PTB's own default
+        )
     limiter = AIORateLimiter(max_retries=3) if rate_limiter else None
     application: BotApplication = (
         builder.rate_limiter(limiter).post_init(_post_init).post_stop(_post_stop).build()  # type: ignore[arg-type]
