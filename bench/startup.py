@@ -2,7 +2,11 @@
 
 Start-up: a ``deploybot console`` process answering ``/help`` and exiting, against
 ``python -c pass``. Idle memory: the resident set of ``deploybot run`` polling the fake
-Bot API with nothing to do, against an idle ``python`` process.
+Bot API with nothing to do, against an idle ``python`` process. First answer: a fresh
+``deploybot run`` with 300 and 1000 machines, none reachable (most refuse connections,
+a fifth accept and never answer), each with its host key in sops, gets ``/whoami`` as soon
+as it first calls the Bot API; the time to its answer, against the same bot with an empty
+inventory.
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ from pathlib import Path
 
 from bench.common import Figure, median
 from tests.fake_telegram import FakeTelegram
+from tests.lab.sops import make_sops_secrets
+from tests.people import ADMIN
 from tests.waiting import eventually
+from tests.world import make_host_key
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 3
+FLEETS = (300, 1000)
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
@@ -71,6 +79,97 @@ async def _idle_rss(
         await proc.wait()
 
 
+async def _first_answer(cwd: Path, inventory: str, extra: dict[str, str]) -> float:
+    """Seconds from /whoami, sent when the bot first calls the Bot API, to its answer."""
+    (cwd / "machines.toml").write_text(inventory)
+    async with FakeTelegram() as tg:
+        env = _env(
+            {
+                "TELEGRAM_BOT_TOKEN": tg.token,
+                "TELEGRAM_API_URL": tg.base_url,
+                "DEPLOYBOT_ADMINS": str(ADMIN),
+                "DEPLOYBOT_DB": str(cwd / "first.sqlite3"),
+                "DEPLOYBOT_STATE_DIR": str(cwd / "state"),
+                **extra,
+            }
+        )
+        (cwd / "first.sqlite3").unlink(missing_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "run",
+            cwd=cwd,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            await tg.wait_until(lambda: tg.count() > 0, timeout=60, what="the bot's first call")
+            admin = tg.user(ADMIN, "ada")
+            started = time.perf_counter()
+            await tg.send_text(admin, "/whoami")
+            await tg.wait_for_message(admin, lambda m: True, timeout=300)
+            return time.perf_counter() - started
+        finally:
+            proc.terminate()
+            await proc.wait()
+
+
+_HELD: list[asyncio.StreamWriter] = []
+
+
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Accept, never say a word: the connection is held until the benchmark ends."""
+    _HELD.append(writer)
+
+
+async def _first_answers(cwd: Path) -> list[Figure]:
+    secrets = make_sops_secrets(
+        cwd,
+        dict.fromkeys((f"key{i}" for i in range(max(FLEETS))), make_host_key(cwd)),
+        "fleet.yaml",
+    )
+    extra = {"DEPLOYBOT_SOPS": secrets.sops, "SOPS_AGE_KEY_FILE": str(secrets.age_key_file)}
+    silent = [
+        await asyncio.start_server(_silent, f"127.0.{2 + i // 250}.{i % 250 + 1}", 0)
+        for i in range(max(FLEETS) // 5)
+    ]
+    try:
+        hosts = [s.sockets[0].getsockname()[:2] for s in silent]
+        figures = []
+        empty = median([await _first_answer(cwd, "", {}) for _ in range(RUNS)])
+        for size in FLEETS:
+            entries = []
+            for i in range(size):
+                # Port 1 on 127.0.8.x-127.0.11.x: nothing listens there.
+                host, port = (
+                    hosts[i // 5] if i % 5 == 0 else (f"127.0.{8 + i // 250}.{i % 250 + 1}", 1)
+                )
+                entries.append(
+                    f'[machines.m{i:04d}]\nhost = "{host}"\nssh_port = {port}\n'
+                    f'initrd_port = {port}\nluks = true\nsecrets_file = "{secrets.path}"\n'
+                    f'host_key_secret = "key{i}"\n'
+                )
+            inventory = "\n".join(entries)
+            took = median([await _first_answer(cwd, inventory, extra) for _ in range(RUNS)])
+            figures.append(
+                Figure(
+                    f"first answer after start, {size} machines (sops keys, none reachable)",
+                    took,
+                    "the same with no machines",
+                    empty,
+                )
+            )
+        return figures
+    finally:
+        for writer in _HELD:
+            writer.close()
+        _HELD.clear()
+        for server in silent:
+            server.close()
+
+
 async def measure() -> tuple[list[Figure], dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="deploybot-bench-") as tmp:
         cwd = Path(tmp)
@@ -96,9 +195,11 @@ async def measure() -> tuple[list[Figure], dict[str, float]]:
             bot_rss = await _idle_rss([sys.executable, "-m", "bot", "run"], run_env, cwd, polling)
         idle = [sys.executable, "-c", "import time; time.sleep(30)"]
         bare_rss = await _idle_rss(idle, env, cwd)
+        answers = await _first_answers(cwd)
     figures = [
         Figure("start-up: console answers /help", median(starts), "python -c pass", median(bares)),
         Figure("idle memory: deploybot run (RSS)", bot_rss, "idle python (RSS)", bare_rss, "MiB"),
+        *answers,
     ]
     return figures, {}
 

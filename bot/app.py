@@ -6,6 +6,7 @@ Everything is built here and handed to whatever uses it; nothing else assembles 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -40,7 +41,8 @@ from handlers.chat_port import TelegramChat
 from handlers.door import ScreenedUpdates
 from handlers.priority import SecretsFirst
 from handlers.registry import BotContext
-from store import Store
+from handlers.request import QuietRequest
+from store import Job, Store
 
 log = logging.getLogger(__name__)
 BotApplication = Application[Any, Any, Any, Any, Any, Any]
@@ -67,6 +69,8 @@ class Parts:
     reporter: Reporter
     probes_enabled: bool = True
     started_at: float = field(default_factory=time.monotonic)
+    #: What the start leaves to run beside the chat (see ``_post_init``).
+    after_start: asyncio.Task[None] | None = None
 
     @property
     def inventory(self) -> Inventory:
@@ -118,9 +122,12 @@ def build_application(
     if request is not None:
         builder = builder.request(request).get_updates_request(request)
     else:
-        # Strangers are refused before PTB parses their updates (handlers/door.py).
+        # Strangers are refused before PTB parses their updates (handlers/door.py); no
+        # answer that is not JSON reaches a log (handlers/request.py).
         screened = ScreenedUpdates()
-        builder = builder.get_updates_request(screened)
+        builder = builder.get_updates_request(screened).request(
+            QuietRequest(connection_pool_size=256)  # PTB's own default
+        )
     limiter = AIORateLimiter(max_retries=3) if rate_limiter else None
     application: BotApplication = (
         builder.rate_limiter(limiter).post_init(_post_init).post_stop(_post_stop).build()  # type: ignore[arg-type]
@@ -220,12 +227,19 @@ def parts_of(application: BotApplication) -> Parts:
 
 
 async def _post_init(application: BotApplication) -> None:
+    """What must be done before the first update is read, and nothing more (docs/telegram.md).
+
+    PTB reads no update until this returns, so everything that waits on machines or on
+    sops (each machine's keys are resolved once, one ``sops decrypt`` per sops-held key)
+    runs afterwards, beside the chat, in ``after_start``: a person's command never waits
+    for it. Ending the jobs a previous process left running stays here, so no new job can
+    start before they are marked interrupted.
+    """
     parts = parts_of(application)
     await application.bot.set_my_commands(
         [BotCommand(spec.name, spec.summary) for spec in parts.commands]
     )
-    await tell_interrupted_jobs(parts)
-    await tell_key_contradictions(parts)
+    interrupted = await end_interrupted_jobs(parts)
     if parts.schedules is not None:
         parts.schedules.start()
     if application.job_queue is not None:
@@ -238,10 +252,23 @@ async def _post_init(application: BotApplication) -> None:
         )
         if parts.probes_enabled:  # the example inventory's machines are not anyone's
             register_weekly(application.job_queue, parts.settings.report, parts.reporter)
+    parts.after_start = asyncio.create_task(_after_start(parts, interrupted), name="after start")
+
+
+async def _after_start(parts: Parts, interrupted: Interrupted) -> None:
+    try:
+        await tell_interrupted_jobs(parts, interrupted)
+        await tell_key_contradictions(parts)
+    except Exception:
+        log.exception("the checks after the start failed")
 
 
 async def _post_stop(application: BotApplication) -> None:
     parts = parts_of(application)
+    if parts.after_start is not None:
+        parts.after_start.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await parts.after_start
     await parts.engine.shutdown()
     await parts.jobs.shutdown()
 
@@ -263,14 +290,25 @@ async def tell_key_contradictions(parts: Parts) -> None:
         await parts.chat.post(admin, text)
 
 
-async def tell_interrupted_jobs(parts: Parts) -> None:
-    """Jobs a previous process left running end as ``interrupted``; their chats are told.
+@dataclass(frozen=True)
+class Interrupted:
+    """The jobs a previous process left running, now ended, and the processes it left."""
 
-    What that process left behind is cleared first, and each machine concerned is looked
-    at again, so the message says where it stands. Nothing is started again.
-    """
+    jobs: list[Job]
+    stopped: list[str]
+
+
+async def end_interrupted_jobs(parts: Parts) -> Interrupted:
+    """Jobs a previous process left running end as ``interrupted``; what it left behind
+    (stand-ins still running, staging folders) is cleared first."""
     stopped = await clear_crash_leftovers(parts.settings.state_dir)
-    jobs = await parts.store.interrupt_active_jobs()
+    return Interrupted(await parts.store.interrupt_active_jobs(), stopped)
+
+
+async def tell_interrupted_jobs(parts: Parts, interrupted: Interrupted) -> None:
+    """The chats of interrupted jobs are told; each machine concerned is looked at again,
+    so the message says where it stands. Nothing is started again."""
+    jobs, stopped = interrupted.jobs, interrupted.stopped
     names = sorted({job.machine for job in jobs})
     machines = [m for m in (parts.inventory.get(n) for n in names) if m is not None]
     looks: dict[str, str] = {}

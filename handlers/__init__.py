@@ -32,6 +32,7 @@ from handlers.report import ReportCommands
 from handlers.strangers import Strangers
 from handlers.unlock import UnlockCommands
 from store import Store
+from store.remembered import PageViews
 
 #: The command families, in the order /help lists them.
 FAMILIES = (
@@ -72,7 +73,7 @@ def register_all(
 ) -> CommandTable:
     """Install the gate first, then every command family, then buttons and free text;
     ``screened`` (the getUpdates request) gets the door in front of the gate."""
-    pager = Pager(Views())
+    pager = Pager(Views(PageViews(store)))
     info = InfoCommands(
         access=access,
         store=store,

@@ -20,9 +20,9 @@ from http import HTTPStatus
 from typing import Any
 
 from telegram import Bot
-from telegram.request import HTTPXRequest
 
 from handlers.gate import Gate, clean_username, describe
+from handlers.request import QuietRequest
 from handlers.strangers import Visitor
 
 
@@ -110,7 +110,7 @@ class Door:
         )
 
 
-class ScreenedUpdates(HTTPXRequest):
+class ScreenedUpdates(QuietRequest):
     """PTB's getUpdates request, with every batch passing the door before it is parsed."""
 
     def __init__(self) -> None:

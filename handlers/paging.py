@@ -61,13 +61,13 @@ class Pager:
             return
         view = self.views.open(user_id, pages)
         sent = await message.reply_text(pages[0], reply_markup=_markup(view, 0))
-        self.views.shown(view, sent.chat.id, sent.message_id)
+        await self.views.shown(view, sent.chat.id, sent.message_id)
 
     async def on_press(self, query: CallbackQuery) -> Turn:
         """Show the pressed page in place, or tell the presser why not."""
         shown = query.message
         chat_id, message_id = (shown.chat.id, shown.message_id) if shown else (0, 0)
-        press = self.views.press(query.data or "", query.from_user.id, chat_id, message_id)
+        press = await self.views.press(query.data or "", query.from_user.id, chat_id, message_id)
         if press.view is None:
             await query.answer(ANSWERS[press.turn], show_alert=press.turn is Turn.NOT_YOURS)
             return press.turn

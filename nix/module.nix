@@ -270,7 +270,7 @@ in
       keepDays = mkOption {
         type = types.ints.between 1 36500;
         default = 90;
-        description = "Days of probe counts and job logs kept; older ones are pruned once a day (DEPLOYBOT_KEEP_DAYS).";
+        description = "Days of probe counts, job logs, reboot tests and ended incidents kept; older ones are pruned once a day; the audit log is kept a year, or this long when longer (DEPLOYBOT_KEEP_DAYS).";
       };
       report = mkOption {
         type = types.nullOr cron;

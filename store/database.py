@@ -220,6 +220,14 @@ class Store:
             fields["user_id"] = user_id
         await self.call(lambda: self.db.table("audit").update(entry_id, fields))
 
+    async def prune_audit(self, before: str) -> int:
+        """Forget the audit entries from before ``before``; how many went."""
+
+        def write() -> int:
+            return int(self.db.execute("delete from audit where at < ?", [before]).rowcount)
+
+        return await self.call(write)
+
     async def recent_audit(self, limit: int = 20) -> list[AuditEntry]:
         def read() -> list[AuditEntry]:
             rows = self.db.query("select * from audit order by id desc limit ?", [limit])

@@ -311,6 +311,33 @@ class HealthStore:
         }
         await self.store.call(lambda: self.store.db.table("reboot_tests").update(test_id, fields))
 
+    async def prune_reboot_tests(self, before: str) -> int:
+        """Forget reboot tests started before ``before``, except each machine's last
+        finished one (what /status shows); how many went."""
+
+        def write() -> int:
+            cursor = self.store.db.execute(
+                "delete from reboot_tests where started_at < ? and id not in "
+                "(select max(id) from reboot_tests where finished_at is not null "
+                "group by machine)",
+                [before],
+            )
+            return int(cursor.rowcount)
+
+        return await self.store.call(write)
+
+    async def prune_incidents(self, before: str) -> int:
+        """Forget incidents that ended before ``before`` (open ones stay); how many went."""
+
+        def write() -> int:
+            cursor = self.store.db.execute(
+                "delete from incidents where coalesce(ended_at, '') != '' and ended_at < ?",
+                [before],
+            )
+            return int(cursor.rowcount)
+
+        return await self.store.call(write)
+
     async def last_reboot_test(self, machine: str) -> RebootTestRecord | None:
         def read() -> RebootTestRecord | None:
             rows = list(

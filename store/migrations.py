@@ -130,3 +130,26 @@ def m004_report_events(db: Database) -> None:
         not_null={"machine", "at", "kind"},
     )
     db.table("machine_events").create_index(["at"])
+
+
+@migrations()
+def m005_remembered(db: Database) -> None:
+    """What must outlive a restart: systemd tries per boot, and the paged answers' views."""
+    db.table("systemd_tries").create(
+        {"machine": str, "boot_id": str, "query": str, "tries": int, "at": str},
+        pk=("machine", "boot_id", "query"),
+        not_null={"machine", "boot_id", "query", "tries", "at"},
+    )
+    db.table("page_views").create(
+        {
+            "token": str,
+            "user_id": int,
+            "chat_id": int,
+            "message_id": int,
+            "created": float,
+            "pages": str,
+        },
+        pk="token",
+        not_null={"token", "user_id", "chat_id", "message_id", "created", "pages"},
+    )
+    db.table("page_views").create_index(["created"])

@@ -5,6 +5,8 @@ Every test ends with the bot still answering, nothing lost and nothing said twic
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from tests.botrig import BotRig
@@ -57,6 +59,30 @@ async def test_polling_survives_faults_and_loses_or_repeats_no_update(
     )
     await whoami_answered_once(rig, op)
     assert len(answers(tg, op, "Machines (1)")) == 3
+
+
+@pytest.mark.parametrize("status", [200, 502])
+async def test_an_answer_that_is_not_json_reaches_no_log(
+    rig: BotRig, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    """A cut or rewritten getUpdates answer may hold what people typed: PTB would log it
+    whole (200) or quote it in the error it raises (502). Nothing of it reaches a log."""
+    caplog.set_level(logging.INFO)
+    await rig.start(INVENTORY)
+    tg = rig.tg
+    op = tg.user(OPERATOR, "opal")
+    await whoami_answered_once(rig, op)
+    secret = "correct horse battery staple"
+    body = f'{{"ok":true,"result":[{{"update_id":7,"message":{{"text":"{secret}"'  # cut short
+    fault = tg.faults.garbage("getUpdates", body=body, status=status, times=2)
+    await tg.wait_until(lambda: fault.exhausted, timeout=30, what="both answers taken")
+    await whoami_answered_once(rig, op)
+    logged = caplog.text + "".join(
+        repr(r.args) + repr(r.exc_info) for r in caplog.records if r.args or r.exc_info
+    )
+    assert secret not in logged
+    assert "horse" not in logged
+    assert "not JSON" in caplog.text  # the failure itself is told, by its size
 
 
 async def test_offline_telegram_delivers_what_was_sent_meanwhile_once(rig: BotRig) -> None:

@@ -101,6 +101,19 @@ async def test_every_machine_is_reachable_by_paging_machines(fleet: BotRig) -> N
     assert len([m for m in tg.bot_messages(admin) if m.body.startswith("Machines")]) == 1
 
 
+async def test_page_buttons_still_turn_after_a_restart(fleet: BotRig) -> None:
+    tg = fleet.tg
+    admin, op = tg.user(ADMIN, "root_admin"), tg.user(OPERATOR, "op")
+    first = await fleet.ask(admin, "/machines")
+    await fleet.restart()
+    await tg.press_button(admin, first, "›")
+    second = await tg.wait_for_message(admin, turned_to(first, 2), edits=True)
+    assert second.body.startswith(f"Machines ({FLEET}):\n")
+    # Still only for the person who asked.
+    answer = await tg.wait_for_callback_answer(await tg.press(op, first, first.button_data("›")))
+    assert answer.text == "Only the person who asked can turn these pages."
+
+
 async def test_status_leads_with_a_summary_and_the_machines_that_need_attention(
     fleet: BotRig,
 ) -> None:
@@ -220,21 +233,21 @@ def test_one_short_list_is_one_page_without_a_page_mark() -> None:
     assert split_pages(["a", "b"], header="H") == ["H\na\nb"]
 
 
-def test_views_are_bounded_and_expire() -> None:
+async def test_views_are_bounded_and_expire() -> None:
     now = [0.0]
     views = Views(limit=3, ttl=60, clock=lambda: now[0])
     opened = [views.open(1, ["p1", "p2"]) for _ in range(5)]
     for view in opened:
-        views.shown(view, 10, 20)
+        await views.shown(view, 10, 20)
     assert len(views) == 3
     first = f"{PREFIX}:{opened[0].token}:1"
-    assert views.press(first, 1, 10, 20).turn is Turn.EXPIRED  # forgotten: beyond the limit
+    assert (await views.press(first, 1, 10, 20)).turn is Turn.EXPIRED  # forgotten: beyond the limit
     last = f"{PREFIX}:{opened[-1].token}:1"
-    assert views.press(last, 1, 10, 20).turn is Turn.SHOWN
-    assert views.press(last, 2, 10, 20).turn is Turn.NOT_YOURS
-    assert views.press(last, 1, 10, 21).turn is Turn.EXPIRED
+    assert (await views.press(last, 1, 10, 20)).turn is Turn.SHOWN
+    assert (await views.press(last, 2, 10, 20)).turn is Turn.NOT_YOURS
+    assert (await views.press(last, 1, 10, 21)).turn is Turn.EXPIRED
     now[0] = 61.0
-    assert views.press(last, 1, 10, 20).turn is Turn.EXPIRED
+    assert (await views.press(last, 1, 10, 20)).turn is Turn.EXPIRED
     assert len(views) == 0
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from bot.config.inventory import Machine
 from bot.core.keys import generate_ed25519
+from bot.remote.pins import resolve
 from bot.remote.place import Pins, Place, classify, same_key
+from store import MachineState
 
 SYSTEM = generate_ed25519("system").public
 INITRD = generate_ed25519("initrd").public
@@ -90,3 +93,22 @@ def test_same_key_ignores_comments_and_rejects_garbage() -> None:
     assert same_key(SYSTEM, bare + " another comment")
     assert not same_key(SYSTEM, INITRD)
     assert not same_key(SYSTEM, "not a key")
+
+
+def test_a_machine_not_installed_yet_presenting_another_key_is_in_an_installer() -> None:
+    fresh = Pins(system=SYSTEM, system_source="sops (key)", installed=False)
+    seen = classify(fresh, system=STRANGER, initrd=None, system_where="h:22")
+    assert seen.place is Place.INSTALLER
+    assert seen.detail.startswith("not installed yet")
+    assert classify(fresh, system=SYSTEM, initrd=None).place is Place.SYSTEM
+    # Once installed (or seen up), the same key is a changed key.
+    installed = Pins(system=SYSTEM, system_source="sops (key)")
+    assert classify(installed, system=STRANGER, initrd=None).place is Place.WRONG_KEY
+
+
+def test_pins_say_installed_once_the_bot_installed_saw_or_recorded_it() -> None:
+    machine = Machine(name="m", host="127.0.0.1", flake_attr="m", host_key=SYSTEM)
+    assert not resolve(machine, MachineState("m")).installed
+    assert resolve(machine, MachineState("m", boot_id="b")).installed
+    assert resolve(machine, MachineState("m", installed_at="2026-01-01")).installed
+    assert resolve(machine, MachineState("m", host_key=SYSTEM)).installed

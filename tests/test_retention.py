@@ -1,4 +1,5 @@
-"""History stays bounded: probe counts and job logs older than DEPLOYBOT_KEEP_DAYS go."""
+"""History stays bounded: probe counts, job logs, reboot tests, ended incidents and
+systemd tries older than DEPLOYBOT_KEEP_DAYS go; the audit log stays a year at least."""
 
 from __future__ import annotations
 
@@ -84,6 +85,90 @@ async def test_old_probe_counts_and_job_logs_are_pruned(rig: BotRig, tmp_path: P
     assert await records.uptime_share("web", days=3650) == 1.0
     again = await rig.svc.retention.prune(NOW)
     assert (again.probe_hours, again.job_logs) == (0, 0)
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat(timespec="milliseconds")
+
+
+async def insert(rig: BotRig, table: str, rows: list[dict[str, object]]) -> None:
+    store = rig.svc.store
+    await store.call(lambda: store.db.table(table).insert_all(rows))
+
+
+async def column(rig: BotRig, sql: str) -> list[object]:
+    store = rig.svc.store
+    return await store.call(lambda: [next(iter(r.values())) for r in store.db.query(sql)])
+
+
+async def test_old_reboot_tests_incidents_and_tries_are_pruned(rig: BotRig) -> None:
+    await rig.start(INVENTORY + '[machines.db]\nhost = "127.0.0.2"\nssh_port = 1\n')
+    old, recent = NOW - timedelta(days=91), NOW - timedelta(days=89)
+    test = {"trigger": "scheduled", "ok": 1, "stage": "done", "stages": "{}", "summary": "ok"}
+    await insert(
+        rig,
+        "reboot_tests",
+        [
+            {**test, "machine": "web", "started_at": iso(old), "finished_at": iso(old)},
+            {**test, "machine": "web", "started_at": iso(recent), "finished_at": iso(recent)},
+            {**test, "machine": "db", "started_at": iso(old), "finished_at": iso(old)},
+            # db's last one, unfinished: its last finished one above stays.
+            {**test, "machine": "db", "started_at": iso(old), "finished_at": None},
+        ],
+    )
+    await insert(
+        rig,
+        "incidents",
+        [
+            {"machine": "web", "started_at": iso(old), "ended_at": iso(old), "problem": "a"},
+            {"machine": "web", "started_at": iso(old), "ended_at": "", "problem": "still open"},
+            {"machine": "db", "started_at": iso(old), "ended_at": iso(recent), "problem": "b"},
+        ],
+    )
+    await insert(
+        rig,
+        "systemd_tries",
+        [
+            {"machine": "web", "boot_id": "b1", "query": "q", "tries": 3, "at": iso(old)},
+            {"machine": "web", "boot_id": "b2", "query": "q", "tries": 1, "at": iso(recent)},
+        ],
+    )
+
+    pruned = await rig.svc.retention.prune(NOW)
+
+    assert (pruned.reboot_tests, pruned.incidents, pruned.systemd_tries) == (2, 1, 1)
+    assert await column(rig, "select id from reboot_tests order by id") == [2, 3]
+    assert await column(rig, "select problem from incidents order by id") == ["still open", "b"]
+    assert await column(rig, "select boot_id from systemd_tries") == ["b2"]
+    last = await rig.svc.engine.records.last_reboot_test("db")
+    assert last is not None
+    assert last.id == 3
+    again = await rig.svc.retention.prune(NOW)
+    assert (again.reboot_tests, again.incidents, again.systemd_tries) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("keep_days", "kept"),
+    [
+        # A year by default: entries older than DEPLOYBOT_KEEP_DAYS stay.
+        (90, {89: True, 91: True, 364: True, 366: False}),
+        # Longer keep days keep the audit as long.
+        (400, {364: True, 399: True, 401: False}),
+    ],
+)
+async def test_the_audit_log_is_kept_a_year_or_keep_days_when_longer(
+    rig: BotRig, keep_days: int, kept: dict[int, bool]
+) -> None:
+    rig.env["DEPLOYBOT_KEEP_DAYS"] = str(keep_days)
+    await rig.start(INVENTORY)
+    entry = {"user_id": ADMIN, "action": "deploy", "decision": "allowed", "machine": "web"}
+    await insert(rig, "audit", [{**entry, "at": iso(NOW - timedelta(days=d))} for d in kept])
+
+    pruned = await rig.svc.retention.prune(NOW)
+
+    left = set(await column(rig, "select at from audit"))
+    assert {d: iso(NOW - timedelta(days=d)) in left for d in kept} == kept
+    assert pruned.audit == list(kept.values()).count(False)
 
 
 async def test_log_of_a_pruned_job_says_so(rig: BotRig) -> None:

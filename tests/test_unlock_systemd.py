@@ -87,6 +87,25 @@ async def test_third_wrong_passphrase_is_a_give_up_and_a_reboot_brings_new_tries
     assert [a.correct for a in host.attempts] == [False, False, False, True]
 
 
+async def test_tries_spent_this_boot_are_remembered_across_a_restart(world: World) -> None:
+    host = await _systemd_host(world)
+    op, tg = world.op, world.rig.tg
+    await tg.send_text(op, "/unlock clawsiecats")
+    await tg.wait_for_message(op, _is_prompt)
+    for attempt in (1, 2, 3):
+        await tg.send_text(op, f"wrong {attempt}")
+        if attempt < 3:
+            await tg.wait_for_message(op, _says(f"attempt {attempt + 1} of 3"))
+    gave_up = await tg.wait_for_message(op, _says("given up"), timeout=30)
+    await world.rig.restart()
+    await tg.send_text(op, "/unlock clawsiecats")
+    again = await tg.wait_for_message(
+        op, lambda m: m.message_id > gave_up.message_id and "🚨" in m.body, timeout=30
+    )
+    assert again.body == gave_up.body
+    assert host.wrong_attempts == 3
+
+
 def _disk_and_try(body: str) -> tuple[str, int]:
     match = re.search(r"Disk (.+?): try (\d) of 3 this boot", body)
     assert match, body

@@ -8,6 +8,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+import pytest
+
 from bot.flows.watch.watcher import Watcher
 from tests.fake_telegram import FakeMessage
 from tests.lab.host import LabHost
@@ -147,3 +149,33 @@ async def test_status_shows_last_check_and_uptime(world: World) -> None:
     assert "last check" in reply.body
     assert "✓ up, system running" in reply.body
     assert "up 100.0% of probes over 7 days" in reply.body
+
+
+async def _probes_counted(world: World, name: str) -> int:
+    store = world.rig.svc.store
+    rows = await store.call(
+        lambda: list(
+            store.db.query("select sum(probes) as n from probe_hours where machine = ?", [name])
+        )
+    )
+    return int(rows[0]["n"] or 0)
+
+
+@pytest.mark.parametrize("luks", [False, True])
+async def test_a_machine_not_installed_yet_is_no_changed_key(world: World, luks: bool) -> None:
+    """Its system key is its sops key's public half, pinned before it is installed; the
+    installer it runs meanwhile presents another key. That is no alert."""
+    host = world.lab.start_host("fresh", luks=luks)
+    world.machine("fresh", host, luks=luks, probe_interval=PROBES)  # host_key_secret from sops
+    await world.start(**FAST_WATCH)
+    alert_after = int(FAST_WATCH["alert_after"])
+
+    async def probed() -> bool:
+        return await _probes_counted(world, "fresh") >= alert_after + 3
+
+    await eventually(probed, timeout=20, what="several probes of fresh")
+    state = await world.rig.svc.store.machine("fresh")
+    assert state.state == "installer"
+    assert "not installed yet" in state.detail
+    assert alerts(world, "🚨") == []
+    assert [m for m in world.rig.tg.bot_messages(world.admin) if "🚨" in m.body] == []

@@ -9,7 +9,9 @@ A view is one paged answer: the pages as they were when it was asked, the one pe
 may turn them, and the message they are shown in. Its buttons carry ``pg:<token>:<page>``
 — a random token, so data forged or replayed from another view matches nothing (as in
 ``bot.chat.confirm``), well under Telegram's 64-byte limit. Views are kept in memory, at
-most ``MAX_VIEWS`` of them and for ``VIEW_TTL`` seconds, so memory stays bounded.
+most ``MAX_VIEWS`` of them and for ``VIEW_TTL`` seconds, so memory stays bounded, and in the
+store (``store.remembered``) for as long, so an answer's buttons still turn its pages after
+a restart; their times are wall-clock times for that reason.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from enum import Enum
 
 from bot.chat.port import Button
 from bot.core.telegram_limits import MAX_TEXT
+from store.remembered import PageViews, SavedView
 
 PREFIX = "pg"
 MAX_VIEWS = 128
@@ -91,7 +94,7 @@ class View:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(9))
     chat_id: int = 0
     message_id: int = 0
-    created: float = field(default_factory=time.monotonic)
+    created: float = field(default_factory=time.time)
 
     def buttons(self, page: int) -> list[list[Button]]:
         """‹ and › to the neighbouring pages (none on a single page)."""
@@ -117,11 +120,13 @@ class Views:
 
     def __init__(
         self,
+        saved: PageViews | None = None,
         *,
         limit: int = MAX_VIEWS,
         ttl: float = VIEW_TTL,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.saved = saved
         self.limit = limit
         self.ttl = ttl
         self.clock = clock
@@ -136,20 +141,27 @@ class Views:
         self._forget_old()
         return view
 
-    def shown(self, view: View, chat_id: int, message_id: int) -> None:
+    async def shown(self, view: View, chat_id: int, message_id: int) -> None:
         """Where the view's first page was posted: presses elsewhere do not turn it."""
         view.chat_id, view.message_id = chat_id, message_id
+        if self.saved is not None:
+            saved = SavedView(
+                view.token, view.user_id, chat_id, message_id, view.created, view.pages
+            )
+            await self.saved.save(saved, expired_before=self.clock() - self.ttl)
 
-    def close(self, view: View) -> None:
+    async def close(self, view: View) -> None:
         self._open.pop(view.token, None)
+        if self.saved is not None:
+            await self.saved.forget(view.token)
 
-    def press(self, data: str, user_id: int, chat_id: int, message_id: int) -> Press:
+    async def press(self, data: str, user_id: int, chat_id: int, message_id: int) -> Press:
         """Judge a press: only the asker, only on the view's message, only a real page."""
         self._forget_old()
         parts = data.split(":")
         if len(parts) != 3 or parts[0] != PREFIX or not parts[2].isdigit():
             return Press(Turn.EXPIRED)
-        view = self._open.get(parts[1])
+        view = self._open.get(parts[1]) or await self._load(parts[1])
         page = int(parts[2])
         if (
             view is None
@@ -160,6 +172,25 @@ class Views:
         if view.user_id != user_id:
             return Press(Turn.NOT_YOURS)
         return Press(Turn.SHOWN, view, page)
+
+    async def _load(self, token: str) -> View | None:
+        """A view shown before a restart (or forgotten here beyond ``limit``), unexpired."""
+        if self.saved is None or len(token) > 64:
+            return None
+        found = await self.saved.load(token)
+        if found is None or found.created < self.clock() - self.ttl:
+            return None
+        view = View(
+            user_id=found.user_id,
+            pages=found.pages,
+            token=found.token,
+            chat_id=found.chat_id,
+            message_id=found.message_id,
+            created=found.created,
+        )
+        self._open[view.token] = view
+        self._forget_old()
+        return self._open.get(view.token)
 
     def _forget_old(self) -> None:
         deadline = self.clock() - self.ttl

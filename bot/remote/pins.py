@@ -110,6 +110,7 @@ def resolve(machine: Machine, known: MachineState, sops_key: str = "") -> Pins:
         initrd_source=initrd_source,
         system_source=system_source,
         conflicts=system_conflicts + initrd_conflicts,
+        installed=bool(known.installed_at or known.boot_id or known.host_key),
     )
 
 

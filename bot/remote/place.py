@@ -2,6 +2,9 @@
 
 "Up" always means "answers with the pinned system key": an installer still answering on
 port 22 with its own key, or anything with a key the bot did not pin, is not the machine.
+A machine never installed (its system key comes from sops or the inventory, and the bot has
+neither installed it nor seen it up) that presents another key is taken as not installed
+yet, in an installer or its old system: no changed key (docs/keys.md).
 An initrd counts only when it proves the pinned initrd key and the system port is silent,
 since only then is it the machine waiting for its passphrase. The values of :class:`Place`
 are the states the store keeps.
@@ -39,6 +42,9 @@ class Pins:
     initrd_source: str = ""
     system_source: str = ""
     conflicts: tuple[str, ...] = ()
+    #: Installed: by the bot, or seen up with its pinned key, or a key recorded for it.
+    #: A machine that is not presents another key until it is (``classify``).
+    installed: bool = True
 
 
 @dataclass(frozen=True)
@@ -87,12 +93,24 @@ def classify(
         return Location(Place.WRONG_KEY, system, system_where, detail=stranger)
     if system is not None and pins.installer and same_key(system, pins.installer):
         return Location(Place.INSTALLER, system, system_where)
+    if system is not None and not pins.installed:
+        return Location(
+            Place.INSTALLER, system, system_where, detail=not_installed(_fingerprint(system))
+        )
     if system is not None and not shared:
         return Location(Place.WRONG_KEY, system, system_where, detail=stranger)
     if initrd is not None:
         detail = f"{initrd_where} answers with another host key ({_fingerprint(initrd)})"
         return Location(Place.WRONG_KEY, initrd, initrd_where, on_initrd_port=True, detail=detail)
     return Location(Place.NOTHING, detail=why)
+
+
+def not_installed(presented: str) -> str:
+    """Why a machine never installed that presents another key (``presented``, its
+    fingerprint) is not alerted about."""
+    return (
+        f"not installed yet: it answers with {presented}, not its pinned key, as an installer does"
+    )
 
 
 def _fingerprint(key: str | None) -> str:

@@ -27,7 +27,7 @@ from bot.core.keys import fingerprint, parse_public_key
 from bot.core.poll import poll_until
 from bot.core.text import one_line
 from bot.remote.health import BOOT_ID, Health, Probe, read_health, read_health_in
-from bot.remote.place import Location, Pins, Place, locate
+from bot.remote.place import Location, Pins, Place, locate, not_installed
 from bot.remote.shell import RemoteShell, ShellFailed
 from bot.remote.ssh import (
     AuthRefused,
@@ -191,6 +191,8 @@ class Target:
         except HostKeyMismatch as exc:
             if self.pins.installer and exc.actual_fingerprint == fingerprint(self.pins.installer):
                 return Probe(Place.INSTALLER, "answers with its installer's key")
+            if not self.pins.installed:
+                return Probe(Place.INSTALLER, not_installed(exc.actual_fingerprint))
             return Probe(
                 Place.WRONG_KEY, f"answers with another host key ({exc.actual_fingerprint})"
             )

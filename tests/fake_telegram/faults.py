@@ -1,4 +1,5 @@
-"""Fault injection: 429, HTTP errors, dropped connections and delays, per method or for all."""
+"""Fault injection: 429, HTTP errors, answers that are not JSON, dropped connections and
+delays, per method or for all."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-FaultKind = Literal["retry_after", "error", "drop", "delay"]
+FaultKind = Literal["retry_after", "error", "garbage", "drop", "delay"]
 Where = Callable[[Mapping[str, Any]], bool]
 
 
@@ -21,6 +22,7 @@ class Fault:
     status: int = 500
     description: str = "Internal Server Error"
     seconds: float = 0.0
+    body: str = ""
     where: Where | None = None
     hits: int = 0
 
@@ -40,9 +42,9 @@ class Faults:
     """The rule book consulted before every call. ``method=None`` matches every method.
 
     Rules are applied in the order they were added: all matching ``delay`` rules add up, then
-    the first matching terminal rule (``retry_after``, ``error``, ``drop``) answers the call
-    instead of the method. ``where`` filters on the decoded request parameters, e.g.
-    ``where=lambda p: p.get("chat_id") == 42``.
+    the first matching terminal rule (``retry_after``, ``error``, ``garbage``, ``drop``)
+    answers the call instead of the method. ``where`` filters on the decoded request
+    parameters, e.g. ``where=lambda p: p.get("chat_id") == 42``.
     """
 
     def __init__(self) -> None:
@@ -79,6 +81,19 @@ class Faults:
         return self._add(
             Fault("error", method, times, status=status, description=description, where=where)
         )
+
+    def garbage(
+        self,
+        method: str | None = None,
+        *,
+        body: str,
+        status: int = 200,
+        times: int | None = 1,
+        where: Where | None = None,
+    ) -> Fault:
+        """Answer ``body`` as it is, not JSON: what a proxy or a broken server in front of
+        the Bot API may send (an HTML error page, a cut answer)."""
+        return self._add(Fault("garbage", method, times, status=status, body=body, where=where))
 
     def drop(
         self, method: str | None = None, *, times: int | None = 1, where: Where | None = None

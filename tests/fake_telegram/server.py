@@ -174,6 +174,8 @@ class BotApiServer:
             record.fault = fault.kind
             if fault.kind == "drop":
                 _drop(request)
+            if fault.kind == "garbage":
+                return web.Response(text=fault.body, status=fault.status, content_type="text/html")
             raise _fault_error(fault)
         entry = METHODS.get(record.method.lower())
         if entry is None:

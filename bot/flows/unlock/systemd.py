@@ -44,8 +44,8 @@ async def prompted_systemd(session: UnlockSession, people: list[int]) -> UnlockR
             return await _not_asking(session, boot, last_user)
         # The agent asks in the order --list shows: ask for that disk (docs/initrd.md).
         query = queries[0]
-        key = (m.name, boot, query.message)
-        used = memory.tries.get(key, 0)
+        asking = session.scrub(query.message)  # what the store keeps a digest of
+        used = await memory.tries.used(m.name, boot, asking)
         detail = f"Disk {query.disk}: try {used + 1} of {SYSTEMD_TRIES} this boot."
         if len(queries) > 1:
             detail += f" ({len(queries)} disks are asking; one at a time.)"
@@ -70,7 +70,7 @@ async def prompted_systemd(session: UnlockSession, people: list[int]) -> UnlockR
             note = await session.refused_passphrase(user_id, outcome)
             continue
         if outcome.result in (Relay.WRONG, Relay.ACCEPTED):
-            memory.tries[key] = used + 1
+            await memory.tries.spend(m.name, boot, asking)
         last_try = used + 1 >= SYSTEMD_TRIES
         verdict = outcome.result
         if verdict is Relay.ACCEPTED and outcome.stayed and last_try and not outcome.pending:
@@ -133,7 +133,7 @@ async def _not_asking(session: UnlockSession, boot: str, user_id: int | None) ->
     if await session.system_up():
         await session.tools.store.update_machine(m.name, state=Place.SYSTEM)
         return UnlockResult(True, f"{m.name} is up (unlocked elsewhere)")
-    if boot and session.memory.tries_used(m.name, boot) >= SYSTEMD_TRIES:
+    if boot and await session.memory.tries.used_this_boot(m.name, boot) >= SYSTEMD_TRIES:
         return await _gave_up(session, user_id)
     text = (
         f"⚠️ {m.name} waits in its initrd but nothing there asks for a passphrase. "

@@ -24,6 +24,7 @@ from bot.remote.place import Location, Place
 from bot.remote.target import Target
 from store import Store
 from store.health import UNLOCK_EVENT, HealthStore
+from store.remembered import SystemdTries
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,13 @@ log = logging.getLogger(__name__)
 class Memory:
     """What the unlocker remembers between sessions, per machine."""
 
+    # systemd initrd: tries used per (machine, boot id, query message). systemd-cryptsetup
+    # allows 3 per boot (docs/initrd.md), so the count restarts only with a new boot id;
+    # it is kept in the store, since a restart of the bot is no new boot of the machine.
+    tries: SystemdTries
     cooldown_until: dict[str, float] = field(default_factory=dict)
     # ``unlock = auto``: which way the machine's initrd took a passphrase last time.
     flavour: dict[str, UnlockMode] = field(default_factory=dict)
-    # systemd initrd: tries used per (machine, boot id, query message). systemd-cryptsetup
-    # allows 3 per boot (docs/initrd.md), so the count restarts only with a new boot id.
-    tries: dict[tuple[str, str, str], int] = field(default_factory=dict)
-
-    def tries_used(self, machine: str, boot: str) -> int:
-        return sum(n for (name, b, _), n in self.tries.items() if name == machine and b == boot)
 
 
 class Unlocker:
@@ -62,7 +61,7 @@ class Unlocker:
     ) -> None:
         self.fleet = fleet
         self.store = store
-        self.memory = Memory()
+        self.memory = Memory(SystemdTries(store))
         self.tools = Tools(
             store=store,
             chat=chat,
@@ -85,9 +84,9 @@ class Unlocker:
     def active(self, machine: str) -> bool:
         return machine in self._sessions
 
-    def tries_used(self, machine: str, boot: str) -> int:
+    async def tries_used(self, machine: str, boot: str) -> int:
         """systemd initrd: tries the bot spent on ``machine`` during boot ``boot``."""
-        return self.memory.tries_used(machine, boot)
+        return await self.memory.tries.used_this_boot(machine, boot)
 
     async def unlock(
         self,

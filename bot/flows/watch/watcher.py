@@ -126,6 +126,10 @@ class Watcher:
                     await self.fleet.learn_initrd_key(machine)
             if self.silenced(machine.name):
                 return None
+            if probe.state is Place.INSTALLER and not target.pins.installed:
+                # Not installed yet: where it is is recorded, and nothing is wrong with it.
+                await self._record(machine, probe, counted=True)
+                return probe
             await self._judge(machine, known, probe)
             return probe
         except Exception:
