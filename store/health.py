@@ -338,6 +338,15 @@ class HealthStore:
 
         return await self.store.call(write)
 
+    async def prune_machine_events(self, before: str) -> int:
+        """Forget the report's events (reboots seen, unlock waits) before ``before``."""
+
+        def write() -> int:
+            cursor = self.store.db.execute("delete from machine_events where at < ?", [before])
+            return int(cursor.rowcount)
+
+        return await self.store.call(write)
+
     async def last_reboot_test(self, machine: str) -> RebootTestRecord | None:
         def read() -> RebootTestRecord | None:
             rows = list(

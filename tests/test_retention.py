@@ -134,9 +134,20 @@ async def test_old_reboot_tests_incidents_and_tries_are_pruned(rig: BotRig) -> N
         ],
     )
 
+    await insert(
+        rig,
+        "machine_events",
+        [
+            {"machine": "web", "at": iso(old), "kind": "reboot", "seconds": 0.0, "detail": ""},
+            {"machine": "web", "at": iso(recent), "kind": "unlock", "seconds": 9.0, "detail": ""},
+        ],
+    )
+
     pruned = await rig.svc.retention.prune(NOW)
 
     assert (pruned.reboot_tests, pruned.incidents, pruned.systemd_tries) == (2, 1, 1)
+    assert pruned.machine_events == 1
+    assert await column(rig, "select kind from machine_events") == ["unlock"]
     assert await column(rig, "select id from reboot_tests order by id") == [2, 3]
     assert await column(rig, "select problem from incidents order by id") == ["still open", "b"]
     assert await column(rig, "select boot_id from systemd_tries") == ["b2"]
@@ -145,6 +156,7 @@ async def test_old_reboot_tests_incidents_and_tries_are_pruned(rig: BotRig) -> N
     assert last.id == 3
     again = await rig.svc.retention.prune(NOW)
     assert (again.reboot_tests, again.incidents, again.systemd_tries) == (0, 0, 0)
+    assert again.machine_events == 0
 
 
 @pytest.mark.parametrize(

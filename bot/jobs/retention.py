@@ -4,8 +4,8 @@ Every ``PRUNE_EVERY`` the bot forgets what is older than ``DEPLOYBOT_KEEP_DAYS``
 probe counts (``probe_hours``) of those hours; the logs of jobs that ended before then
 (their files under ``state/jobs``, their events and their rows' ``log_path``; the job row
 itself and its result stay); reboot tests (each machine's last finished one stays, /status
-shows it); incidents that ended; systemd tries of boots long over. A log file that no row
-names any more is removed by age.
+shows it); incidents that ended; systemd tries of boots long over; the report's events.
+A log file that no row names any more is removed by age.
 
 The audit log says who did what, which is asked about long after: it is kept
 ``AUDIT_MIN_DAYS`` days, or ``DEPLOYBOT_KEEP_DAYS`` when that is longer.
@@ -39,6 +39,7 @@ class Pruned:
     incidents: int = 0
     systemd_tries: int = 0
     audit: int = 0
+    machine_events: int = 0
 
 
 class Retention:
@@ -70,6 +71,7 @@ class Retention:
             reboot_tests=await self.records.prune_reboot_tests(before),
             incidents=await self.records.prune_incidents(before),
             systemd_tries=await self.tries.prune(before),
+            machine_events=await self.records.prune_machine_events(before),
             audit=await self.store.prune_audit(
                 (now - timedelta(days=self.audit_days)).isoformat(timespec="milliseconds")
             ),
