@@ -67,6 +67,11 @@ let
     // {
       description = "cron expression of five fields, or \"\"";
     };
+  tag =
+    types.strMatching "[a-z0-9][a-z0-9_-]{0,31}"
+    // {
+      description = "tag: lowercase letters, digits, '-' and '_'";
+    };
   check =
     types.strMatching "tcp:[0-9]+|https?://[^[:space:]]+"
     // {
@@ -131,6 +136,10 @@ let
           (the default).
         '';
         checks = optional (types.listOf check) "Extra health checks, run on the machine.";
+        tags = optional (types.listOf tag) ''
+          Short names of the groups the machine belongs to, e.g. [ "web" "eu" ]:
+          /report tag:web pictures them together.
+        '';
       };
     };
 

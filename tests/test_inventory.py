@@ -37,6 +37,9 @@ def test_example_inventory_loads_with_every_key() -> None:
     assert machine.rollback_timeout == 90.0
     assert machine.secrets_file == ROOT / "machines" / "secrets.yaml"
     assert machine.checks == ("tcp:443", "http://127.0.0.1:8080/health")
+    assert machine.tags == ("web", "eu")
+    assert [m.name for m in inventory.tagged("eu")] == ["clawsiecats"]
+    assert inventory.tagged("db") == []
 
 
 def test_defaults_apply(tmp_path: Path) -> None:
@@ -67,6 +70,9 @@ def test_defaults_apply(tmp_path: Path) -> None:
         ('host = "a.example"\nunlock = "dropbear"', "web: unlock: 'dropbear'"),
         ('host = "a.example"\nssh_port = 70000', "web: ssh_port: 70000 is not a TCP port"),
         ('host = "a.example"\nchecks = ["udp:53"]', "web: checks: 'udp:53'"),
+        ('host = "a.example"\ntags = "web"', "web: tags: expected a list"),
+        ('host = "a.example"\ntags = ["Web Servers"]', "web: tags: 'Web Servers' is not a tag"),
+        ('host = "a.example"\ntags = [7]', "web: tags: '7' is not a tag"),
         (
             'host = "a.example"\nauto_unlock = true',
             "web: auto_unlock: needs luks_passphrase_secret",

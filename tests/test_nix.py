@@ -80,6 +80,7 @@ FULL_MACHINE: dict[str, Any] = {
     "rollback_timeout": "2m",
     "reboot_check": "0 4 * * 0",
     "checks": ["tcp:443", "http://127.0.0.1:8080/health"],
+    "tags": ["web", "eu"],
 }
 ANYWHERE = ["nix", "run", "github:nix-community/nixos-anywhere", "--", "--option", "a b"]
 FULL = deploybot(
@@ -229,6 +230,7 @@ def test_inventory_is_rendered_as_the_bot_reads_it(full: dict[str, Any]) -> None
     assert clawsiecats.ssh_port == 2200
     assert clawsiecats.operators == frozenset({123456789, 42})
     assert clawsiecats.secrets_file == Path("/srv/infra/machines/secrets.yaml")
+    assert clawsiecats.tags == ("web", "eu")
     assert inventory.machines["web"].flake_attr == "web"
 
 
@@ -319,6 +321,10 @@ WEB = {"host": "10.0.0.1"}
         (
             with_options(SMALL, machines={"web": {**WEB, "checks": ["ping 10.0.0.1"]}}),
             'services.deploybot.machines.web.checks."[definition 1-entry 1]"\' is not of type',
+        ),
+        (
+            with_options(SMALL, machines={"web": {**WEB, "tags": ["Web Servers"]}}),
+            'services.deploybot.machines.web.tags."[definition 1-entry 1]"\' is not of type',
         ),
         (
             with_options(SMALL, machines={"web": {**WEB, "reboot_check": "0 4 * *"}}),

@@ -28,6 +28,8 @@ from bot.core.text import has_control, printable
 
 UnlockMode = Literal["auto", "askpass", "systemd"]
 MACHINE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: A tag names a group of machines (``tags = ["web", "eu"]``; ``/report tag:web``).
+TAG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$"
 )
@@ -79,6 +81,7 @@ class Machine:
     reboot_check: str = ""
     checks: tuple[str, ...] = ()
     erase_approval: bool = False
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,10 @@ class Inventory:
 
     def operated_by(self, user_id: int) -> list[Machine]:
         return [m for m in self if user_id in m.operators]
+
+    def tagged(self, tag: str) -> list[Machine]:
+        """The machines carrying ``tag``, in file order."""
+        return [m for m in self if tag in m.tags]
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -126,6 +133,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "reboot_check": (str,),
     "checks": (list,),
     "erase_approval": (bool,),
+    "tags": (list,),
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
 
@@ -278,6 +286,10 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
         why = check_problem(check)
         if why:
             bad("checks", why)
+    tags = entry.get("tags", [])
+    for tag in tags:
+        if not isinstance(tag, str) or not TAG.fullmatch(tag):
+            bad("tags", f"{str(tag)[:40]!r} is not a tag (lowercase letters, digits, '-' and '_')")
     if len(problems) > before:
         return None
     return Machine(
@@ -306,6 +318,7 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
         reboot_check=cron,
         checks=tuple(checks),
         erase_approval=entry.get("erase_approval", False),
+        tags=tuple(dict.fromkeys(tags)),
     )
 
 
