@@ -51,6 +51,8 @@ class Settings:
     webhook_url: str | None = None
     webhook_listen: tuple[str, int] = DEFAULT_WEBHOOK_LISTEN
     keep_days: int = 90
+    #: DEPLOYBOT_ROLLOUT_PARALLEL: machines a rollout updates at once after its canary.
+    rollout_parallel: int = 5
 
     def sops_reader(self) -> SopsReader:
         """sops as configured: the settings' key variables over the bot's environment."""
@@ -196,6 +198,12 @@ def load_settings(
         raise SettingsError(
             f"DEPLOYBOT_KEEP_DAYS must be a number of days from 1 to 36500, not {keep_days[:20]!r}"
         )
+    parallel = get("DEPLOYBOT_ROLLOUT_PARALLEL", "5")
+    if not parallel.isdigit() or not 1 <= int(parallel) <= 100:
+        raise SettingsError(
+            "DEPLOYBOT_ROLLOUT_PARALLEL must be a number of machines from 1 to 100, "
+            f"not {parallel[:20]!r}"
+        )
     for name in ("SOPS_AGE_KEY_FILE", "SOPS_AGE_SSH_PRIVATE_KEY_FILE"):
         if name in sops_env:
             sops_env[name] = str(secret_path(sops_env[name], credentials))
@@ -223,6 +231,7 @@ def load_settings(
         webhook_url=_parse_webhook_url(get("DEPLOYBOT_WEBHOOK_URL", "")),
         webhook_listen=_parse_listen(get("DEPLOYBOT_WEBHOOK_LISTEN", "127.0.0.1:8443")),
         keep_days=int(keep_days),
+        rollout_parallel=int(parallel),
     )
 
 
