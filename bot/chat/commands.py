@@ -16,6 +16,7 @@ from enum import Enum
 MAX_MESSAGE = 1000
 MAX_ARG = 64
 MAX_JOB_DIGITS = 12
+MAX_MACHINES = 100
 _ARG = re.compile(r"^#?[A-Za-z0-9_.:@-]+$")
 
 
@@ -24,6 +25,8 @@ class Arg(Enum):
 
     NONE = "none"
     MACHINE = "machine"
+    #: One machine, or several: names, ``tag:<tag>``, ``all`` (a rollout).
+    MACHINES = "machines"
     OPTIONAL_MACHINE = "optional machine"
     JOB = "job"
 
@@ -61,6 +64,7 @@ class CommandSpec:
         suffix = {
             Arg.NONE: "",
             Arg.MACHINE: " <machine>",
+            Arg.MACHINES: " <machine…>",
             Arg.OPTIONAL_MACHINE: " [machine]",
             Arg.JOB: " <job>",
         }[self.arg]
@@ -80,7 +84,17 @@ class ParsedCommand:
     def machine(self) -> str | None:
         if self.spec.arg in (Arg.MACHINE, Arg.OPTIONAL_MACHINE) and self.args:
             return self.args[0]
+        if self.spec.arg is Arg.MACHINES and self.selection is None:
+            return self.args[0]
         return None
+
+    @property
+    def selection(self) -> tuple[str, ...] | None:
+        """The words of a command naming several machines (``tag:web``, ``all``, ``a b``)."""
+        if self.spec.arg is not Arg.MACHINES:
+            return None
+        many = len(self.args) > 1 or any(a == "all" or a.startswith("tag:") for a in self.args)
+        return self.args if many else None
 
     @property
     def job_id(self) -> int | None:
@@ -141,6 +155,7 @@ class CommandTable:
         wanted = {
             Arg.NONE: (0, 0),
             Arg.MACHINE: (1, 1),
+            Arg.MACHINES: (1, MAX_MACHINES),
             Arg.OPTIONAL_MACHINE: (0, 1),
             Arg.JOB: (1, 1),
         }
