@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from store import Store
+from tests.botprocess import BotProcess
 from tests.fake_telegram import ChatRef, FakeMessage, FakeUser
 from tests.lab.host import LabHost
 from tests.world import World
@@ -164,3 +166,49 @@ async def test_the_plan_names_what_it_skips_and_why(world: World) -> None:
         world.op, lambda m: "admins only" in m.body, timeout=20
     )
     assert "/deploy all is for admins only" in refusal.body
+
+
+async def test_a_rollout_killed_mid_way_reports_where_it_stood(
+    world: World, bot_process: BotProcess
+) -> None:
+    hosts = []
+    for name in ("m01", "m02", "m03"):
+        host = world.lab.start_installed_host(name, stage="booted", flake_attr=name)
+        world.machine(name, host, luks=False, flake_attr=name, tags=["web"], rollback_timeout="6s")
+        world.lab.set_configuration(world.flake, name, version="2")
+        hosts.append(host)
+    old = hosts[1].current_system
+    # m02's new system activates but no login reaches it: its guard decides.
+    world.lab.set_configuration(world.flake, "m02", blocks_ssh=True)
+    world.rig.write_inventory(world.inventory())
+    world.rig.env["DEPLOYBOT_ROLLOUT_PARALLEL"] = "1"
+    store = await Store.open(world.rig.settings.db)
+    try:
+        for name, host in zip(("m01", "m02", "m03"), hosts, strict=True):
+            await store.update_machine(name, host_key=host.system_host_key or "")
+    finally:
+        await store.close()
+    op, tg = world.op, world.rig.tg
+    await bot_process.start()
+    question = await ask(world, op)
+    await tg.press_button(op, question, "Update 3 machines")
+    await tg.wait_for_message(op, lambda m: "In flight: m02" in m.body, edits=True, timeout=90)
+    await hosts[1].wait_until(lambda: hosts[1].sshd_broken, 30, "m02's activation")
+
+    await bot_process.kill()
+    await hosts[1].wait_until(
+        lambda: hosts[1].current_system == old and not hosts[1].sshd_broken, 30, "m02's guard"
+    )
+    await bot_process.start()
+    told = await tg.wait_for_message(op, lambda m: "was interrupted" in m.body, since=0, timeout=30)
+    assert told.body.startswith("⏹ Rollout 4 (tag:web) was interrupted"), told.body
+    assert "No machine was started again" in told.body
+    assert group(told.body, "new generation") == ["m01"], told.body
+    assert group(told.body, "under way") == ["m02"], told.body
+    assert group(told.body, "not touched") == ["m03"], told.body
+    assert "switches back by itself" in told.body
+    assert hosts[0].current_generation == 2
+    assert hosts[2].current_generation == 1
+    assert not hosts[2].activations
+    other = [m for m in tg.bot_messages(op) if "(update m0" in m.body and "interrupted" in m.body]
+    assert other == [], "one message for the rollout, none per machine"

@@ -62,6 +62,8 @@ MARKS = {
     UNTOUCHED: "⏸",
 }
 MAX_NAMES = 30
+#: A rollout's job events: each machine's state as it changes, read back after a restart.
+MACHINE_EVENT = "machine"
 MAX_REASON = 200
 
 
@@ -106,6 +108,28 @@ class Board:
 def _listed(names: Sequence[str]) -> str:
     more = len(names) - MAX_NAMES
     return ", ".join(names[:MAX_NAMES]) + (f" and {more} more" if more > 0 else "")
+
+
+async def where_it_stood(store: Store, job: Job, waiting: Sequence[str]) -> str:
+    """After a restart: each machine's last state the rollout recorded; those it never
+    started (``waiting``: their jobs were still queued) are not touched, those under way
+    are left to their guards."""
+    seen: dict[str, str] = {}
+    for event in await store.events(job.id):
+        name, _, state = event.text.partition(": ")
+        if event.kind == MACHINE_EVENT and state in MARKS:
+            seen[name] = state
+    board = Board([*seen, *(n for n in waiting if n not in seen)], state=dict(seen))
+    for name in board.names(WAITING):
+        board.state[name] = UNTOUCHED
+    flying = board.names(UPDATING)
+    text = board.result().replace(f"{MARKS[UPDATING]} {UPDATING}", f"{MARKS[UPDATING]} under way")
+    if flying:
+        text += (
+            "\nEach machine under way switches back by itself unless its new system was "
+            "confirmed; /status shows where it stands."
+        )
+    return text
 
 
 class Rollouts:
@@ -325,6 +349,7 @@ class _Run:
         for machine in machines:
             self.board.state[machine.name] = UPDATING
             self.started.add(machine.name)
+            await self.record(machine.name)
         self.show()
         await asyncio.gather(*(self.one(m, systems[m.name]) for m in machines))
 
@@ -350,10 +375,13 @@ class _Run:
             self.board.why[name] = result
             if self.stopped is None or self.stopped.startswith("cancelled"):
                 self.stopped = f"{name} {'rolled back' if rolled else 'failed'}"
-        await self.ctx.bookkeep(
-            self.r.store.add_event(self.ctx.job.id, "machine", f"{name}: {self.board.state[name]}")
-        )
+        await self.record(name)
         self.show()
+
+    async def record(self, name: str) -> None:
+        """The machine's state as a job event: what a restart reports."""
+        text = f"{name}: {self.board.state[name]}"
+        await self.ctx.bookkeep(self.r.store.add_event(self.ctx.job.id, MACHINE_EVENT, text))
 
     async def end_untouched(self) -> None:
         """The machines that never started end as not touched; their locks go."""
