@@ -19,7 +19,7 @@ async def fleet(world: World, count: int, *, parallel: int = 3) -> list[LabHost]
     hosts = []
     for n in range(1, count + 1):
         name = f"m{n:02d}"
-        host = world.lab.start_installed_host(name, stage="booted", flake_attr=name)
+        host = world.lab.start_installed_host(name, stage="booted", luks=False, flake_attr=name)
         world.machine(
             name,
             host,
@@ -173,7 +173,7 @@ async def test_a_rollout_killed_mid_way_reports_where_it_stood(
 ) -> None:
     hosts = []
     for name in ("m01", "m02", "m03"):
-        host = world.lab.start_installed_host(name, stage="booted", flake_attr=name)
+        host = world.lab.start_installed_host(name, stage="booted", luks=False, flake_attr=name)
         world.machine(name, host, luks=False, flake_attr=name, tags=["web"], rollback_timeout="6s")
         world.lab.set_configuration(world.flake, name, version="2")
         hosts.append(host)
@@ -212,3 +212,34 @@ async def test_a_rollout_killed_mid_way_reports_where_it_stood(
     assert not hosts[2].activations
     other = [m for m in tg.bot_messages(op) if "(update m0" in m.body and "interrupted" in m.body]
     assert other == [], "one message for the rollout, none per machine"
+
+
+async def test_machines_with_a_new_kernel_are_rebooted_one_at_a_time(world: World) -> None:
+    hosts = await fleet(world, 3, parallel=2)
+    world.lab.set_configuration(world.flake, "m01", version="2")
+    for name in ("m02", "m03"):
+        world.lab.set_configuration(world.flake, name, kernel="6.12.34")
+    tg, op = world.rig.tg, world.op
+    question = await ask(world, op)
+    await tg.press_button(op, question, "Update 3 machines")
+    end = await rollout_end(world, op)
+    assert "— succeeded after" in end.body, end.body
+    offer = await tg.wait_for_message(op, lambda m: "Reboot these" in str(m.buttons), timeout=30)
+    assert "2 machines now run a system with a new kernel" in offer.body
+    assert "m02, m03" in offer.body
+    assert "m01" not in offer.body
+    # Someone else's press is refused; the asker's starts the tests.
+    query = await tg.press(world.admin, offer, offer.button_data("Reboot these"))
+    refused = await tg.wait_for_callback_answer(query)
+    assert refused.text == "Only the person who asked can answer this."
+    await tg.press_button(op, offer, "Reboot these")
+    for name in ("m02", "m03"):
+        await tg.wait_for_message(
+            op, lambda m, n=name: f"Reboot test of {n} passed" in m.body, since=0, timeout=90
+        )
+    tests = [j for j in await world.rig.svc.store.recent_jobs(20) if j.kind == "reboot-test"]
+    assert [j.machine for j in sorted(tests, key=lambda j: j.id)] == ["m02", "m03"]
+    first, second = sorted(tests, key=lambda j: j.id)
+    assert first.finished_at <= second.started_at, "one at a time"
+    assert hosts[1].booted_system == hosts[1].current_system
+    assert hosts[2].booted_system == hosts[2].current_system
