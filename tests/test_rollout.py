@@ -4,6 +4,7 @@ waves, a stop at the first failure, one build for all, cancellation, the asker's
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from store import Store
 from tests.botprocess import BotProcess
@@ -48,6 +49,10 @@ async def rollout_end(world: World, chat: ChatRef, timeout: float = 180) -> Fake
         return bool(ROLLOUT_END.search(message.body.split("\n")[0]))
 
     return await world.rig.tg.wait_for_message(chat, ended, edits=True, since=0, timeout=timeout)
+
+
+def passed_for(name: str) -> Callable[[FakeMessage], bool]:
+    return lambda m: f"Reboot test of {name} passed" in m.body
 
 
 def group(body: str, label: str) -> list[str]:
@@ -234,9 +239,7 @@ async def test_machines_with_a_new_kernel_are_rebooted_one_at_a_time(world: Worl
     assert refused.text == "Only the person who asked can answer this."
     await tg.press_button(op, offer, "Reboot these")
     for name in ("m02", "m03"):
-        await tg.wait_for_message(
-            op, lambda m, n=name: f"Reboot test of {n} passed" in m.body, since=0, timeout=90
-        )
+        await tg.wait_for_message(op, passed_for(name), since=0, timeout=90)
     tests = [j for j in await world.rig.svc.store.recent_jobs(20) if j.kind == "reboot-test"]
     assert [j.machine for j in sorted(tests, key=lambda j: j.id)] == ["m02", "m03"]
     first, second = sorted(tests, key=lambda j: j.id)
