@@ -32,6 +32,7 @@ from bot.flows.recovery import clear_crash_leftovers, look_after_interruption
 from bot.flows.reload import Reloader
 from bot.flows.report import Reporter
 from bot.flows.report.schedule import register_weekly
+from bot.flows.rollout.runner import ROLLOUT_KIND, where_it_stood
 from bot.flows.update.pipeline import GUARD_AFTER_RESTART, GUARDED_KINDS
 from bot.flows.watch.schedule import Schedules
 from bot.jobs.retention import FIRST_PRUNE, PRUNE_EVERY, Retention
@@ -330,6 +331,25 @@ async def tell_interrupted_jobs(parts: Parts, interrupted: Interrupted) -> None:
         extra = f"\nI stopped {len(stopped)} processes it had left running." if stopped else ""
         if job.kind in GUARDED_KINDS:
             extra += f"\n{GUARD_AFTER_RESTART}"
+        if job.kind == ROLLOUT_KIND:
+            # Its machines' jobs were created just before it, by the same person, without a
+            # chat (the rollout reports for them); those still queued never started.
+            queued = [
+                j.machine
+                for j in jobs
+                if j.chat_id is None
+                and j.user_id == job.user_id
+                and j.kind in GUARDED_KINDS
+                and not j.started_at
+                and j.id < job.id
+            ]
+            stood = await where_it_stood(parts.store, job, queued)
+            await parts.chat.post(
+                job.chat_id,
+                f"⏹ Rollout {job.id} ({job.machine}) was interrupted: the bot restarted while "
+                f"it ran. No machine was started again.\n{stood}"[:4000],
+            )
+            continue
         await parts.chat.post(
             job.chat_id,
             f"⏹ Job {job.id} ({job.kind} {job.machine}) was interrupted: the bot restarted "

@@ -84,7 +84,7 @@ def register_all(
     )
     families: list[object] = [
         info,
-        DeployCommands(engine.deployer, engine.updater),
+        DeployCommands(engine.deployer, engine.updater, engine.rollouts),
         UnlockCommands(unlocker=engine.unlocker, answers=answers, chat=chat),
         HealthCommands(
             tester=engine.reboot_tester,

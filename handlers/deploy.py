@@ -7,6 +7,7 @@ from telegram.constants import ChatType
 
 from bot.chat.commands import Arg, Need, Right
 from bot.flows.deploy.pipeline import Deployer
+from bot.flows.rollout.runner import Rollouts
 from bot.flows.update.pipeline import Route, Updater
 from handlers.gate import store_unavailable_text
 from handlers.registry import Call, command
@@ -15,17 +16,21 @@ from store.database import StoreUnavailable
 
 
 class DeployCommands:
-    def __init__(self, deployer: Deployer, updater: Updater) -> None:
+    def __init__(self, deployer: Deployer, updater: Updater, rollouts: Rollouts) -> None:
         self.deployer = deployer
         self.updater = updater
+        self.rollouts = rollouts
 
     @command(
         "deploy",
-        "install a machine (erases its disk), or update an installed one",
-        arg=Arg.MACHINE,
+        "install a machine (erases its disk), or update an installed one; several: a rollout",
+        arg=Arg.MACHINES,
         right=Right.MACHINE,
     )
     async def deploy(self, call: Call) -> None:
+        if call.selection:
+            await self._rollout(call)
+            return
         machine = call.machine
         assert machine is not None  # the gate resolved it
         decision = await self.updater.decide(
@@ -37,6 +42,23 @@ class DeployCommands:
             await self._guarded(call, rollback=False)
         else:
             await self._start(call, reinstall=False)
+
+    async def _rollout(self, call: Call) -> None:
+        """Plan the update of every machine named, then one job asks and runs it."""
+        user_id = call.user.id
+        admin = user_id in self.rollouts.current.admins
+        plan = await self.rollouts.plan(call.selection, user_id=user_id, admin=admin)
+        if not plan.machines:
+            await call.reply(
+                "\n".join([f"No machine of {plan.label} to update.", *plan.left_out()])
+            )
+            return
+        try:
+            await self.rollouts.start(plan, user_id=user_id, chat_id=call.chat_id)
+        except StoreUnavailable as exc:
+            await call.reply(store_unavailable_text(exc))
+        except JobConflict as exc:
+            await call.reply(busy_text(exc.job.machine, exc))
 
     @command(
         "rollback",

@@ -28,6 +28,7 @@ from bot.chat.commands import (
 from bot.chat.questions import Answers
 from bot.config.current import Current
 from bot.config.inventory import Machine
+from bot.flows.rollout.runner import ROLLOUT_KIND
 from bot.remote.fleet import Fleet
 from handlers.registry import BotContext, Call
 from handlers.strangers import Strangers, Visitor
@@ -189,6 +190,11 @@ class Gate:
             # Before the argument: a group learns nothing about which machines or jobs exist.
             raise Refused("not in a private chat", _private_only(spec))
         machine: Machine | None = None
+        selection = parsed.selection or ()
+        if "all" in selection and not self.access.is_admin(user_id):
+            raise Refused("needs admin right for all", f"/{spec.name} all is for admins only.")
+        if selection and not self.probes_enabled:
+            raise Refused("example inventory", EXAMPLE_ONLY)
         if parsed.machine is not None:
             if spec.right is Right.MACHINE and not self.access.may_act(user_id, parsed.machine):
                 known = parsed.machine in self.current.inventory.machines
@@ -199,12 +205,12 @@ class Gate:
             machine = self.current.inventory.get(parsed.machine)
             if machine is None:
                 raise Refused("unknown machine", "Unknown machine. /machines lists them.")
-        if not self.probes_enabled and spec.arg is Arg.MACHINE:
+        if not self.probes_enabled and spec.arg in (Arg.MACHINE, Arg.MACHINES):
             raise Refused("example inventory", EXAMPLE_ONLY)
         job: Job | None = None
         if parsed.job_id is not None:
             job = await self.store.job(parsed.job_id)
-            if job is None or not self.access.may_act(user_id, job.machine):
+            if job is None or not self._may_act_on_job(user_id, job):
                 raise Refused(
                     f"job {parsed.job_id} unknown or not yours",
                     f"No job {parsed.job_id} of yours. /jobs lists them.",
@@ -219,7 +225,15 @@ class Gate:
             args=parsed.args,
             machine=machine,
             job=job,
+            selection=selection,
         )
+
+    def _may_act_on_job(self, user_id: int, job: Job) -> bool:
+        """A job of one machine: its operators and admins; a rollout (its ``machine`` is
+        the selection's label): the person who started it and admins."""
+        if job.kind == ROLLOUT_KIND:
+            return job.user_id == user_id or self.access.is_admin(user_id)
+        return self.access.may_act(user_id, job.machine)
 
     async def _check_needs(self, spec: CommandSpec, m: Machine) -> None:
         """What the command needs of the machine and the chat (its ``needs``)."""

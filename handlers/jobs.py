@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.chat.access import Access
 from bot.chat.commands import Arg, Need, Right
+from bot.flows.rollout.runner import ROLLOUT_KIND
 from bot.jobs.runner import JobRunner
 from handlers.paging import Pager
 from handlers.registry import Call, command
@@ -88,7 +89,13 @@ class JobCommands:
             decision="allowed",
             detail=f"job {job.id}",
         )
-        if await self.jobs.cancel(job.id):
+        stopped = await self.jobs.cancel(job.id)
+        if stopped and job.kind == ROLLOUT_KIND:
+            await call.reply(
+                f"Rollout {job.id}: no machine starts any more; those under way finish "
+                "behind their rollback guards."
+            )
+        elif stopped:
             await call.reply(f"Job {job.id} cancelled; its processes were stopped.")
         else:
             await call.reply(f"Job {job.id} is not running in this bot process.")

@@ -34,6 +34,8 @@ class Call:
     args: tuple[str, ...] = ()
     machine: Machine | None = None
     job: Job | None = None
+    #: The words of a command naming several machines (a rollout), resolved by its flow.
+    selection: tuple[str, ...] = ()
 
     @property
     def chat_id(self) -> int:

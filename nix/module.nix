@@ -118,6 +118,7 @@ let
         luks_passphrase_secret = optional sopsKey "Optional sops key with the disk passphrase, for the install and auto_unlock.";
         auto_unlock = optional types.bool "Unlock unattended with luks_passphrase_secret (operators are still told).";
         erase_approval = optional types.bool "Erasing (/reinstall, a first /deploy) waits for a second operator or admin to approve.";
+        canary = optional types.bool "A rollout (/deploy tag:…) updates it first, alone, before its waves.";
         persist_dir = optional types.str ''
           Impermanence root for machine-id and host keys; "" is / (bot default:
           /nix/persist/system).
@@ -183,6 +184,7 @@ let
     DEPLOYBOT_SOPS = cfg.settings.sops;
     DEPLOYBOT_KEEP_DAYS = toString cfg.settings.keepDays;
     DEPLOYBOT_REPORT = cfg.settings.report;
+    DEPLOYBOT_ROLLOUT_PARALLEL = toString cfg.settings.rolloutParallel;
     DEPLOYBOT_NIX = cfg.settings.nix;
     DEPLOYBOT_WEBHOOK_URL = cfg.settings.webhookUrl;
     DEPLOYBOT_WEBHOOK_LISTEN = cfg.settings.webhookListen;
@@ -281,6 +283,11 @@ in
           sent to the admins (DEPLOYBOT_REPORT); "" sends none, null keeps the bot's default,
           Mondays 08:00.
         '';
+      };
+      rolloutParallel = mkOption {
+        type = types.ints.between 1 100;
+        default = 5;
+        description = "Machines a rollout updates at once in each wave after its canary (DEPLOYBOT_ROLLOUT_PARALLEL).";
       };
       nix = mkOption {
         type = types.str;

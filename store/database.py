@@ -323,6 +323,38 @@ class Store:
 
         return await self.call(write)
 
+    async def create_jobs(
+        self, *, kind: str, machines: list[str], user_id: int | None, chat_id: int | None
+    ) -> list[Job]:
+        """Queued jobs for all ``machines`` in one transaction, or none and JobConflict
+        naming the first machine that already has one (a rollout's per-machine locks)."""
+
+        def write() -> list[Job]:
+            with self.db.atomic():
+                for machine in machines:
+                    active = self._active_for(machine)
+                    if active is not None:
+                        raise JobConflict(active)
+                table = self.db.table("jobs")
+                ids = []
+                for machine in machines:
+                    table.insert(
+                        {
+                            "kind": kind,
+                            "machine": machine,
+                            "state": "queued",
+                            "phase": "",
+                            "user_id": user_id,
+                            "chat_id": chat_id,
+                            "created_at": utcnow(),
+                        }
+                    )
+                    assert table.last_rowid is not None
+                    ids.append(table.last_rowid)
+            return [self._job(job_id) for job_id in ids]
+
+        return await self.call(write)
+
     def _active_for(self, machine: str) -> Job | None:
         marks = ",".join("?" for _ in JOB_ACTIVE_STATES)
         rows = list(

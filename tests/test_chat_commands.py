@@ -128,7 +128,7 @@ async def test_bad_input_gets_one_line_and_the_bot_keeps_answering(rig: BotRig) 
     cases = {
         "/frobnicate": "Unknown command /frobnicate. /help lists the commands.",
         "/status web vault": "Too many arguments. Usage: /status [machine]",
-        "/deploy": "Missing argument. Usage: /deploy <machine>",
+        "/deploy": "Missing argument. Usage: /deploy <machine…>",
         "/status " + "x" * 5000: "That message is too long (5008 characters); commands are short.",
         "/status we\x07b": "That message has control characters; type the command plainly.",
         "/status nosuch": "Unknown machine 'nosuch'. /machines lists them.",

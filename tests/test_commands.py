@@ -24,8 +24,8 @@ def test_parses_machine_and_job_arguments() -> None:
     ("text", "answer"),
     [
         ("/frobnicate", "Unknown command /frobnicate"),
-        ("/deploy", "Missing argument. Usage: /deploy <machine>"),
-        ("/deploy a b", "Too many arguments. Usage: /deploy <machine>"),
+        ("/deploy", "Missing argument. Usage: /deploy <machine…>"),
+        ("/unlock a b", "Too many arguments. Usage: /unlock <machine>"),
         ("/machines extra", "Too many arguments"),
         ("/status " + "x" * 5000, "too long"),
         ("/status web\x00", "control characters"),

@@ -38,6 +38,7 @@ def test_example_inventory_loads_with_every_key() -> None:
     assert machine.secrets_file == ROOT / "machines" / "secrets.yaml"
     assert machine.checks == ("tcp:443", "http://127.0.0.1:8080/health")
     assert machine.tags == ("web", "eu")
+    assert machine.canary is True
     assert [m.name for m in inventory.tagged("eu")] == ["clawsiecats"]
     assert inventory.tagged("db") == []
 

@@ -81,6 +81,7 @@ FULL_MACHINE: dict[str, Any] = {
     "reboot_check": "0 4 * * 0",
     "checks": ["tcp:443", "http://127.0.0.1:8080/health"],
     "tags": ["web", "eu"],
+    "canary": True,
 }
 ANYWHERE = ["nix", "run", "github:nix-community/nixos-anywhere", "--", "--option", "a b"]
 FULL = deploybot(
@@ -157,6 +158,7 @@ def test_small_configuration(small: dict[str, Any]) -> None:
     assert env["DEPLOYBOT_SOPS"] == f"{STORE}sops-3.11.0/bin/sops"
     assert env["DEPLOYBOT_NIX"] == f"{STORE}nix-2.28.3/bin/nix"
     assert env["DEPLOYBOT_KEEP_DAYS"] == "90"
+    assert env["DEPLOYBOT_ROLLOUT_PARALLEL"] == "5"
     assert env["DEPLOYBOT_NIXOS_ANYWHERE"] == f"{STORE}nixos-anywhere-1.11.0/bin/nixos-anywhere"
     assert not {"DEPLOYBOT_SSH_KEY", "SOPS_AGE_KEY_FILE", "TELEGRAM_API_URL"} & set(env)
     assert "DEPLOYBOT_REPORT" not in env, "the bot's default: Mondays 08:00"
@@ -235,6 +237,7 @@ def test_inventory_is_rendered_as_the_bot_reads_it(full: dict[str, Any]) -> None
     assert clawsiecats.operators == frozenset({123456789, 42})
     assert clawsiecats.secrets_file == Path("/srv/infra/machines/secrets.yaml")
     assert clawsiecats.tags == ("web", "eu")
+    assert clawsiecats.canary is True
     assert inventory.machines["web"].flake_attr == "web"
 
 

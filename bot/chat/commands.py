@@ -16,6 +16,7 @@ from enum import Enum
 MAX_MESSAGE = 1000
 MAX_ARG = 64
 MAX_JOB_DIGITS = 12
+MAX_MACHINES = 100
 _ARG = re.compile(r"^#?[A-Za-z0-9_.:@-]+$")
 
 
@@ -24,6 +25,8 @@ class Arg(Enum):
 
     NONE = "none"
     MACHINE = "machine"
+    #: One machine, or several: names, ``tag:<tag>``, ``all`` (a rollout).
+    MACHINES = "machines"
     OPTIONAL_MACHINE = "optional machine"
     JOB = "job"
     # Nothing (all of the asker's machines), a machine, or ``tag:NAME``: those tagged NAME.
@@ -66,6 +69,7 @@ class CommandSpec:
         suffix = {
             Arg.NONE: "",
             Arg.MACHINE: " <machine>",
+            Arg.MACHINES: " <machine…>",
             Arg.OPTIONAL_MACHINE: " [machine]",
             Arg.JOB: " <job>",
             Arg.SELECTION: " [machine|tag:…]",
@@ -88,6 +92,8 @@ class ParsedCommand:
             return self.args[0]
         if self.spec.arg is Arg.SELECTION and self.args and self.tag is None:
             return self.args[0]
+        if self.spec.arg is Arg.MACHINES and self.selection is None:
+            return self.args[0]
         return None
 
     @property
@@ -98,6 +104,14 @@ class ParsedCommand:
             if word.lower().startswith(TAG_PREFIX):
                 return word[len(TAG_PREFIX) :]
         return None
+
+    @property
+    def selection(self) -> tuple[str, ...] | None:
+        """The words of a command naming several machines (``tag:web``, ``all``, ``a b``)."""
+        if self.spec.arg is not Arg.MACHINES:
+            return None
+        many = len(self.args) > 1 or any(a == "all" or a.startswith("tag:") for a in self.args)
+        return self.args if many else None
 
     @property
     def job_id(self) -> int | None:
@@ -158,6 +172,7 @@ class CommandTable:
         wanted = {
             Arg.NONE: (0, 0),
             Arg.MACHINE: (1, 1),
+            Arg.MACHINES: (1, MAX_MACHINES),
             Arg.OPTIONAL_MACHINE: (0, 1),
             Arg.JOB: (1, 1),
             Arg.SELECTION: (0, 1),

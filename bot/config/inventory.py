@@ -81,6 +81,8 @@ class Machine:
     checks: tuple[str, ...] = ()
     erase_approval: bool = False
     tags: tuple[str, ...] = ()
+    #: A rollout updates its canaries first, alone, before any wave (docs/updates.md).
+    canary: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "checks": (list,),
     "erase_approval": (bool,),
     "tags": (list,),
+    "canary": (bool,),
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
 
@@ -318,6 +321,7 @@ def _parse_machine(name: str, entry: Any, base: Path, problems: list[str]) -> Ma
         checks=tuple(checks),
         erase_approval=entry.get("erase_approval", False),
         tags=tuple(dict.fromkeys(tags)),
+        canary=entry.get("canary", False),
     )
 
 

@@ -57,6 +57,8 @@ class Settings:
     keep_days: int = 90
     #: DEPLOYBOT_REPORT: cron of the weekly report to the admins ("" = none).
     report: str = DEFAULT_REPORT
+    #: DEPLOYBOT_ROLLOUT_PARALLEL: machines a rollout updates at once after its canary.
+    rollout_parallel: int = 5
 
     def sops_reader(self) -> SopsReader:
         """sops as configured: the settings' key variables over the bot's environment."""
@@ -212,6 +214,12 @@ def load_settings(
                 f"DEPLOYBOT_REPORT must be a cron expression such as {DEFAULT_REPORT!r} "
                 f'(Mondays 08:00) or "" for no weekly report, not {report[:40]!r} ({exc})'
             ) from None
+    parallel = get("DEPLOYBOT_ROLLOUT_PARALLEL", "5")
+    if not parallel.isdigit() or not 1 <= int(parallel) <= 100:
+        raise SettingsError(
+            "DEPLOYBOT_ROLLOUT_PARALLEL must be a number of machines from 1 to 100, "
+            f"not {parallel[:20]!r}"
+        )
     for name in ("SOPS_AGE_KEY_FILE", "SOPS_AGE_SSH_PRIVATE_KEY_FILE"):
         if name in sops_env:
             sops_env[name] = str(secret_path(sops_env[name], credentials))
@@ -240,6 +248,7 @@ def load_settings(
         webhook_listen=_parse_listen(get("DEPLOYBOT_WEBHOOK_LISTEN", "127.0.0.1:8443")),
         keep_days=int(keep_days),
         report=report,
+        rollout_parallel=int(parallel),
     )
 
 

@@ -15,6 +15,7 @@ from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.flows.adopt import Adopter
 from bot.flows.deploy.pipeline import Deployer
+from bot.flows.rollout.runner import Rollouts
 from bot.flows.unlock import Unlocker
 from bot.flows.update.pipeline import Updater
 from bot.flows.watch.outbox import Outbox
@@ -40,6 +41,7 @@ class Engine:
     records: HealthStore
     adopter: Adopter
     updater: Updater
+    rollouts: Rollouts
 
     async def shutdown(self) -> None:
         await self.updater.shutdown()
@@ -148,6 +150,27 @@ def build_engine(
         tester=tester,
         current=current,
     )
+    rollouts = Rollouts(
+        jobs=jobs,
+        updater=updater,
+        fleet=fleet,
+        store=store,
+        asker=asker,
+        settings=settings,
+        tuning=tuning,
+        current=current,
+        offers=updater.offers,
+    )
     return Engine(
-        fleet, asker, deployer, unlocker, watcher, tester, outbox, records, adopter, updater
+        fleet,
+        asker,
+        deployer,
+        unlocker,
+        watcher,
+        tester,
+        outbox,
+        records,
+        adopter,
+        updater,
+        rollouts,
     )

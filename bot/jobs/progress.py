@@ -18,6 +18,7 @@ from bot.core.durations import format_duration
 MARKS = {"done": "✅", "current": "▶️", "todo": "▫️", "failed": "❌", "skipped": "➖"}
 LAST_LINE = 180
 HEARTBEAT = 30.0
+MAX_TEXT = 4096  # Telegram's limit for a message's text
 
 
 @dataclass
@@ -28,6 +29,8 @@ class ProgressState:
     current: str | None = None
     last_line: str = ""
     notes: list[str] = field(default_factory=list)
+    #: A job's own summary under the checklist (a rollout's counts), cut to fit the message.
+    board: str = ""
     result: str | None = None
     outcome: str = ""
     started: float = field(default_factory=time.monotonic)
@@ -44,11 +47,14 @@ class ProgressState:
             mark = MARKS[self.status.get(phase, "todo")]
             lines.append(f"{mark} {phase}")
         lines += self.notes[-5:]
+        if self.board:
+            lines.append(self.board)
         if self.result:
             lines.append(self.result)
         elif self.last_line:
             lines.append(f"› {self.last_line[:LAST_LINE]}")
-        return "\n".join(lines)
+        text = "\n".join(lines)
+        return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 
 class Progress:
@@ -94,6 +100,10 @@ class Progress:
         if text.strip():
             self.state.last_line = text.strip()
             self._dirty.set()
+
+    def show_board(self, text: str) -> None:
+        self.state.board = text
+        self._dirty.set()
 
     def note(self, text: str) -> None:
         self.state.notes.append(text)

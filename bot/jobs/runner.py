@@ -77,6 +77,9 @@ class JobContext:
         self.ending: asyncio.Future[None] | None = None
         # Why /cancel would not help now (a guard on the machine decides), or None.
         self.cancel_refused: str | None = None
+        # Set by a job that stops by itself when cancelled (a rollout starts no new
+        # machine, the ones under way finish behind their guards); None: the task is cancelled.
+        self.on_cancel: Callable[[], None] | None = None
 
     @property
     def phase(self) -> str | None:
@@ -197,6 +200,47 @@ class JobRunner:
         self._tasks[job.id] = task
         self._contexts[job.id] = context
         return job
+
+    async def run_child(
+        self, job: Job, *, title: str, phases: Sequence[str], work: JobWork
+    ) -> tuple[str, str]:
+        """Run ``work`` for a job a running job created (``Store.create_jobs``): its own log
+        and store row, no progress message of its own and no slot (its parent holds one).
+        Returns its final state and result; a cancellation is recorded, then goes on up."""
+        log_path = self.log_dir / f"{job.id}.log"
+        job = await self.store.update_job(
+            job.id, log_path=str(log_path), state="running", started_at=utcnow()
+        )
+        progress = Progress(self.chat, None, ProgressState(title=title, phases=list(phases)))
+        ctx = JobContext(job, self.store, self.chat, JobLog(log_path), progress)
+        await progress.start()
+        state, result = "failed", "failed"
+        try:
+            outcome = await work(ctx)
+            state, result = "succeeded", outcome.summary
+        except JobFailed as exc:
+            where = f" at {exc.phase}" if exc.phase else (f" at {ctx.phase}" if ctx.phase else "")
+            result = f"failed{where}: {exc.reason}"
+        except JobCancelled as exc:
+            state, result = "cancelled", str(exc) or "cancelled"
+        except asyncio.CancelledError:
+            state = "interrupted" if self._stopping else "cancelled"
+            result = "interrupted: the bot stopped" if self._stopping else "cancelled"
+            raise
+        except Exception as exc:  # a bug must end the job visibly, not silently
+            log.exception("job %s crashed", job.id)
+            result = f"failed at {ctx.phase or 'start'}: internal error ({type(exc).__name__})"
+        finally:
+            text = ctx.log.clean(result)
+            ctx.log.write(f"=== {state}: {text}")
+            ctx.log.close()
+            await asyncio.shield(progress.finish(text, outcome=state))
+            await asyncio.shield(self._record_end(job, state, text[:500]))
+        return state, text
+
+    async def end_unstarted(self, job: Job, state: str, result: str) -> None:
+        """End a job a running job created but never ran (a rollout's machine not touched)."""
+        await self._record_end(job, state, result[:500])
 
     async def _run(self, ctx: JobContext, work: JobWork) -> None:
         job = ctx.job
@@ -334,6 +378,10 @@ class JobRunner:
         task = self._tasks.get(job_id)
         if task is None:
             return False
+        context = self._contexts.get(job_id)
+        if context is not None and context.on_cancel is not None and not self._stopping:
+            context.on_cancel()
+            return True
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(task)

@@ -76,6 +76,17 @@ def build_argv(nix: Sequence[str], *, flake: str, attr: str, outputs: Sequence[s
     return [*nix, *GLOBAL_FLAGS, "build", "--no-link", "--print-out-paths", "-L", *targets]
 
 
+def build_many_argv(
+    nix: Sequence[str], *, flake: str, attrs: Sequence[str], output: str
+) -> list[str]:
+    """One ``nix build`` of ``output`` of every attribute (a rollout's systems); it prints
+    their paths in this order."""
+    if not nix or any(not word for word in nix):
+        raise ValueError("DEPLOYBOT_NIX is empty")
+    targets = [installable(flake, attr, output) for attr in attrs]
+    return [*nix, *GLOBAL_FLAGS, "build", "--no-link", "--print-out-paths", "-L", *targets]
+
+
 def copy_argv(nix: Sequence[str], *, user: str, host: str, path: str) -> list[str]:
     # The port goes in NIX_SSHOPTS: Nix before 2.31 hands "host:port" to ssh as a name.
     if not nix or any(not word for word in nix):

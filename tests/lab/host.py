@@ -363,6 +363,10 @@ class LabHost:
     def set_boot_delay(self, seconds: float) -> None:
         self.boot_delay = seconds
 
+    def set_command_delay(self, seconds: float) -> None:
+        """Each command the host runs waits this long first (the bench's far machines)."""
+        self._update(lambda s: setattr(s, "command_delay", seconds))
+
     def set_askpass_wait(self, seconds: float) -> None:
         """How long ``cryptsetup-askpass`` waits for a request (10 s on real machines)."""
         self._update(lambda s: setattr(s, "askpass_wait", seconds))

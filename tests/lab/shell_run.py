@@ -14,6 +14,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -172,6 +173,8 @@ def run_simple(ctx: Ctx, words: list[str]) -> int:
             argv = argv[2:]
         if not argv:
             return 0
+        if ctx.state.command_delay:
+            time.sleep(ctx.state.command_delay)
         name, args = argv[0], argv[1:]
         if name == "while" and args[:3] == ["read", "file", "ownership"]:
             return install.chown_pairs(ctx)

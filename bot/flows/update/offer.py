@@ -43,6 +43,74 @@ class RebootOffers:
             name=f"reboot-offer-{job_id}",
         )
 
+    def offer_many(
+        self, job_id: int, machines: list[Machine], *, user_id: int, chat_id: int
+    ) -> None:
+        """After a rollout: one "Reboot these" button that runs the tests one at a time."""
+        self._tasks.spawn(
+            self._offer_many(job_id, machines, user_id=user_id, chat_id=chat_id),
+            name=f"reboot-offer-{job_id}",
+        )
+
+    async def _offer_many(
+        self, job_id: int, machines: list[Machine], *, user_id: int, chat_id: int
+    ) -> None:
+        if not await self._ended(job_id):
+            return
+        timeout = self.tuning.confirm_timeout
+        names = ", ".join(m.name for m in machines)
+        pressed = await self.asker.confirm(
+            chat_id,
+            user_id,
+            f"{len(machines)} machines now run a system with a new kernel, initrd or modules, "
+            f"used from their next boot: {names}. Reboot them one at a time (a reboot test "
+            f"each; a LUKS machine asks for its passphrase)?\n\n"
+            f"Answer within {format_duration(timeout)}.",
+            yes="Reboot these",
+            no="Later",
+            timeout=timeout,
+        )
+        await self.store.audit(
+            user_id=user_id,
+            username="",
+            action="reboot after rollout",
+            machine="",
+            decision=pressed.value,
+            detail=f"rollout job {job_id}: {names}"[:200],
+        )
+        if not pressed.yes:
+            return
+        for machine in machines:
+            try:
+                job = await self.tester.start(
+                    machine, trigger=f"after rollout job {job_id}", user_id=user_id, chat_id=chat_id
+                )
+            except JobConflict as exc:
+                await self.chat.post(
+                    chat_id,
+                    f"{machine.name} already has job {exc.job.id} ({exc.job.kind}): skipped.",
+                )
+                continue
+            if not await self._ended(job.id, timeout=None):
+                return
+
+    async def _ended(self, job_id: int, timeout: float | None = 30.0) -> bool:
+        """Whether the job ended (its lock released) within ``timeout`` (None: however long)."""
+
+        async def state() -> Job | None:
+            return await self.store.job(job_id)
+
+        try:
+            await poll_until(
+                state,
+                lambda j: j is None or not j.active,
+                timeout=timeout if timeout is not None else 1e9,
+                interval=0.1 if timeout is not None else 1.0,
+            )
+        except PollTimeout:
+            return False
+        return True
+
     async def _offer_reboot(
         self, job_id: int, machine: Machine, plan: Plan, *, user_id: int, chat_id: int
     ) -> None:

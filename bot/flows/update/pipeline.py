@@ -182,19 +182,49 @@ class Updater:
         try:
             await ctx.enter(BUILD)
             new = await self._build(ctx, machine)
-            await ctx.enter(COPY)
-            await self._copy(ctx, target, new)
-            await ctx.enter(REVIEW)
-            plan = await self._plan(ctx, login, new, None)
-            if plan.unchanged:
-                for phase in (ACTIVATE, CONFIRM, HEALTH):
-                    ctx.skip(phase)
-                return Outcome(f"{machine.name} already runs {new} (generation {plan.generation})")
-            await self._approve(ctx, machine, plan, user_id=user_id, chat_id=chat_id, yes="Update")
-            select = guard.set_profile(new)
-            return await self._guarded(ctx, login, plan, select, user_id=user_id, chat_id=chat_id)
+            outcome, _ = await self._apply(
+                ctx, login, new, approve=True, user_id=user_id, chat_id=chat_id
+            )
+            return outcome
         finally:
             login.close()
+
+    async def update_built(
+        self, ctx: JobContext, machine: Machine, new: str, *, user_id: int
+    ) -> tuple[Outcome, Plan]:
+        """One machine of a rollout, its system built and the rollout confirmed: copy,
+        review, activate behind its guard, confirm, health, as a single update; no question
+        and no reboot offer of its own (the rollout makes one for all)."""
+        target = await self._target(ctx, machine)
+        login = Login(target)
+        login.start()  # while it copies
+        try:
+            return await self._apply(ctx, login, new, approve=False, user_id=user_id, chat_id=0)
+        finally:
+            login.close()
+
+    async def _apply(
+        self, ctx: JobContext, login: Login, new: str, *, approve: bool, user_id: int, chat_id: int
+    ) -> tuple[Outcome, Plan]:
+        """Everything after the build; ``approve``: ask the person first (a single update)."""
+        machine = login.target.machine
+        await ctx.enter(COPY)
+        await self._copy(ctx, login.target, new)
+        await ctx.enter(REVIEW)
+        plan = await self._plan(ctx, login, new, None)
+        if plan.unchanged:
+            for phase in (ACTIVATE, CONFIRM, HEALTH):
+                ctx.skip(phase)
+            return Outcome(
+                f"{machine.name} already runs {new} (generation {plan.generation})"
+            ), plan
+        if approve:
+            await self._approve(ctx, machine, plan, user_id=user_id, chat_id=chat_id, yes="Update")
+        select = guard.set_profile(new)
+        outcome = await self._guarded(
+            ctx, login, plan, select, user_id=user_id, chat_id=chat_id, offer=approve
+        )
+        return outcome, plan
 
     async def _rollback(
         self, ctx: JobContext, machine: Machine, *, user_id: int, chat_id: int
@@ -354,6 +384,7 @@ class Updater:
         *,
         user_id: int,
         chat_id: int,
+        offer: bool = True,
     ) -> Outcome:
         target = login.target
         watch = GuardWatch(ctx, target, plan, self.store, self.tuning, user_id=user_id)
@@ -378,6 +409,7 @@ class Updater:
         )
         if plan.reboot_parts:
             summary += f"; {', '.join(plan.reboot_parts)} changed: reboot to use them"
+        if plan.reboot_parts and offer:
             self.offers.offer(ctx.job.id, target.machine, plan, user_id=user_id, chat_id=chat_id)
         return Outcome(summary)
 

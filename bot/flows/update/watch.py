@@ -50,6 +50,10 @@ async def _nothing() -> None:
     return None
 
 
+#: How a job that the machine switched back ends ("rolled back to generation 3 because …").
+ROLLED_BACK = "rolled back to generation"
+
+
 class GuardWatch:
     """Arms the guard, activates, and confirms or waits for the machine to switch back."""
 
@@ -305,7 +309,7 @@ class GuardWatch:
                 phase=ctx.phase,
             ) from None
         await self._audit("rolled back", f"generation {plan.generation}: {reason[:160]}")
-        raise JobFailed(f"rolled back to generation {plan.generation} because {reason}")
+        raise JobFailed(f"{ROLLED_BACK} {plan.generation} because {reason}")
 
     async def _back(self) -> bool:
         timeout = self.ssh_timeout

@@ -1,0 +1,1 @@
+"""Rollouts: many machines updated in one job, a canary first, then waves."""

@@ -1,0 +1,404 @@
+"""A rollout: one confirmation, one build of every system, a canary, then waves.
+
+It is one job of kind ``rollout``; each machine is a job of kind ``update`` of its own
+(created with the rollout, so single jobs on those machines are refused meanwhile) that runs
+the Updater's steps after the build behind its own rollback guard. The first failure (a
+build, a rollback, a failed health check) stops it: no machine starts after it, the ones
+under way finish behind their guards. ``/cancel`` does the same. After a restart nothing
+starts again; each machine's guard decides its own fate (docs/updates.md, "Rollouts").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bot.chat.asker import Asker
+from bot.config.current import Current
+from bot.config.inventory import Machine
+from bot.config.settings import Settings
+from bot.config.tuning import Tuning
+from bot.core.durations import format_duration
+from bot.flows.rollout.plan import RolloutPlan, read_plan
+from bot.flows.update.offer import RebootOffers
+from bot.flows.update.pipeline import (
+    ACTIVATE,
+    CONFIRM,
+    COPY,
+    HEALTH,
+    REVIEW,
+    UPDATE_KIND,
+    Updater,
+)
+from bot.flows.update.plan import Plan
+from bot.flows.update.watch import ROLLED_BACK
+from bot.jobs.runner import JobCancelled, JobContext, JobRunner, Outcome, require_yes
+from bot.remote import nix
+from bot.remote.fleet import Fleet
+from bot.remote.nix import child_env
+from store import Job, JobConflict, Store
+
+ROLLOUT_KIND = "rollout"
+CONFIRMING, BUILD, CANARY, WAVES = "confirm", "build", "canary", "waves"
+MACHINE_PHASES = (COPY, REVIEW, ACTIVATE, CONFIRM, HEALTH)
+#: A machine's state in the rollout, in the order the counts are shown.
+WAITING, UPDATING, UPDATED, UNCHANGED, ROLLED, FAILED, UNTOUCHED = (
+    "waiting",
+    "updating",
+    "new generation",
+    "already current",
+    "rolled back",
+    "failed, unchanged",
+    "not touched",
+)
+MARKS = {
+    WAITING: "⏳",
+    UPDATING: "▶️",
+    UPDATED: "✅",
+    UNCHANGED: "➖",
+    ROLLED: "↩️",
+    FAILED: "❌",
+    UNTOUCHED: "⏸",
+}
+MAX_NAMES = 30
+#: A rollout's job events: each machine's state as it changes, read back after a restart.
+MACHINE_EVENT = "machine"
+MAX_REASON = 200
+
+
+@dataclass
+class Board:
+    """Each machine's state and, once it ended, why; rendered as counts and names."""
+
+    order: list[str]
+    state: dict[str, str] = field(default_factory=dict)
+    why: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.order:
+            self.state.setdefault(name, WAITING)
+
+    def names(self, state: str) -> list[str]:
+        return [n for n in self.order if self.state[n] == state]
+
+    def counts(self) -> str:
+        shown = [(s, len(self.names(s))) for s in MARKS]
+        line = " · ".join(f"{MARKS[s]} {s} {n}" for s, n in shown if n)
+        flying = self.names(UPDATING)
+        if flying:
+            line += f"\nIn flight: {_listed(flying)}"
+        return line
+
+    def result(self) -> str:
+        """The three groups (and the rest), with each failure's reason."""
+        lines = []
+        for state in (UPDATED, UNCHANGED, ROLLED, FAILED, UPDATING, WAITING, UNTOUCHED):
+            names = self.names(state)
+            if not names:
+                continue
+            if state in (ROLLED, FAILED):
+                lines.append(f"{MARKS[state]} {state} ({len(names)}):")
+                lines += [f"• {n}: {self.why.get(n, '')[:MAX_REASON]}" for n in names[:10]]
+            else:
+                lines.append(f"{MARKS[state]} {state} ({len(names)}): {_listed(names)}")
+        return "\n".join(lines)
+
+
+def _listed(names: Sequence[str]) -> str:
+    more = len(names) - MAX_NAMES
+    return ", ".join(names[:MAX_NAMES]) + (f" and {more} more" if more > 0 else "")
+
+
+async def where_it_stood(store: Store, job: Job, waiting: Sequence[str]) -> str:
+    """After a restart: each machine's last state the rollout recorded; those it never
+    started (``waiting``: their jobs were still queued) are not touched, those under way
+    are left to their guards."""
+    seen: dict[str, str] = {}
+    for event in await store.events(job.id):
+        name, _, state = event.text.partition(": ")
+        if event.kind == MACHINE_EVENT and state in MARKS:
+            seen[name] = state
+    board = Board([*seen, *(n for n in waiting if n not in seen)], state=dict(seen))
+    for name in board.names(WAITING):
+        board.state[name] = UNTOUCHED
+    flying = board.names(UPDATING)
+    text = board.result().replace(f"{MARKS[UPDATING]} {UPDATING}", f"{MARKS[UPDATING]} under way")
+    if flying:
+        text += (
+            "\nEach machine under way switches back by itself unless its new system was "
+            "confirmed; /status shows where it stands."
+        )
+    return text
+
+
+class Rollouts:
+    """Plans and starts rollouts; one instance per bot."""
+
+    def __init__(
+        self,
+        *,
+        jobs: JobRunner,
+        updater: Updater,
+        fleet: Fleet,
+        store: Store,
+        asker: Asker,
+        settings: Settings,
+        tuning: Tuning,
+        current: Current,
+        offers: RebootOffers,
+    ) -> None:
+        self.jobs = jobs
+        self.updater = updater
+        self.fleet = fleet
+        self.store = store
+        self.asker = asker
+        self.settings = settings
+        self.tuning = tuning
+        self.current = current
+        self.offers = offers
+
+    async def plan(self, args: Sequence[str], *, user_id: int, admin: bool) -> RolloutPlan:
+        return await read_plan(
+            args,
+            self.current.inventory,
+            user_id=user_id,
+            admin=admin,
+            fleet=self.fleet,
+            store=self.store,
+        )
+
+    async def start(self, plan: RolloutPlan, *, user_id: int, chat_id: int) -> Job:
+        """Lock every machine of the plan and start the rollout (JobConflict when one is
+        busy: then nothing is locked)."""
+        names = [m.name for m in plan.machines]
+        children = await self.store.create_jobs(
+            kind=UPDATE_KIND, machines=names, user_id=user_id, chat_id=None
+        )
+
+        async def work(ctx: JobContext) -> Outcome:
+            return await self._run(ctx, plan, children, user_id=user_id, chat_id=chat_id)
+
+        try:
+            return await self.jobs.start(
+                kind=ROLLOUT_KIND,
+                title=f"Rollout of {plan.label}",
+                machine=plan.label,
+                user_id=user_id,
+                chat_id=chat_id,
+                phases=[CONFIRMING, BUILD, CANARY, WAVES],
+                work=work,
+            )
+        except (JobConflict, Exception):
+            for child in children:
+                await self.jobs.end_unstarted(child, "cancelled", "the rollout did not start")
+            raise
+
+    # -- the job -------------------------------------------------------------------------------
+
+    async def _run(
+        self,
+        ctx: JobContext,
+        plan: RolloutPlan,
+        children: list[Job],
+        *,
+        user_id: int,
+        chat_id: int,
+    ) -> Outcome:
+        run = _Run(self, ctx, plan, children, user_id=user_id)
+        try:
+            return await run.go(chat_id)
+        finally:
+            await asyncio.shield(run.end_untouched())
+
+
+class _Run:
+    """One rollout under way: its board, its stop flag, its machines' jobs."""
+
+    def __init__(
+        self,
+        rollouts: Rollouts,
+        ctx: JobContext,
+        plan: RolloutPlan,
+        children: list[Job],
+        *,
+        user_id: int,
+    ) -> None:
+        self.r = rollouts
+        self.ctx = ctx
+        self.plan = plan
+        self.child = {job.machine: job for job in children}
+        self.user_id = user_id
+        self.board = Board([m.name for m in plan.machines])
+        self.stopped: str | None = None  # why no machine starts any more
+        self.started: set[str] = set()
+        self.plans: dict[str, Plan] = {}
+        ctx.on_cancel = self.cancel
+
+    def cancel(self) -> None:
+        if self.stopped is None:
+            self.stopped = "cancelled: no machine starts any more"
+            self.ctx.progress.note(
+                "🚫 cancelled: the machines under way finish behind their guards"
+            )
+
+    async def go(self, chat_id: int) -> Outcome:
+        ctx, plan = self.ctx, self.plan
+        await ctx.enter(CONFIRMING)
+        self.show()
+        timeout = self.r.tuning.confirm_timeout
+        verdict = await self.r.asker.confirm(
+            chat_id,
+            self.user_id,
+            f"{plan.describe(self.r.settings.rollout_parallel)}\n\n"
+            f"Confirm within {format_duration(timeout)}.",
+            yes=f"Update {len(plan.machines)} machines",
+            timeout=timeout,
+        )
+        await self.r.store.audit(
+            user_id=self.user_id,
+            username="",
+            action=ROLLOUT_KIND,
+            machine="",
+            decision=verdict.value,
+            detail=f"job {ctx.job.id}: {plan.label} ({len(plan.machines)} machines)",
+        )
+        require_yes(verdict)
+        if self.stopped:
+            raise JobCancelled(f"{self.stopped}; nothing was changed")
+        await ctx.enter(BUILD)
+        systems = await self.build()
+        await ctx.enter(CANARY)
+        await self.wave(plan.canaries, systems)
+        await ctx.enter(WAVES)
+        size = self.r.settings.rollout_parallel
+        rest = list(plan.rest)
+        for start in range(0, len(rest), size):
+            if self.stopped:
+                break
+            await self.wave(rest[start : start + size], systems)
+        for name in self.board.names(WAITING):
+            self.board.state[name] = UNTOUCHED
+        self.offer_reboots(chat_id)
+        summary = self.board.result()
+        self.ctx.progress.show_board("")
+        if self.stopped and self.stopped.startswith("cancelled"):
+            raise JobCancelled(f"{self.stopped}\n{summary}")
+        if self.stopped:
+            raise ctx.fail(f"stopped at the first failure: {self.stopped}\n{summary}")
+        return Outcome(f"{len(self.plan.machines)} machines rolled out\n{summary}")
+
+    def show(self) -> None:
+        self.ctx.progress.show_board(self.board.counts())
+
+    # -- the build -----------------------------------------------------------------------------
+
+    async def build(self) -> dict[str, str]:
+        """Every system in one ``nix build``; when it fails, each alone, to name which."""
+        machines = self.plan.machines
+        attrs = list(dict.fromkeys(m.flake_attr for m in machines))
+        paths, last = await self._build(attrs)
+        if paths is None:
+            failed = []
+            for attr in attrs:
+                one, why = await self._build([attr])
+                if one is None:
+                    failed.append((attr, why))
+            names = [m.name for m in machines if m.flake_attr in {a for a, _ in failed}]
+            why = failed[0][1] if failed else last
+            for name in names:
+                self.board.state[name], self.board.why[name] = FAILED, f"its build failed: {why}"
+            for name in self.board.names(WAITING):
+                self.board.state[name] = UNTOUCHED
+            self.stopped = f"the build failed for {', '.join(names) or 'some machine'}"
+            raise self.ctx.fail(
+                f"the build failed for {', '.join(names) or 'some machine'}: {why}. "
+                "No machine was touched"
+            )
+        by_attr = dict(zip(attrs, paths, strict=True))
+        return {m.name: by_attr[m.flake_attr] for m in machines}
+
+    async def _build(self, attrs: list[str]) -> tuple[list[str] | None, str]:
+        ctx, settings = self.ctx, self.r.settings
+        argv = nix.build_many_argv(
+            settings.nix, flake=settings.flake, attrs=attrs, output="toplevel"
+        )
+        ctx.output(" ".join(argv))
+        try:
+            done = await nix.run_nix(
+                argv,
+                what="nix build",
+                env=child_env(),
+                on_line=ctx.output,
+                timeout=self.r.tuning.build_timeout,
+                kill_grace=self.r.tuning.stop_grace,
+            )
+        except nix.NixError as exc:
+            return None, str(exc)
+        paths = done.store_paths()
+        if done.code != 0 or len(paths) != len(attrs):
+            return None, ctx.log.clean(done.last).rstrip(".") or f"exit {done.code}"
+        return paths, ""
+
+    # -- the machines --------------------------------------------------------------------------
+
+    async def wave(self, machines: Sequence[Machine], systems: dict[str, str]) -> None:
+        """Start these machines together and wait for all of them (each behind its guard)."""
+        if self.stopped or not machines:
+            return
+        for machine in machines:
+            self.board.state[machine.name] = UPDATING
+            self.started.add(machine.name)
+            await self.record(machine.name)
+        self.show()
+        await asyncio.gather(*(self.one(m, systems[m.name]) for m in machines))
+
+    async def one(self, machine: Machine, new: str) -> None:
+        name = machine.name
+
+        async def work(ctx: JobContext) -> Outcome:
+            outcome, plan = await self.r.updater.update_built(
+                ctx, machine, new, user_id=self.user_id
+            )
+            self.plans[name] = plan
+            return outcome
+
+        state, result = await self.r.jobs.run_child(
+            self.child[name], title=f"Update {name}", phases=MACHINE_PHASES, work=work
+        )
+        plan = self.plans.get(name)
+        if state == "succeeded":
+            self.board.state[name] = UNCHANGED if plan is not None and plan.unchanged else UPDATED
+        else:
+            rolled = ROLLED_BACK in result
+            self.board.state[name] = ROLLED if rolled else FAILED
+            self.board.why[name] = result
+            if self.stopped is None or self.stopped.startswith("cancelled"):
+                self.stopped = f"{name} {'rolled back' if rolled else 'failed'}"
+        await self.record(name)
+        self.show()
+
+    async def record(self, name: str) -> None:
+        """The machine's state as a job event: what a restart reports."""
+        text = f"{name}: {self.board.state[name]}"
+        await self.ctx.bookkeep(self.r.store.add_event(self.ctx.job.id, MACHINE_EVENT, text))
+
+    async def end_untouched(self) -> None:
+        """The machines that never started end as not touched; their locks go."""
+        for name, job in self.child.items():
+            if name not in self.started:
+                if self.board.state.get(name) == WAITING:
+                    self.board.state[name] = UNTOUCHED
+                await self.r.jobs.end_unstarted(
+                    job, "cancelled", "not touched: the rollout stopped"
+                )
+
+    def offer_reboots(self, chat_id: int) -> None:
+        """Machines now on a system whose kernel or initrd changed: one button for all."""
+        due = [
+            m
+            for m in self.plan.machines
+            if self.board.state[m.name] == UPDATED and self.plans[m.name].reboot_parts
+        ]
+        if due:
+            self.r.offers.offer_many(self.ctx.job.id, due, user_id=self.user_id, chat_id=chat_id)
