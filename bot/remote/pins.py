@@ -33,6 +33,10 @@ INVENTORY_INITRD = "initrd_host_key in the inventory"
 ADOPTED = "confirmed with /adopt"
 #: A failed sops read is tried again after this long (a fixed file is seen at once).
 RETRY_FAILED = 300.0
+#: sops processes at a time. A fleet's first probes each need their machine's key: without
+#: a bound, a thousand machines start a thousand sops processes at once, and the event loop
+#: spends itself starting and reaping them while people wait for an answer.
+SOPS_AT_ONCE = 4
 
 
 def sops_source(machine: Machine) -> str:
@@ -148,6 +152,7 @@ class SopsHostKeys:
         self.sops = sops
         self._cache: dict[tuple[Path, str], _Cached] = {}
         self._locks: dict[tuple[Path, str], asyncio.Lock] = {}
+        self._running = asyncio.Semaphore(SOPS_AT_ONCE)
 
     async def public_key(self, machine: Machine) -> tuple[str, str]:
         """(the public key line, "") or ("", why there is none)."""
@@ -169,7 +174,8 @@ class SopsHostKeys:
     async def _derive(self, file: Path, name: str) -> tuple[str, str]:
         assert self.sops is not None
         try:
-            secret = await self.sops.value(file, name)
+            async with self._running:
+                secret = await self.sops.value(file, name)
         except (SopsError, ValueError) as exc:
             return "", str(exc)
         try:
