@@ -22,7 +22,7 @@ unset PASSPHRASE
 step mkfs.ext4 -q -L root /dev/mapper/root
 mkdir -p /mnt
 step mount /dev/mapper/root /mnt
-step cp -ax / /mnt/
+step cp -ax /. /mnt/
 rm -f /mnt/usr/local/sbin/deploybot-build
 for d in dev proc sys run; do step mount --bind "/$d" "/mnt/$d"; done
 step chroot /mnt /bin/sh -c "$INITRAMFS_COMMAND"

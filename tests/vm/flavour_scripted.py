@@ -38,8 +38,9 @@ class Scripted:
     def prepare(self, root: Root) -> None:
         for old in (root.path / "etc/dropbear/initramfs").glob("dropbear_*_host_key"):
             old.unlink()
-        root.chroot(["/usr/lib/dropbear/dropbearconvert", "openssh", "dropbear", INITRD_KEY,
-                     DROPBEAR_KEY])
+        root.chroot(
+            ["/usr/lib/dropbear/dropbearconvert", "openssh", "dropbear", INITRD_KEY, DROPBEAR_KEY]
+        )
         root.write(
             "/etc/dropbear/initramfs/dropbear.conf",
             f'DROPBEAR_OPTIONS="-p {INITRD_PORT} -s -j -k -r /etc/dropbear/'
@@ -48,8 +49,9 @@ class Scripted:
         root.write("/etc/dropbear/initramfs/authorized_keys", root.bot_public + "\n", 0o600)
         askpass = (FILES / "cryptsetup-askpass").read_text()
         root.write("/usr/local/share/deploybot-vm/cryptsetup-askpass", askpass, 0o755)
-        root.write("/etc/initramfs-tools/hooks/deploybot-askpass", (FILES / "hook").read_text(),
-                   0o755)
+        root.write(
+            "/etc/initramfs-tools/hooks/deploybot-askpass", (FILES / "hook").read_text(), 0o755
+        )
 
     def cmdline(self, luks_uuid: str) -> str:
         return f"ip={GUEST_ADDRESS}::{GATEWAY}:255.255.255.0:vmguest:eth0:off"

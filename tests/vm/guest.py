@@ -46,6 +46,7 @@ to it, so tests pin them and they stay the same across reboots.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -55,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tests.vm import qemu
+from tests.vm import kvm, qemu
 
 CACHE_ENV = "DEPLOYBOT_VM_CACHE"
 DEFAULT_CACHE = Path("/var/cache/deploybot-vm")
@@ -89,7 +90,10 @@ COMMON_CMDLINE = (
     "console=ttyS0 root=/dev/mapper/root ro net.ifnames=0 panic=-1 quiet systemd.show_status=0"
 )
 BUILD_OK = "DEPLOYBOT-VM-BUILD-OK"
-#: Bump when the common steps below change in a way the hash of this file does not show.
+BUILDER_CMDLINE = (
+    "console=ttyS0 root=/dev/vdb rw init=/usr/local/sbin/deploybot-build panic=-1 ip=off"
+)
+#: Bump when the build changes in a way the hashed parts (``recipe_hash``) do not show.
 RECIPE_VERSION = "1"
 
 
@@ -204,7 +208,16 @@ def recipe_hash(flavour: Flavour) -> str:
     text = json.dumps(
         {
             "version": RECIPE_VERSION,
-            "common": Path(__file__).read_text(),
+            "common": inspect.getsource(_common) + inspect.getsource(_build),
+            "constants": [
+                PASSPHRASE,
+                LUKS_UUID,
+                INITRD_PORT,
+                GUEST_ADDRESS,
+                DISK_SIZE,
+                BUILDER_CMDLINE,
+                INITRD_KEY,
+            ],
             "build": (Path(__file__).parent / "build-guest.sh").read_text(),
             "packages": sorted({*BASE_PACKAGES, *flavour.packages}),
             "flavour": flavour.name,
@@ -221,14 +234,22 @@ def image(flavour: Flavour, *, log: Path | None = None) -> Image:
     """The cached image for ``flavour``, built first when its recipe is new."""
     digest = recipe_hash(flavour)
     done = cache_dir() / f"{flavour.name}-{digest}"
-    made = Image(done, flavour.name, flavour.unlock, f"{COMMON_CMDLINE} {flavour.cmdline(LUKS_UUID)}")
+    made = Image(
+        done, flavour.name, flavour.unlock, f"{COMMON_CMDLINE} {flavour.cmdline(LUKS_UUID)}"
+    )
     if (done / "ready").exists():
         return made
     work = cache_dir() / f"{flavour.name}-{digest}.building-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        _build(flavour, work, log or work / "build.log")
+        try:
+            _build(flavour, work, log or work / "build.log")
+        except BaseException:
+            for name in ("build.log", "build-serial.log"):
+                if (work / name).exists():
+                    shutil.copy(work / name, cache_dir() / f"failed-{flavour.name}-{name}")
+            raise
         (work / "ready").write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
         shutil.rmtree(done, ignore_errors=True)
         work.rename(done)
@@ -256,26 +277,9 @@ def _build(flavour: Flavour, work: Path, log: Path) -> None:
     for name in ("bot", "system", "initrd"):
         _keygen(keys.private(name), f"{name}@vm-lab")
     rootdir = work / "root"
-    debs = cache_dir() / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    packages = ",".join(sorted({*BASE_PACKAGES, *flavour.packages}))
-    _run(
-        [
-            "mmdebstrap",
-            "--variant=apt",
-            "--aptopt=Acquire::Check-Valid-Until \"false\"",
-            f"--include={packages}",
-            '--setup-hook=mkdir -p "$1"/var/cache/apt/archives',
-            f"--setup-hook=sync-in {debs}/ /var/cache/apt/archives/",
-            "--skip=download/empty",
-            f"--customize-hook=sync-out /var/cache/apt/archives {debs}/",
-            SUITE,
-            str(rootdir),
-            str(SOURCES),
-        ],
-        log,
-        stdin=subprocess.DEVNULL,
-    )
+    rootdir.mkdir()
+    tarball = _rootfs(flavour, log)
+    _run(["tar", "-xf", str(tarball), "-C", str(rootdir)], log)
     root = _Root(rootdir, rootdir / INITRD_KEY.lstrip("/"), keys.public("bot"))
     _common(root, keys)
     flavour.prepare(root)
@@ -294,22 +298,60 @@ def _build(flavour: Flavour, work: Path, log: Path) -> None:
     disk = work / "disk.raw"
     _run(["truncate", "-s", DISK_SIZE, str(disk)], log)
     serial = work / "build-serial.log"
+    kvm.choose_accelerator(work / "vmlinuz", cache_dir())
     qemu.run_builder(
         kernel=work / "vmlinuz",
         initrd=work / "builder-initrd.img",
-        cmdline="console=ttyS0 root=/dev/vdb rw init=/usr/local/sbin/deploybot-build panic=-1",
+        cmdline=BUILDER_CMDLINE,
         disks=[disk, seed],
         serial=serial,
-        timeout=600,
+        timeout=1800,
     )
     if BUILD_OK not in serial.read_text(errors="replace"):
-        raise RuntimeError(f"the builder guest failed; see {serial}")
+        raise RuntimeError(
+            f"the builder guest failed; see {cache_dir()}/failed-{flavour.name}-build-serial.log"
+        )
     initrd = f"/boot/initrd.img-{version}"
     _run(["debugfs", "-R", f"dump {initrd} {work / 'initrd.img'}", str(seed)], log)
     if not (work / "initrd.img").stat().st_size:
         raise RuntimeError(f"no initramfs came back from the builder; see {serial}")
     seed.unlink()
     (work / "builder-initrd.img").unlink()
+
+
+def _rootfs(flavour: Flavour, log: Path) -> Path:
+    """mmdebstrap's root file system for these packages, kept as a tarball: a change to
+    the steps after it does not download or install anything again."""
+    packages = sorted({*BASE_PACKAGES, *flavour.packages})
+    key = hashlib.sha256(json.dumps([SUITE, packages]).encode()).hexdigest()[:16]
+    tarball = cache_dir() / f"rootfs-{key}.tar"
+    if tarball.exists():
+        return tarball
+    debs = cache_dir() / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    partial = tarball.with_suffix(f".partial-{os.getpid()}.tar")
+    try:
+        _run(
+            [
+                "mmdebstrap",
+                "--variant=apt",
+                '--aptopt=Acquire::Check-Valid-Until "false"',
+                f"--include={','.join(packages)}",
+                '--setup-hook=mkdir -p "$1"/var/cache/apt/archives',
+                f"--setup-hook=sync-in {debs}/ /var/cache/apt/archives/",
+                "--skip=download/empty",
+                f"--customize-hook=sync-out /var/cache/apt/archives {debs}/",
+                SUITE,
+                str(partial),
+                str(SOURCES),
+            ],
+            log,
+            stdin=subprocess.DEVNULL,
+        )
+        partial.rename(tarball)
+    finally:
+        partial.unlink(missing_ok=True)
+    return tarball
 
 
 def _build_env(flavour: Flavour) -> str:
