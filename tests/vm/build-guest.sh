@@ -10,6 +10,13 @@ mount -t devtmpfs dev /dev 2>/dev/null
 mount -t tmpfs run /run
 . /etc/deploybot-build.env
 rm -f /etc/deploybot-build.env
+# The builder boots the stock initramfs, whose dropbear script (made before busybox was
+# installed) keeps looping after the switch to this root: stop it, it eats the one vCPU.
+for p in /proc/[0-9]*; do
+    case "$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" in
+        *init-premount/dropbear*) kill -9 "${p#/proc/}" 2>/dev/null ;;
+    esac
+done
 
 step() { echo "deploybot-build: $*"; "$@" || { echo "deploybot-build: FAILED: $*"; sync; echo o > /proc/sysrq-trigger; sleep 60; }; }
 

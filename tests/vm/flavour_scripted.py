@@ -46,6 +46,11 @@ class Scripted:
             f'DROPBEAR_OPTIONS="-p {INITRD_PORT} -s -j -k -r /etc/dropbear/'
             'dropbear_ed25519_host_key"\n',
         )
+        # Only the modules this guest needs (the builder guest has the same virtual
+        # hardware), and its network card, which the builder does not use: a small
+        # initramfs builds and boots much faster under TCG.
+        root.write("/etc/initramfs-tools/conf.d/deploybot-vm.conf", "MODULES=dep\n")
+        root.write("/etc/initramfs-tools/modules", "virtio_pci\nvirtio_blk\nvirtio_net\ndm_crypt\n")
         root.write("/etc/dropbear/initramfs/authorized_keys", root.bot_public + "\n", 0o600)
         askpass = (FILES / "cryptsetup-askpass").read_text()
         root.write("/usr/local/share/deploybot-vm/cryptsetup-askpass", askpass, 0o755)
