@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 APT_PACKAGES := openssh-server cryptsetup-bin age
 
-.PHONY: run test lint typecheck pytest lab-deps bench clean
+.PHONY: run test lint typecheck pytest lab-deps vm-deps vm-test bench bench-vm clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/deploybot run --console-without-token
 
-## make test: install what the lab needs, then lint, type-check and run the tests
-test: $(STAMP) lab-deps lint typecheck pytest
+## make test: install what the lab needs, then lint, type-check and run the tests;
+## then the VM lab's tier (real guests under qemu; DEPLOYBOT_TEST_VM=skip leaves it out)
+test: $(STAMP) lab-deps lint typecheck pytest vm-test
 
 lab-deps:
 	@missing=""; \
@@ -30,6 +31,22 @@ lab-deps:
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+
+vm-deps:
+	@if [ "$$DEPLOYBOT_TEST_VM" != skip ]; then \
+		missing=""; \
+		command -v qemu-system-x86_64 >/dev/null || missing="$$missing qemu-system-x86"; \
+		command -v qemu-img >/dev/null || missing="$$missing qemu-utils"; \
+		command -v mmdebstrap >/dev/null || missing="$$missing mmdebstrap"; \
+		if [ -n "$$missing" ]; then \
+			echo "installing:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		fi; \
+	fi
+
+## make vm-test: only the VM lab (tests/vm); the first run builds its guest images
+vm-test: $(STAMP) lab-deps vm-deps
+	$(VENV)/bin/pytest tests/vm
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -44,6 +61,9 @@ pytest: $(STAMP) lab-deps
 
 bench: $(STAMP) lab-deps
 	$(PY) -m bench
+
+bench-vm: $(STAMP) lab-deps vm-deps
+	$(PY) -m bench.vm
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
