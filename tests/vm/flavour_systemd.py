@@ -26,7 +26,7 @@ from tests.vm.guest import Root
 FILES = Path(__file__).parent / "dracut"
 MODULE = "90deploybot-sshd"
 AUTHORIZED = "/etc/deploybot-vm/initrd-authorized_keys"
-DRACUT_CONF = f"""\
+DRACUT_CONF = """\
 # The VM lab's systemd initramfs (tests/vm/flavour_systemd.py).
 hostonly="no"
 add_dracutmodules+=" systemd systemd-ask-password crypt systemd-networkd deploybot-sshd "
