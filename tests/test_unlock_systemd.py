@@ -270,3 +270,23 @@ async def test_an_initrd_that_echoes_the_answer_never_gets_it_shown(world: World
     for path in (db, db.with_name(db.name + "-wal")):
         if path.exists():
             assert secret.encode() not in path.read_bytes()
+
+
+async def test_a_slow_verdict_is_waited_for_not_taken_for_an_accepted_answer(
+    world: World,
+) -> None:
+    """A real systemd-cryptsetup checks an answer for as long as its key derivation takes
+    (9–13 s in the VM lab's slowest guests), with no query pending and its process still
+    running: the relay waits for the verdict instead of taking the silence as accepted."""
+    host = world.lab.start_installed_host("slow", initrd="systemd", boot_delay=5.0)
+    host.verify_seconds = 3.0
+    host.reboot()
+    await host.wait_for_stage("initrd", timeout=30)
+    await host.wait_until(lambda: bool(host.pending_queries), 10, "a query")
+    right = Secret(host.luks_passphrase or "")
+    async with await connect(world.lab, host, initrd=True) as conn:
+        wrong = await relay_passphrase(conn, Secret("not it"), mode="systemd", settle=1.0)
+        assert wrong.result is Relay.WRONG, wrong
+        accepted = await relay_passphrase(conn, right, mode="systemd", settle=1.0)
+    assert accepted.result is Relay.ACCEPTED, accepted
+    assert [a.correct for a in host.attempts] == [False, True]

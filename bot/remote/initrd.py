@@ -38,6 +38,11 @@ MAX_PROMPTS = 16
 MAX_QUERIES = 16
 #: systemd-cryptsetup's ``tries=`` default, which NixOS keeps (docs/unlocking.md, docs/initrd.md).
 SYSTEMD_TRIES = 3
+#: How long after an answer systemd-cryptsetup may still be checking it (the LUKS key
+#: derivation: seconds on a fast machine, more on a slow one) before silence counts.
+VERIFY_LIMIT = 120.0
+#: ``/proc/<pid>/comm`` of systemd-cryptsetup (the kernel keeps 15 characters).
+CRYPTSETUP_COMM = "systemd-cryptse"
 _LISTED = re.compile(r"^'(.*)' \(PID (\d+)\)$")
 _BOOT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _DISK = re.compile(r"^Please enter (passphrase|recovery key) for disk (.+?):?$")
@@ -336,13 +341,29 @@ async def _systemd(
     return await _judge(conn, target, prompt_timeout, settle)
 
 
+async def checking(conn: asyncssh.SSHClientConnection, pid: int, timeout: float) -> bool:
+    """Whether the systemd-cryptsetup that asked (the PID ``--list`` showed; it stays the
+    same across tries) still runs. After an answer it is checking it with no query
+    pending, for as long as the key derivation takes (docs/initrd.md). False whenever
+    that cannot be read."""
+    try:
+        result = await conn.run(f"cat /proc/{int(pid)}/comm", timeout=timeout, check=False)
+    except (asyncssh.Error, OSError):
+        return False
+    text = result.stdout if isinstance(result.stdout, str) else ""
+    return result.exit_status == 0 and text[:100].strip() == CRYPTSETUP_COMM
+
+
 async def _judge(
     conn: asyncssh.SSHClientConnection, target: Query, timeout: float, settle: float
 ) -> RelayOutcome:
     """After an answer: the same disk asking again means wrong; the initrd going away
-    means accepted; silence is accepted too, unless the caller knows the tries ran out."""
-    deadline = time.monotonic() + settle
+    means accepted; silence is accepted too once systemd-cryptsetup is done checking,
+    unless the caller knows the tries ran out."""
+    start = time.monotonic()
+    deadline = start + settle
     give_up = deadline + timeout
+    verify_until = start + max(VERIFY_LIMIT, settle + timeout)
     pending: list[Query] | None = None
     while True:
         listed = await list_queries(conn, timeout)
@@ -353,9 +374,16 @@ async def _judge(
         if listed is not None and any(q.message == target.message for q in listed):
             return RelayOutcome(Relay.WRONG, "systemd", answered=target, pending=tuple(listed))
         now = time.monotonic()
-        if (now >= deadline and pending is not None) or now >= give_up:
+        waited = (now >= deadline and pending is not None) or now >= give_up
+        # Nothing asks again yet: while systemd-cryptsetup runs without a query, the
+        # verdict, wrong or right, is still to come.
+        if waited and not (
+            pending == [] and now < verify_until and await checking(conn, target.pid, timeout)
+        ):
             break
         await asyncio.sleep(0.5)
+    if conn.is_closed():
+        return RelayOutcome(Relay.ACCEPTED, "systemd", "the initrd went away", answered=target)
     if pending is None:
         return RelayOutcome(
             Relay.ACCEPTED, "systemd", "its pending queries could not be listed", answered=target

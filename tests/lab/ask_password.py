@@ -14,6 +14,7 @@ of the real machine, which no namespace isolates.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 from collections.abc import Callable
@@ -28,6 +29,8 @@ AGENT = "/usr/bin/systemd-tty-ask-password-agent"
 TRIES = 3
 WRONG = "Failed to activate with specified passphrase. (Passphrase incorrect?)"
 GIVING_UP = "Too many attempts to activate; giving up."
+#: systemd-cryptsetup's ``/proc/<pid>/comm`` (15 characters kept).
+CHECKING_COMM = "systemd-cryptse"
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class VolumeAsker:
         console: Callable[[str], None],
         tries: int = TRIES,
         echo_answers: bool = False,
+        verify_seconds: float = 0.0,
+        proc: Path | None = None,
     ) -> None:
         self.volume = volume
         # A hostile initrd: after a wrong answer, its next query names the answer.
@@ -71,6 +76,14 @@ class VolumeAsker:
         self.on_event = on_event
         self.console = console
         self.tries = tries
+        # A real systemd-cryptsetup checks an answer for as long as the key derivation
+        # takes, with no query pending; meanwhile its process shows in /proc (``proc``,
+        # the host's own) as systemd-cryptsetup.
+        self.verify_seconds = verify_seconds
+        self.proc = proc
+        self._halt = threading.Event()
+        self._pid = 0
+        self._pids: list[int] = []
         self.opened = False
         self.gave_up = False
         self._lock = threading.Lock()
@@ -89,6 +102,7 @@ class VolumeAsker:
         """Kill the pending query (a reboot or power cut); no new one is started."""
         with self._lock:
             self._stopped = True
+            self._halt.set()
             proc, self._proc = self._proc, None
         if proc is not None:
             kill_tree(proc)
@@ -116,6 +130,8 @@ class VolumeAsker:
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
             )
             proc = self._proc
+            self._pid = proc.pid  # the ask file's PID: unshare and ns_bind exec
+            self._running()
         assert proc.stdout is not None
         answer = bytearray()
         while chunk := proc.stdout.read(4096):
@@ -138,11 +154,18 @@ class VolumeAsker:
         return self.volume.message()
 
     def _run(self) -> None:
+        try:
+            self._tries()
+        finally:
+            self._exited()
+
+    def _tries(self) -> None:
         for _ in range(self.tries):
             answer = self._ask_once()
             if answer is None:
                 return
             try:
+                self._check_slowly()
                 correct = self.volume.image.exists() and keys.luks_opens(
                     self.cryptsetup, self.volume.image, bytes(answer)
                 )
@@ -162,6 +185,29 @@ class VolumeAsker:
         self.gave_up = True
         self.console(f"systemd-cryptsetup[{self.volume.name}]: {GIVING_UP}")
         self.on_event(self.volume, "gave up")
+
+    def _running(self) -> None:
+        """systemd-cryptsetup runs from its first query to its last verdict, under one
+        PID; here each try's query has its own, so each shows in /proc until the end."""
+        if self.proc is None or not self.verify_seconds:
+            return
+        comm = self.proc / str(self._pid) / "comm"
+        comm.parent.mkdir(parents=True, exist_ok=True)
+        comm.write_text(CHECKING_COMM + "\n")
+        self._pids.append(self._pid)
+
+    def _check_slowly(self) -> None:
+        if self._pids:
+            self._halt.wait(self.verify_seconds)
+
+    def _exited(self) -> None:
+        pids, self._pids = self._pids, []
+        for pid in pids:
+            assert self.proc is not None  # only set with a /proc
+            comm = self.proc / str(pid) / "comm"
+            comm.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                comm.parent.rmdir()
 
 
 def _wipe(buffer: bytearray) -> None:

@@ -350,6 +350,8 @@ class LabHost:
 
     #: A hostile systemd initrd: each new query names the answer it was just given.
     hostile_echo = False
+    #: systemd initrd: seconds systemd-cryptsetup takes to check an answer (its KDF).
+    verify_seconds = 0.0
 
     def vanish_initrd(self) -> None:
         """Kill the initrd's sshd and its sessions mid-relay; the host stays stuck there."""
@@ -694,6 +696,8 @@ class LabHost:
                 on_event=functools.partial(self._from_asker, generation),
                 console=self._console,
                 echo_answers=self.hostile_echo,
+                verify_seconds=self.verify_seconds,
+                proc=self.paths.sys / "proc",
             )
             self._askers.append(asker)
             asker.start()
