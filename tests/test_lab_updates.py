@@ -585,3 +585,47 @@ def test_rollback_is_one_step_down_not_the_previous_current(lab: Lab, tmp_path: 
     assert result.stdout.splitlines() == ["system-2-link", second, third]
     assert [g.path for g in host.generations] == [first, second, third]
     assert host.current_generation == 2, "one step down from 3, not back to 1"
+
+
+def _path_info_format(text: str) -> list[tuple[str, int]]:
+    """Nix's ``path-info -s`` lines: each path padded to the longest, a tab, 11 columns."""
+    lines = text.splitlines()
+    assert lines, "no output"
+    width = max(len(line.split("\t")[0].rstrip()) for line in lines)
+    rows = []
+    for line in lines:
+        column, tab, size = line.partition("\t")
+        assert tab, repr(line)
+        assert len(column) == width, repr(line)
+        assert len(size) == 11, repr(line)
+        assert size.strip().isdigit(), repr(line)
+        rows.append((column.rstrip(), int(size)))
+    assert [p for p, _ in rows] == sorted(p for p, _ in rows)
+    return rows
+
+
+def test_path_info_lists_the_closure_as_nix_does(lab: Lab, tmp_path: Path) -> None:
+    packages = (("openssl-3.0.14", 53248), ("foo-1.2", 20480))
+    flake = lab.make_flake({"pkgs": LabConfig(packages=packages)}, name="f-info")
+    path = build(lab, flake, "pkgs")
+    listed = nix(lab, "path-info", "--recursive", "--size", path)
+    assert listed.returncode == 0, listed.stderr
+    rows = dict(_path_info_format(listed.stdout))
+    assert path in rows
+    assert len(rows) == 6
+    sized = {p.split("-", 1)[1]: s for p, s in rows.items()}
+    assert sized["openssl-3.0.14"] == 53248
+    assert sized["foo-1.2"] == 20480
+    refused = nix(lab, "path-info", "--recursive", "--size", "/nix/store/" + "a" * 32 + "-x")
+    assert refused.returncode == 1
+    assert "is not valid" in refused.stderr
+    bare = nix(lab, "path-info", "--recursive", "--size", path, features=False)
+    assert bare.returncode == 1
+    assert "nix-command" in bare.stderr
+    host = lab.start_installed_host("info", stage="booted")
+    command = "nix --extra-experimental-features 'nix-command flakes' path-info -r -s"
+    answer = ssh(lab, host, f"{command} /run/current-system", pinned(tmp_path, host))
+    assert answer.returncode == 0, answer.stderr
+    running = dict(_path_info_format(answer.stdout))
+    assert host.current_system in running
+    assert {p.split("-", 1)[1] for p in running} >= {"openssl-3.0.13", "bash-5.2p37"}

@@ -28,6 +28,13 @@ PROFILE = "/nix/var/nix/profiles/system"
 NIXOS_RELEASE = "25.05.20250612.9e83b64"
 DEFAULT_KERNEL = "6.12.33"
 SYSTEM_FILE = "lab-system.json"
+#: Packages (store name, bytes) in every lab system unless a configuration says otherwise:
+#: what ``nix path-info --size`` and so the closure difference see.
+DEFAULT_PACKAGES: tuple[tuple[str, int], ...] = (
+    ("openssl-3.0.13", 40960),
+    ("bash-5.2p37", 20480),
+    ("coreutils-9.5", 30720),
+)
 _NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
 
 
@@ -49,6 +56,7 @@ class LabConfig:
     blocks_ssh: bool = False
     fails: bool = False
     build_seconds: float = 0.0
+    packages: tuple[tuple[str, int], ...] = DEFAULT_PACKAGES
 
     def identity(self) -> dict[str, Any]:
         """What the store path depends on (not the build time)."""
@@ -58,12 +66,16 @@ class LabConfig:
             "breaks_ssh": self.breaks_ssh,
             "blocks_ssh": self.blocks_ssh,
             "fails": self.fails,
+            "packages": [list(p) for p in self.packages],
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> LabConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in fields})
+        chosen = {k: v for k, v in raw.items() if k in fields}
+        if "packages" in chosen:
+            chosen["packages"] = tuple((str(n), int(s)) for n, s in chosen["packages"])
+        return cls(**chosen)
 
 
 def store_hash(*parts: str) -> str:
@@ -84,10 +96,11 @@ class Closure:
     kernel: str
     initrd: str
     modules: str
+    packages: tuple[str, ...] = ()
 
     @property
     def paths(self) -> list[str]:
-        return [self.kernel, self.initrd, self.modules, self.toplevel]
+        return [*self.packages, self.kernel, self.initrd, self.modules, self.toplevel]
 
     @property
     def drv(self) -> str:
@@ -110,7 +123,38 @@ def closure(attr: str, config: LabConfig) -> Closure:
         kernel=f"{STORE}/{store_hash('kernel', kernel)}-linux-{kernel}",
         initrd=f"{STORE}/{store_hash('initrd', kernel)}-initrd-linux-{kernel}",
         modules=f"{STORE}/{store_hash('modules', kernel)}-linux-{kernel}-modules",
+        packages=tuple(package_path(name, size) for name, size in config.packages),
     )
+
+
+def package_path(name: str, size: int) -> str:
+    return f"{STORE}/{store_hash('package', name, str(size))}-{name}"
+
+
+def nar_size(root: Path, path: str) -> int:
+    """The lab's NAR size of a store entry: its files' bytes and its links' targets."""
+    entry = in_store(root, path)
+    if entry.is_symlink() or entry.is_file():
+        return len(os.readlink(entry)) if entry.is_symlink() else entry.stat().st_size
+    total = 0
+    for folder, dirs, files in os.walk(entry):
+        for name in files + dirs:
+            item = Path(folder) / name
+            if item.is_symlink():
+                total += len(os.readlink(item))
+            elif item.is_file():
+                total += item.stat().st_size
+    return total
+
+
+def path_info_lines(root: Path, path: str) -> str | None:
+    """``nix path-info --recursive --size PATH`` as Nix prints it (each path padded to the
+    longest, a tab, the size in 11 columns); None: not a valid path."""
+    paths = store_closure(root, path)
+    if paths is None:
+        return None
+    width = max(len(p) for p in paths)
+    return "".join(f"{p.ljust(width)}\t{nar_size(root, p):11d}\n" for p in sorted(paths))
 
 
 def store_dir(root: Path) -> Path:
@@ -144,6 +188,9 @@ def materialise(root: Path, built: Closure) -> None:
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    sizes = [size for _, size in built.config.packages]
+    for size, path in zip(sizes, built.packages, strict=True):
+        make(path, lambda d, size=size: (d / "data").write_bytes(b"p" * size))
     make(built.kernel, lambda d: (d / "bzImage").write_bytes(b"lab kernel " + kernel.encode()))
     make(built.initrd, lambda d: (d / "initrd").write_bytes(b"lab initrd " + kernel.encode()))
 

@@ -23,6 +23,8 @@ experimental features (``--extra-experimental-features``, ``--experimental-featu
   connect to 'HOST'``, exit 1). As in Nix 2.28, a port goes in NIX_SSHOPTS (``-p PORT``):
   ``ssh://host:port`` reaches ssh as the host name ``host:port`` and fails to resolve.
   Store URL settings: ``?ssh-key=PATH`` (``-i``), ``compress=true`` (``-C``); others ignored.
+- ``nix path-info --recursive --size PATH...``: each path of the closure, padded to the
+  longest, a tab and its size in 11 columns, as Nix prints them (``--json`` is not simulated).
 - Anything else: ``error: 'X' is not a recognised command``, exit 1.
 """
 
@@ -307,6 +309,28 @@ def copy(lab_dir: Path, words: list[str], flags: set[str]) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------- path-info
+
+
+def path_info(root: Path, words: list[str], flags: set[str]) -> int:
+    """``nix path-info --recursive --size PATH...`` (``-r``, ``-s``), as Nix prints it."""
+    recursive = bool(flags & {"--recursive", "-r", "-rs", "-sr"})
+    sized = bool(flags & {"--size", "-s", "-rs", "-sr"})
+    if not (recursive and sized) or flags & {"--json", "-S", "--closure-size"}:
+        raise NixError("lab: only `nix path-info --recursive --size PATH...` is simulated")
+    if not words:
+        raise NixError("lab: nix path-info needs a store path")
+    out = []
+    for path in words:
+        listed = gen.path_info_lines(root, path)
+        if listed is None:
+            raise NixError(f"path '{path}' is not valid")
+        out.append(listed)
+    sys.stdout.write("".join(out))
+    sys.stdout.flush()
+    return 0
+
+
 # ------------------------------------------------------------------------------- main
 
 
@@ -326,12 +350,14 @@ def main(argv: list[str]) -> int:
         if not words:
             raise NixError("no subcommand specified")
         command, rest = words[0], words[1:]
-        if command in ("build", "copy", "eval"):
+        if command in ("build", "copy", "eval", "path-info"):
             require("nix-command", flags)
         if command == "build":
             return build(lab_dir, rest, flags, delay)
         if command == "copy":
             return copy(lab_dir, rest, flags)
+        if command == "path-info":
+            return path_info(lab_dir / "builder", rest, flags)
         if command == "eval":
             raise NixError("lab: `nix eval` is not simulated")
         raise NixError(f"'{command}' is not a recognised command")

@@ -163,9 +163,38 @@ def nixos_install(ctx: Ctx, args: list[str], copy_host_keys: bool = False) -> in
     return 0
 
 
+def _path_info(ctx: Ctx, args: list[str], paths: list[str]) -> int:
+    """``nix path-info --recursive --size PATH`` on the booted host, read from its store
+    (``/run/current-system`` followed as the real one follows it)."""
+    if not any("nix-command" in a.split() for a in args):
+        return ctx.fail(
+            "error: experimental Nix feature 'nix-command' is disabled; add "
+            "'--extra-experimental-features nix-command' to enable it"
+        )
+    if not {"--recursive", "-r"} & set(args) or not {"--size", "-s"} & set(args) or not paths:
+        return ctx.fail("error: lab: only `nix path-info --recursive --size PATH` is simulated")
+    root = ctx.paths.root
+    out = []
+    for path in paths:
+        if path.startswith("/run/"):
+            path = generations.run_link(root, path.removeprefix("/run/")) or path
+        listed = generations.path_info_lines(root, path)
+        if listed is None:
+            return ctx.fail(f"error: path '{path}' is not valid")
+        out.append(listed)
+    ctx.out("".join(out))
+    return 0
+
+
 def nix(ctx: Ctx, args: list[str]) -> int:
-    words = [a for a in args if not a.startswith("-") and a not in ("nix-command", "flakes")]
+    words = [
+        a
+        for i, a in enumerate(args)
+        if not a.startswith("-") and not (i and args[i - 1].endswith("experimental-features"))
+    ]
     if words[:3] == ["config", "show", "system"]:
         ctx.out("x86_64-linux\n")
         return 0
+    if words[:1] == ["path-info"] and ctx.stage == "booted":
+        return _path_info(ctx, args, words[1:])
     return ctx.fail(f"error: lab: unsupported nix command: {' '.join(args)}", 1)

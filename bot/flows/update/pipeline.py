@@ -25,7 +25,7 @@ from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
 from bot.flows.deploy.identity import NotThisMachine, address_of
-from bot.flows.update import guard
+from bot.flows.update import closure, guard
 from bot.flows.update.login import Login
 from bot.flows.update.offer import RebootOffers
 from bot.flows.update.plan import Plan, PlanError, read_plan
@@ -219,7 +219,9 @@ class Updater:
                 f"{machine.name} already runs {new} (generation {plan.generation})"
             ), plan
         if approve:
-            await self._approve(ctx, machine, plan, user_id=user_id, chat_id=chat_id, yes="Update")
+            await self._approve(
+                ctx, machine, plan, user_id=user_id, chat_id=chat_id, yes="Update", login=login
+            )
         select = guard.set_profile(new)
         outcome = await self._guarded(
             ctx, login, plan, select, user_id=user_id, chat_id=chat_id, offer=approve
@@ -352,14 +354,19 @@ class Updater:
         user_id: int,
         chat_id: int,
         yes: str,
+        login: Login | None = None,
     ) -> None:
         timeout = self.tuning.confirm_timeout
         rollback = ctx.job.kind == ROLLBACK_KIND
         text = plan.describe(rollback_timeout=machine.rollback_timeout, rollback=rollback)
+        tail = f"\n\nConfirm within {format_duration(timeout)}."
+        if login is not None:  # an update: what its closure changes (docs/updates.md)
+            changes = await self._closure(ctx, login, plan, chat_id, other=text + tail)
+            text = f"{text}\n{changes}"
         verdict = await self.asker.confirm(
             chat_id,
             user_id,
-            f"{text}\n\nConfirm within {format_duration(timeout)}.",
+            f"{text}{tail}",
             yes=f"{yes} {machine.name}",
             timeout=timeout,
         )
@@ -372,6 +379,29 @@ class Updater:
             detail=f"job {ctx.job.id}: generation {plan.generation} → {plan.new}",
         )
         require_yes(verdict)
+
+    async def _closure(
+        self, ctx: JobContext, login: Login, plan: Plan, chat_id: int, *, other: str
+    ) -> str:
+        try:
+            shell = await login.shell()
+        except SshError as exc:
+            return f"Closure: not shown (cannot log in: {exc})."
+        text, logged = await closure.review(
+            shell=shell,
+            nix_command=self.settings.nix,
+            new=plan.new,
+            machine=plan.machine,
+            job=ctx.job.id,
+            chat=self.chat,
+            chat_id=chat_id,
+            other_text=other,
+            timeout=self.tuning.ssh_timeout,
+            build_timeout=self.tuning.nixos_anywhere_timeout,
+            kill_grace=self.tuning.stop_grace,
+        )
+        ctx.output(logged)
+        return text
 
     # -- behind the guard ----------------------------------------------------------------------
 
