@@ -379,3 +379,25 @@ async def test_a_reply_to_a_prompt_from_before_a_restart_is_deleted(world: World
     assert "Nothing was sent" in note.body
     assert tg.is_deleted(op, answer.message_id)
     assert host.correct_attempts == 0
+
+
+async def test_a_slow_key_check_is_waited_for_not_taken_for_an_accepted_answer(
+    world: World,
+) -> None:
+    """The scripted initrd's cryptsetup derives the key for longer than ``unlock_settle``
+    before asking again: a wrong answer is still judged wrong (as a slow VPS does it)."""
+    host = await _in_initrd(world, "askpass")
+    host.set_askpass_verify(FAST["unlock_settle"] + 2.0)
+    op, tg = world.op, world.rig.tg
+
+    await _ask_unlock(world, op)
+    await tg.send_text(op, WRONG)
+    again = await tg.wait_for_message(op, lambda m: "attempt 2 of 3" in m.body, timeout=40)
+
+    assert again.body.startswith("❌ wrong passphrase, attempt 2 of 3.")
+    assert not [m for m in tg.bot_messages(op) if "Passphrase handed to" in m.body]
+    assert [(a.correct, a.via) for a in host.attempts] == [(False, "askpass")]
+    right = await tg.send_text(op, host.luks_passphrase or "", reply_to=again)
+    done = await tg.wait_for_message(op, lambda m: "unlocked by @opal" in m.body, timeout=60)
+    assert done.body.startswith("🔓 clawsiecats unlocked by @opal, up after ")
+    assert tg.is_deleted(op, right.message_id)

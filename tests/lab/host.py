@@ -369,6 +369,10 @@ class LabHost:
         """Each command the host runs waits this long first (the bench's far machines)."""
         self._update(lambda s: setattr(s, "command_delay", seconds))
 
+    def set_askpass_verify(self, seconds: float) -> None:
+        """How long the scripted initrd's cryptsetup takes to check an answer (its KDF)."""
+        self._update(lambda s: setattr(s, "askpass_verify", seconds))
+
     def set_askpass_wait(self, seconds: float) -> None:
         """How long ``cryptsetup-askpass`` waits for a request (10 s on real machines)."""
         self._update(lambda s: setattr(s, "askpass_wait", seconds))

@@ -59,6 +59,8 @@ class HostState:
     persist_dir: str = "/nix/persist/system"
     pending_device: str | None = None
     askpass_wait: float = 2.0
+    #: Scripted initrd: seconds cryptsetup takes to check an answer (its KDF), shown in /proc.
+    askpass_verify: float = 0.0
     #: Seconds each command of a login waits before it runs (a far machine's round trip).
     command_delay: float = 0.0
     #: systemd initrd: the LUKS volumes asked for, [partition, mapper name] each.

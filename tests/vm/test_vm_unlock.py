@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from bot.core.keys import fingerprint
 from tests.fake_telegram import FakeMessage
 from tests.vm.conftest import BootGuest
@@ -21,11 +19,6 @@ def stage_times(report: FakeMessage) -> set[str]:
     return {part.split()[0] for part in line.split(" · ")}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the scripted relay takes silence for ten seconds (unlock_settle) as an accepted "
-    "answer; the real guest's key check and its second prompt take longer (docs/initrd.md)",
-)
 async def test_wrong_then_right_passphrase_from_the_chat_opens_the_real_root(
     scripted_image: Image, boot: BootGuest, vm_world: VmWorld
 ) -> None:
