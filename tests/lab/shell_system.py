@@ -6,7 +6,6 @@ printing what the real tool prints in the cases the bot relies on.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import re
@@ -54,7 +53,7 @@ def cmd_cat(ctx: Ctx, args: list[str]) -> int:
         ctx.stdout.flush()
         return 0
     status = 0
-    for name in _expanded(ctx, args):
+    for name in args:
         if name == "/proc/uptime":
             up = time.time() - ctx.state.booted_at
             ctx.out(f"{up:.2f} {up * 1.7:.2f}\n")
@@ -68,32 +67,6 @@ def cmd_cat(ctx: Ctx, args: list[str]) -> int:
         else:
             status = ctx.fail(f"cat: {name}: No such file or directory")
     return status
-
-
-def _expanded(ctx: Ctx, args: list[str]) -> list[str]:
-    """The shell's pathname expansion of ``*`` and ``[…]`` in the last components, as sh does:
-    sorted matches, or the word itself when nothing matches."""
-    words: list[str] = []
-    for word in args:
-        if not any(ch in word for ch in "*?[") or not word.startswith("/"):
-            words.append(word)
-            continue
-        parts = word.strip("/").split("/")
-        found = [""]
-        for part in parts:
-            if not any(ch in part for ch in "*?["):
-                found = [f"{base}/{part}" for base in found]
-                continue
-            found = [
-                f"{base}/{entry.name}"
-                for base in found
-                if ctx.resolve(base or "/").is_dir()
-                for entry in sorted(ctx.resolve(base or "/").iterdir())
-                if fnmatch.fnmatchcase(entry.name, part)
-            ]
-        found = [name for name in found if ctx.resolve(name).exists()]
-        words.extend(sorted(found) or [word])
-    return words
 
 
 def cmd_hostname(ctx: Ctx, args: list[str]) -> int:
