@@ -110,7 +110,7 @@ class ParsedCommand:
         """The words of a command naming several machines (``tag:web``, ``all``, ``a b``)."""
         if self.spec.arg is not Arg.MACHINES:
             return None
-        many = len(self.args) > 1 or any(a == "all" or a.startswith("tag:") for a in self.args)
+        many = len(self.args) > 1 or any(a == "all" or a.startswith(TAG_PREFIX) for a in self.args)
         return self.args if many else None
 
     @property

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bot.chat.commands import TAG_PREFIX
 from bot.config.inventory import TAG, Inventory, Machine
 from bot.core.text import printable
 from bot.remote.fleet import Fleet
@@ -19,7 +20,6 @@ from bot.remote.place import Place
 from store import Store
 
 ALL = "all"
-TAG_PREFIX = "tag:"
 #: Machines looked at together while planning (each look is a login or two).
 LOOKS_AT_ONCE = 8
 MAX_SHOWN = 40

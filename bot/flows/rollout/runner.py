@@ -37,7 +37,7 @@ from bot.jobs.runner import JobCancelled, JobContext, JobRunner, Outcome, requir
 from bot.remote import nix
 from bot.remote.fleet import Fleet
 from bot.remote.nix import child_env
-from store import Job, JobConflict, Store
+from store import Job, Store
 
 ROLLOUT_KIND = "rollout"
 CONFIRMING, BUILD, CANARY, WAVES = "confirm", "build", "canary", "waves"
@@ -189,7 +189,7 @@ class Rollouts:
                 phases=[CONFIRMING, BUILD, CANARY, WAVES],
                 work=work,
             )
-        except (JobConflict, Exception):
+        except Exception:
             for child in children:
                 await self.jobs.end_unstarted(child, "cancelled", "the rollout did not start")
             raise
