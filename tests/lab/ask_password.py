@@ -182,8 +182,8 @@ class VolumeAsker:
                 return
             self.console(f"systemd-cryptsetup[{self.volume.name}]: {WRONG}")
             self.on_event(self.volume, "wrong")
-        self.gave_up = True
         self.console(f"systemd-cryptsetup[{self.volume.name}]: {GIVING_UP}")
+        self.gave_up = True
         self.on_event(self.volume, "gave up")
 
     def _running(self) -> None:
