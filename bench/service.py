@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from bench.common import Figure, median, print_figures
+from tests.service.test_nix import FULL
 from tests.service_tools import (
     NIX_DIR,
     evaluate_module,
@@ -24,7 +25,6 @@ from tests.service_tools import (
     runnable_contrib_unit,
     tool,
 )
-from tests.test_nix import FULL
 
 RUNS = 5
 STORE = "/nix/store/00000000000000000000000000000000-"

@@ -1,5 +1,5 @@
 # Evaluates nix/module.nix with nixpkgs' real module system and the stubs beside this file;
-# tests/test_nix.py prints the result as JSON. `config` is the NixOS configuration as JSON.
+# tests/service/test_nix.py prints the result as JSON. `config` is the NixOS configuration as JSON.
 {
   nixpkgsLib,
   config,

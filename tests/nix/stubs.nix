@@ -1,4 +1,4 @@
-# What nix/module.nix needs of NixOS and nixpkgs, for tests/test_nix.py: the NixOS options
+# What nix/module.nix needs of NixOS and nixpkgs, for tests/service/test_nix.py: the NixOS options
 # it sets, declared with the types NixOS gives them (so a misspelt or mistyped attribute
 # fails as it would on a real system), and a `pkgs` of stand-in packages.
 { lib }:

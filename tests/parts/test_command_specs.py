@@ -9,7 +9,7 @@ from bot.chat.commands import Arg, Need, Right
 from handlers import FAMILIES, command_table
 from handlers.registry import specs_of
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 WHO = {"anyone known": Right.USER, "its operators": Right.MACHINE, "admins": Right.ADMIN}
 ROW = re.compile(r"^\| `(/[a-z]+)[^`]*` \| ([a-z ]+) \|")
 

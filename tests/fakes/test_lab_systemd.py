@@ -9,10 +9,10 @@ from pathlib import Path
 
 import asyncssh
 
+from tests.fakes.test_lab import connect, ssh
 from tests.lab import Lab, LabHost
 from tests.lab.ask_password import GIVING_UP, WRONG
 from tests.lab.proc import lab_processes
-from tests.test_lab import connect, ssh
 
 pytest_plugins = ["tests.lab.fixtures"]
 HINT = "(press TAB for no echo) "

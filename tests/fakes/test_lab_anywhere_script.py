@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.test_lab_anywhere import PASSPHRASE, steps
 from tests.lab import Lab, LabHost
 from tests.lab.proc import kill_tree
-from tests.test_lab_anywhere import PASSPHRASE, steps
 
 pytest_plugins = ["tests.lab.fixtures"]
 FEATURES = ("--extra-experimental-features", "nix-command flakes")

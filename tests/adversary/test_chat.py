@@ -7,10 +7,10 @@ import re
 from typing import Any
 
 from tests.botrig import BotRig
+from tests.faults.test_storage import exclusive_lock
+from tests.flows.test_chat_commands import audit_of
 from tests.lab.host import LabHost
 from tests.people import ADMIN, OPERATOR, STRANGER
-from tests.test_chat_commands import audit_of
-from tests.test_faults_storage import exclusive_lock
 from tests.waiting import eventually
 from tests.world import World
 

@@ -8,7 +8,7 @@ import pytest
 
 from bot.config.inventory import InventoryError, load_inventory
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -1,0 +1,1 @@
+"""Attacks: hostile people, targets, inventories and inputs, and secrets that must stay nowhere."""

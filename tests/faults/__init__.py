@@ -1,0 +1,2 @@
+"""Faults: Telegram, targets, storage and people failing under running work; crashes and
+restarts."""

@@ -1,0 +1,1 @@
+"""The bot's flows end to end: the real bot over the fake Bot API against lab hosts."""
