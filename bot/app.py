@@ -38,11 +38,11 @@ from bot.flows.watch.schedule import Schedules
 from bot.jobs.retention import FIRST_PRUNE, PRUNE_EVERY, Retention
 from bot.jobs.runner import JobRunner
 from handlers import register_all
-from handlers.chat_port import TelegramChat
-from handlers.door import ScreenedUpdates
-from handlers.priority import SecretsFirst
-from handlers.registry import BotContext
-from handlers.request import QuietRequest
+from handlers.plumbing.chat_port import TelegramChat
+from handlers.plumbing.door import ScreenedUpdates
+from handlers.plumbing.priority import SecretsFirst
+from handlers.plumbing.registry import BotContext
+from handlers.plumbing.request import QuietRequest
 from store import Job, Store
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,8 @@ def build_application(
     if request is not None:
         builder = builder.request(request).get_updates_request(request)
     else:
-        # Strangers are refused before PTB parses their updates (handlers/door.py); no
-        # answer that is not JSON reaches a log (handlers/request.py).
+        # Strangers are refused before PTB parses their updates (handlers/plumbing/door.py); no
+        # answer that is not JSON reaches a log (handlers/plumbing/request.py).
         screened = ScreenedUpdates()
         builder = builder.get_updates_request(screened).request(
             QuietRequest(connection_pool_size=256)  # PTB's own default

@@ -1,4 +1,5 @@
-"""The chat surface: one module per command family, wired by ``register_all``."""
+"""The chat surface: the command families (``handlers.commands``) on the Telegram plumbing
+(``handlers.plumbing``), wired together by ``register_all``."""
 
 from __future__ import annotations
 
@@ -18,19 +19,19 @@ from bot.flows.reload import Reloader
 from bot.flows.report import Reporter
 from bot.flows.watch.schedule import Schedules
 from bot.jobs.runner import JobRunner
-from handlers import buttons, conversation, gate
-from handlers.admin import AdminCommands
-from handlers.adopt import AdoptCommands
-from handlers.deploy import DeployCommands
-from handlers.door import Door, ScreenedUpdates
-from handlers.health import HealthCommands
-from handlers.info import InfoCommands
-from handlers.jobs import JobCommands
-from handlers.paging import Pager
-from handlers.registry import install, table_of
-from handlers.report import ReportCommands
-from handlers.strangers import Strangers
-from handlers.unlock import UnlockCommands
+from handlers.commands.admin import AdminCommands
+from handlers.commands.adopt import AdoptCommands
+from handlers.commands.deploy import DeployCommands
+from handlers.commands.info import InfoCommands
+from handlers.commands.jobs import JobCommands
+from handlers.commands.report import ReportCommands
+from handlers.commands.unlock import UnlockCommands
+from handlers.commands.watching import WatchCommands
+from handlers.plumbing import buttons, conversation, gate
+from handlers.plumbing.door import Door, ScreenedUpdates
+from handlers.plumbing.paging import Pager
+from handlers.plumbing.registry import install, table_of
+from handlers.plumbing.strangers import Strangers
 from store import Store
 from store.remembered import PageViews
 
@@ -39,7 +40,7 @@ FAMILIES = (
     InfoCommands,
     DeployCommands,
     UnlockCommands,
-    HealthCommands,
+    WatchCommands,
     ReportCommands,
     JobCommands,
     AdoptCommands,
@@ -86,7 +87,7 @@ def register_all(
         info,
         DeployCommands(engine.deployer, engine.updater, engine.rollouts),
         UnlockCommands(unlocker=engine.unlocker, answers=answers, chat=chat),
-        HealthCommands(
+        WatchCommands(
             tester=engine.reboot_tester,
             watcher=engine.watcher,
             schedules=schedules,

@@ -1,6 +1,6 @@
 """Chat commands as data: name, argument, the right they need, their preconditions.
 
-Each command is declared once, beside its handler (``handlers/registry.py``'s
+Each command is declared once, beside its handler (``handlers/plumbing/registry.py``'s
 ``@command``); the gate, ``/help`` and Telegram's command menu all read the same
 :class:`CommandTable`, so they never disagree. Nothing here knows about Telegram.
 """

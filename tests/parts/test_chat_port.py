@@ -11,7 +11,7 @@ import pytest
 from telegram import Bot
 
 from bot.chat.port import MessageRef
-from handlers.chat_port import TelegramChat
+from handlers.plumbing.chat_port import TelegramChat
 
 SECRET_TEXT = "hunter2 in the message text"
 
@@ -31,7 +31,7 @@ async def test_unexpected_exceptions_from_ptb_are_logged_by_type_and_swallowed(
 ) -> None:
     chat = TelegramChat(cast(Bot, _BrokenBot()), retry_delays=())
     ref = MessageRef(42, 7)
-    with caplog.at_level(logging.WARNING, logger="handlers.chat_port"):
+    with caplog.at_level(logging.WARNING, logger="handlers.plumbing.chat_port"):
         assert await chat.post(42, SECRET_TEXT) is None
         assert await chat.edit(ref, SECRET_TEXT) is False
         assert await chat.delete(ref) is False

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bot.chat.commands import Arg, Need, Right
 from handlers import FAMILIES, command_table
-from handlers.registry import specs_of
+from handlers.plumbing.registry import specs_of
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 WHO = {"anyone known": Right.USER, "its operators": Right.MACHINE, "admins": Right.ADMIN}

@@ -39,11 +39,11 @@ def test_the_layers_hold() -> None:
 def test_an_engine_module_importing_the_chat_surface_breaks_the_contract(tmp_path: Path) -> None:
     tree = _copy(tmp_path)
     leaf = tree / "bot" / "core" / "durations.py"
-    leaf.write_text(leaf.read_text() + "\nimport handlers.gate  # noqa: E402, F401\n")
+    leaf.write_text(leaf.read_text() + "\nimport handlers.plumbing.gate  # noqa: E402, F401\n")
     result = _lint(tree)
     assert result.returncode != 0
     assert "BROKEN" in result.stdout
-    assert "bot.core.durations -> handlers.gate" in result.stdout
+    assert "bot.core.durations -> handlers.plumbing.gate" in result.stdout
 
 
 def test_a_primitive_importing_a_flow_breaks_the_layers(tmp_path: Path) -> None:
@@ -53,3 +53,13 @@ def test_a_primitive_importing_a_flow_breaks_the_layers(tmp_path: Path) -> None:
     result = _lint(tree)
     assert result.returncode != 0
     assert "bot.remote.ssh -> bot.flows.engine" in result.stdout
+
+
+def test_plumbing_importing_a_command_family_breaks_the_handlers_layers(tmp_path: Path) -> None:
+    tree = _copy(tmp_path)
+    leaf = tree / "handlers" / "plumbing" / "paging.py"
+    leaf.write_text(leaf.read_text() + "\nimport handlers.commands.jobs  # noqa: E402, F401\n")
+    result = _lint(tree)
+    assert result.returncode != 0
+    assert "Command families stand on the plumbing, never the other way BROKEN" in result.stdout
+    assert "handlers.plumbing.paging -> handlers.commands.jobs" in result.stdout

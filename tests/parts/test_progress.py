@@ -9,7 +9,7 @@ from telegram import Bot
 
 from bot.chat.port import MessageRef
 from bot.jobs.progress import Progress, ProgressState
-from handlers.chat_port import TelegramChat
+from handlers.plumbing.chat_port import TelegramChat
 from tests.fake_telegram import FakeTelegram
 
 

@@ -1,6 +1,6 @@
 """Inline button presses, routed by the prefix of their callback data.
 
-``pg:`` are page turns (``handlers.paging``); everything else is a confirmation
+``pg:`` are page turns (``handlers.plumbing.paging``); everything else is a confirmation
 (``bot.chat.confirm``), which answers data it did not make as expired. Every press's
 verdict is audited.
 """
@@ -13,7 +13,7 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 from bot.chat import pages
 from bot.chat.confirm import Confirmations, Press
 from bot.chat.pages import Turn
-from handlers.paging import Pager
+from handlers.plumbing.paging import Pager
 from store import Store
 
 

@@ -7,7 +7,7 @@ from bot.chat.port import ChatPort
 from bot.chat.questions import Answers
 from bot.core.tasks import Background
 from bot.flows.unlock import Unlocker
-from handlers.registry import Call, command
+from handlers.plumbing.registry import Call, command
 
 
 class UnlockCommands:

@@ -13,8 +13,8 @@ from bot.flows.history import HistoryError, read_history
 from bot.flows.report import Reporter
 from bot.flows.report.week import DAYS
 from bot.remote.fleet import Fleet
-from handlers.paging import Pager
-from handlers.registry import Call, command
+from handlers.plumbing.paging import Pager
+from handlers.plumbing.registry import Call, command
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from bot.chat.access import Access
 from bot.chat.commands import Arg, Need, Right
 from bot.flows.rollout.runner import ROLLOUT_KIND
 from bot.jobs.runner import JobRunner
-from handlers.paging import Pager
-from handlers.registry import Call, command
+from handlers.plumbing.paging import Pager
+from handlers.plumbing.registry import Call, command
 from store import Job, Store
 
 RECENT_JOBS = 100

@@ -4,7 +4,7 @@ python-telegram-bot handles updates strictly one after another by default
 (``concurrent_updates=False``). That order matters (a confirmation before the next
 command), but it also means a passphrase someone just typed waits behind every update
 queued before it — a slow handler, a burst of commands (strangers never get this far
-while polling: the door refuses them first, ``handlers/door.py``). With this processor PTB
+while polling: the door refuses them first, ``handlers/plumbing/door.py``). With this processor PTB
 hands every update over at once (``max_concurrent_updates > 1``) and the processor keeps
 them one at a time behind a FIFO lock, except a private text message from a user with an
 open secret question: it is handled at once, beside whatever holds the lock, so it is

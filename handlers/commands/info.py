@@ -11,8 +11,8 @@ from bot.core.durations import format_duration
 from bot.remote.fleet import Fleet
 from bot.remote.pins import describe as describe_pins
 from bot.remote.status import QuickStatus, quick_status
-from handlers.paging import Pager
-from handlers.registry import Call, command
+from handlers.plumbing.paging import Pager
+from handlers.plumbing.registry import Call, command
 from store import MachineState, Store
 from store.health import HealthStore
 

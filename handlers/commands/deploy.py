@@ -9,8 +9,8 @@ from bot.chat.commands import Arg, Need, Right
 from bot.flows.deploy.pipeline import Deployer
 from bot.flows.rollout.runner import Rollouts
 from bot.flows.update.pipeline import Route, Updater
-from handlers.gate import store_unavailable_text
-from handlers.registry import Call, command
+from handlers.plumbing.gate import store_unavailable_text
+from handlers.plumbing.registry import Call, command
 from store import JobConflict
 from store.database import StoreUnavailable
 

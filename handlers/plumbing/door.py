@@ -5,7 +5,7 @@ PTB parses a whole batch and queues every update of it before it handles any
 passphrase cost that many parsed updates and handler runs, ahead of the passphrase and
 then in the way of its relay (several times longer on a loaded machine). The door reads
 each raw update once instead: one whose sender the bot does not know is refused there
-(``handlers.strangers``: counted, answered in the background) and never parsed or queued;
+(``handlers.plumbing.strangers``: counted, answered in the background) and never parsed or queued;
 only the others go on. What it cannot read for certain goes on too, to the gate, which
 refuses strangers the same way (webhook updates never pass the door).
 
@@ -21,9 +21,9 @@ from typing import Any
 
 from telegram import Bot
 
-from handlers.gate import Gate, clean_username, describe
-from handlers.request import QuietRequest
-from handlers.strangers import Visitor
+from handlers.plumbing.gate import Gate, clean_username, describe
+from handlers.plumbing.request import QuietRequest
+from handlers.plumbing.strangers import Visitor
 
 
 def _object(value: object) -> dict[str, Any] | None:

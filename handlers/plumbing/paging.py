@@ -14,8 +14,8 @@ from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, 
 from telegram.error import BadRequest, TelegramError
 
 from bot.chat.pages import Turn, View, Views, split_pages
-from handlers.chat_port import deliver
-from handlers.registry import Call
+from handlers.plumbing.chat_port import deliver
+from handlers.plumbing.registry import Call
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
 from bot.chat.questions import Answers
-from handlers.common import sender
+from handlers.plumbing.common import sender
 
 log = logging.getLogger(__name__)
 # python-telegram-bot's DEBUG records that carry whole incoming updates, by logger and format.

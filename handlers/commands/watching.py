@@ -1,4 +1,5 @@
-"""/reboot <machine> (a reboot test on demand), /check <machine> and /schedule."""
+"""/reboot <machine> (a reboot test on demand), /check <machine> and /schedule:
+the watcher's commands."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from bot.core.tasks import Background
 from bot.flows.watch.reboot_test import RebootTester
 from bot.flows.watch.schedule import Schedules
 from bot.flows.watch.watcher import Watcher
-from handlers.paging import Pager
-from handlers.registry import Call, command
+from handlers.plumbing.paging import Pager
+from handlers.plumbing.registry import Call, command
 from store import JobConflict
 
 
-class HealthCommands:
+class WatchCommands:
     def __init__(
         self,
         *,

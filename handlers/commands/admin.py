@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.chat.commands import Right
 from bot.flows.reload import Reloader, Who
-from handlers.registry import Call, command
+from handlers.plumbing.registry import Call, command
 
 
 class AdminCommands:

@@ -5,7 +5,7 @@ group), and awaiting it on the update path let 60 fake accounts in a group hold 
 waiting passphrase for minutes. So nothing here is awaited, not even the audit write
 (refusals are counted in memory and written together within FLUSH_DELAY, through tasks
 the Application's ``stop()`` waits for). While polling, strangers are refused at the door
-(``handlers/door.py``) from the update's raw JSON, before it is parsed or queued; the gate
+(``handlers/plumbing/door.py``) from the update's raw JSON, before it is parsed or queued; the gate
 refuses the ones that reach it (webhook mode) the same way, through a :class:`Visitor`.
 
 - in a private chat, the one refusal an hour (with the user's id) is sent in the

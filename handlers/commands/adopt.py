@@ -5,7 +5,7 @@ from __future__ import annotations
 from bot.chat.commands import Arg, Right
 from bot.core.tasks import Background
 from bot.flows.adopt import Adopter
-from handlers.registry import Call, command
+from handlers.plumbing.registry import Call, command
 
 
 class AdoptCommands:

@@ -30,8 +30,8 @@ from bot.config.current import Current
 from bot.config.inventory import Machine
 from bot.flows.rollout.runner import ROLLOUT_KIND
 from bot.remote.fleet import Fleet
-from handlers.registry import BotContext, Call
-from handlers.strangers import Strangers, Visitor
+from handlers.plumbing.registry import BotContext, Call
+from handlers.plumbing.strangers import Strangers, Visitor
 from store import Job, Store
 from store.database import StoreUnavailable
 
@@ -77,7 +77,7 @@ class Gate:
     """Admins may do everything, operators act on their machines, strangers get one refusal.
 
     For a command it also resolves the argument (the machine, the job) and checks the
-    command's needs, once, and leaves the handler a :class:`~handlers.registry.Call`.
+    command's needs, once, and leaves the handler a :class:`~handlers.plumbing.registry.Call`.
     """
 
     def __init__(
@@ -122,7 +122,7 @@ class Gate:
             raise ApplicationHandlerStop
         name = clean_username(user.username)
         if not self.access.is_known(user.id):
-            # While polling, the door (handlers/door.py) refuses strangers before this:
+            # While polling, the door (handlers/plumbing/door.py) refuses strangers before this:
             # these came by webhook, or in an update the door does not read.
             action, machine = _describe(update, self._read_command(update, context.bot.username))
             chat = update.effective_chat
