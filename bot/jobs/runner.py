@@ -22,7 +22,7 @@ from bot.core.files import private_dir
 from bot.core.secret import Secret
 from bot.jobs.joblog import JobLog, read_for_sending
 from bot.jobs.progress import Progress, ProgressState
-from store import Job, Store, utcnow
+from store import Job, JobConflict, Store, utcnow
 from store.database import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,16 @@ def require_yes(verdict: Verdict) -> None:
     """Go on only after a confirmation; otherwise end the job, saying nothing changed."""
     if not verdict.yes:
         raise JobCancelled(f"{verdict.why_not}; nothing was changed")
+
+
+def busy_text(name: str, conflict: JobConflict) -> str:
+    """What to tell someone whose job could not start because ``name`` has one already."""
+    running = conflict.job
+    at = f", at {running.phase}" if running.phase else ""
+    return (
+        f"{name} already has job {running.id} ({running.kind}, {running.state}{at}). "
+        f"/log {running.id} shows it; /cancel {running.id} stops it."
+    )
 
 
 @dataclass

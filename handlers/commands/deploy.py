@@ -9,6 +9,7 @@ from bot.chat.commands import Arg, Need, Right
 from bot.flows.deploy.pipeline import Deployer
 from bot.flows.rollout.runner import Rollouts
 from bot.flows.update.pipeline import Route, Updater
+from bot.jobs.runner import busy_text
 from handlers.plumbing.gate import store_unavailable_text
 from handlers.plumbing.registry import Call, command
 from store import JobConflict
@@ -109,12 +110,3 @@ class DeployCommands:
         except JobConflict as exc:
             await call.reply(busy_text(machine.name, exc))
         # The job reports through its own progress message.
-
-
-def busy_text(name: str, exc: JobConflict) -> str:
-    running = exc.job
-    return (
-        f"{name} already has job {running.id} ({running.kind}, {running.state}"
-        f"{', at ' + running.phase if running.phase else ''}). /log {running.id} shows it; "
-        f"/cancel {running.id} stops it."
-    )

@@ -70,25 +70,17 @@ class JobCommands:
             await call.reply(f"Job {job.id} is not running ({job.state}).")
             return
         refused = self.jobs.cancel_refused(job.id)
-        if refused:
-            await self.store.audit(
-                user_id=call.user.id,
-                username=call.user.username or "",
-                action="cancel",
-                machine=job.machine,
-                decision="refused",
-                detail=f"job {job.id}: {refused[:160]}",
-            )
-            await call.reply(f"Job {job.id} goes on: {refused}.")
-            return
         await self.store.audit(
             user_id=call.user.id,
             username=call.user.username or "",
             action="cancel",
             machine=job.machine,
-            decision="allowed",
-            detail=f"job {job.id}",
+            decision="refused" if refused else "allowed",
+            detail=f"job {job.id}: {refused[:160]}" if refused else f"job {job.id}",
         )
+        if refused:
+            await call.reply(f"Job {job.id} goes on: {refused}.")
+            return
         stopped = await self.jobs.cancel(job.id)
         if stopped and job.kind == ROLLOUT_KIND:
             await call.reply(

@@ -13,6 +13,7 @@ from bot.core.tasks import Background
 from bot.flows.watch.reboot_test import RebootTester
 from bot.flows.watch.schedule import Schedules
 from bot.flows.watch.watcher import Watcher
+from bot.jobs.runner import busy_text
 from handlers.plumbing.paging import Pager
 from handlers.plumbing.registry import Call, command
 from store import JobConflict
@@ -77,11 +78,7 @@ class WatchCommands:
                     machine, trigger=f"/reboot by {call.by}", user_id=call.user.id, chat_id=chat_id
                 )
             except JobConflict as exc:
-                await self.chat.post(
-                    chat_id,
-                    f"{machine.name} already has job {exc.job.id} ({exc.job.kind}); "
-                    f"/log {exc.job.id} shows it.",
-                )
+                await self.chat.post(chat_id, busy_text(machine.name, exc))
 
         self.background.spawn(run(), f"reboot-command-{machine.name}")
 

@@ -8,7 +8,14 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from telegram import Bot, ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
+from telegram import (
+    Bot,
+    ForceReply,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    Message,
+)
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError, TimedOut
 
 from bot.chat.port import Keyboard, MessageRef
@@ -76,11 +83,7 @@ async def deliver(
     raise AssertionError("unreachable")
 
 
-def _unexpected(what: str, chat_id: int, exc: Exception) -> None:
-    """An exception python-telegram-bot was not expected to raise (a parsing bug, a
-    KeyError in an answer): logged by type only, since its text may quote the message we
-    sent, and swallowed, so the port keeps its promise that delivery never raises."""
-    log.error("could not %s %s: unexpected %s", what, chat_id, type(exc).__name__)
+_FAILED = object()
 
 
 class TelegramChat:
@@ -90,107 +93,83 @@ class TelegramChat:
         self.bot = bot
         self.retry_delays = retry_delays
 
+    async def _attempt(
+        self, call: Callable[[], Awaitable[T]], *, repeatable: bool, what: str
+    ) -> T | object:
+        """``call`` through :func:`deliver`, or ``_FAILED`` when it could not be done.
+
+        A Bot API refusal is logged with Telegram's reason. Any other exception (a parsing
+        bug, a KeyError in an answer) is logged by type only, since its text may quote the
+        message sent, and swallowed: the port promises that delivery never raises.
+        """
+        try:
+            return await deliver(call, repeatable=repeatable, delays=self.retry_delays)
+        except TelegramError as exc:
+            if isinstance(exc, BadRequest) and "not modified" in str(exc).lower():
+                return None  # an edit to the text the message already shows
+            log.warning("could not %s: %s", what, exc)
+        except Exception as exc:
+            log.error("could not %s: unexpected %s", what, type(exc).__name__)
+        return _FAILED
+
     async def post(
         self, chat_id: int, text: str, *, buttons: Keyboard = (), force_reply: bool = False
     ) -> MessageRef | None:
         markup: InlineKeyboardMarkup | ForceReply | None = _markup(buttons)
         if force_reply and markup is None:
             markup = ForceReply(selective=True)
-        try:
-            message = await deliver(
-                lambda: self.bot.send_message(chat_id, clip(text), reply_markup=markup),
-                repeatable=False,
-                delays=self.retry_delays,
-            )
-        except TelegramError as exc:
-            log.warning("could not send a message to chat %s: %s", chat_id, exc)
-            return None
-        except Exception as exc:
-            _unexpected("send a message to chat", chat_id, exc)
+        message = await self._attempt(
+            lambda: self.bot.send_message(chat_id, clip(text), reply_markup=markup),
+            repeatable=False,
+            what=f"send a message to chat {chat_id}",
+        )
+        if not isinstance(message, Message):
             return None
         return MessageRef(chat_id, message.message_id)
 
     async def edit(self, ref: MessageRef, text: str, *, buttons: Keyboard = ()) -> bool:
-        try:
-            await deliver(
-                lambda: self.bot.edit_message_text(
-                    clip(text),
-                    chat_id=ref.chat_id,
-                    message_id=ref.message_id,
-                    reply_markup=_markup(buttons),
-                ),
-                repeatable=True,
-                delays=self.retry_delays,
-            )
-        except BadRequest as exc:
-            if "not modified" in str(exc).lower():
-                return True
-            log.warning(
-                "could not edit message %s in chat %s: %s", ref.message_id, ref.chat_id, exc
-            )
-            return False
-        except TelegramError as exc:
-            log.warning(
-                "could not edit message %s in chat %s: %s", ref.message_id, ref.chat_id, exc
-            )
-            return False
-        except Exception as exc:
-            _unexpected("edit a message in chat", ref.chat_id, exc)
-            return False
-        return True
+        done = await self._attempt(
+            lambda: self.bot.edit_message_text(
+                clip(text),
+                chat_id=ref.chat_id,
+                message_id=ref.message_id,
+                reply_markup=_markup(buttons),
+            ),
+            repeatable=True,
+            what=f"edit message {ref.message_id} in chat {ref.chat_id}",
+        )
+        return done is not _FAILED
 
     async def delete(self, ref: MessageRef) -> bool:
-        try:
-            return await deliver(
-                lambda: self.bot.delete_message(ref.chat_id, ref.message_id),
-                repeatable=True,
-                delays=self.retry_delays,
-            )
-        except TelegramError as exc:
-            log.warning(
-                "could not delete message %s in chat %s: %s", ref.message_id, ref.chat_id, exc
-            )
-            return False
-        except Exception as exc:
-            _unexpected("delete a message in chat", ref.chat_id, exc)
-            return False
+        done = await self._attempt(
+            lambda: self.bot.delete_message(ref.chat_id, ref.message_id),
+            repeatable=True,
+            what=f"delete message {ref.message_id} in chat {ref.chat_id}",
+        )
+        return done is True
 
     async def send_file(
         self, chat_id: int, filename: str, data: bytes, *, caption: str = ""
     ) -> bool:
-        try:
-            await deliver(
-                lambda: self.bot.send_document(
-                    chat_id,
-                    InputFile(data, filename=filename),
-                    caption=clip(caption, 1024) or None,
-                ),
-                repeatable=False,
-                delays=self.retry_delays,
-            )
-        except TelegramError as exc:
-            log.warning("could not send %s to chat %s: %s", filename, chat_id, exc)
-            return False
-        except Exception as exc:
-            _unexpected("send a file to chat", chat_id, exc)
-            return False
-        return True
+        sent = await self._attempt(
+            lambda: self.bot.send_document(
+                chat_id,
+                InputFile(data, filename=filename),
+                caption=clip(caption, MAX_CAPTION) or None,
+            ),
+            repeatable=False,
+            what=f"send {filename} to chat {chat_id}",
+        )
+        return sent is not _FAILED
 
     async def send_photo(self, chat_id: int, png: bytes, *, caption: str = "") -> bool:
-        try:
-            await deliver(
-                lambda: self.bot.send_photo(
-                    chat_id,
-                    InputFile(png, filename="report.png"),
-                    caption=clip(caption, MAX_CAPTION) or None,
-                ),
-                repeatable=False,
-                delays=self.retry_delays,
-            )
-        except TelegramError as exc:
-            log.warning("could not send a picture to chat %s: %s", chat_id, exc)
-            return False
-        except Exception as exc:
-            _unexpected("send a picture to chat", chat_id, exc)
-            return False
-        return True
+        sent = await self._attempt(
+            lambda: self.bot.send_photo(
+                chat_id,
+                InputFile(png, filename="report.png"),
+                caption=clip(caption, MAX_CAPTION) or None,
+            ),
+            repeatable=False,
+            what=f"send a picture to chat {chat_id}",
+        )
+        return sent is not _FAILED
