@@ -20,8 +20,7 @@ class AdoptCommands:
         right=Right.MACHINE,
     )
     async def adopt(self, call: Call) -> None:
-        machine = call.machine
-        assert machine is not None  # the gate resolved it
+        machine = call.named_machine
         # The confirmation waits for a button press, which is another update: not here.
         self.background.spawn(
             self.adopter.adopt(machine, user_id=call.user.id, by=call.by, chat_id=call.chat_id),

@@ -32,8 +32,7 @@ class DeployCommands:
         if call.selection:
             await self._rollout(call)
             return
-        machine = call.machine
-        assert machine is not None  # the gate resolved it
+        machine = call.named_machine
         decision = await self.updater.decide(
             machine, user_id=call.user.id, username=call.user.username or ""
         )
@@ -72,8 +71,7 @@ class DeployCommands:
         await self._guarded(call, rollback=True)
 
     async def _guarded(self, call: Call, *, rollback: bool) -> None:
-        machine = call.machine
-        assert machine is not None  # the gate resolved it
+        machine = call.named_machine
         start = self.updater.start_rollback if rollback else self.updater.start
         try:
             await start(machine, user_id=call.user.id, chat_id=call.chat_id)
@@ -93,8 +91,7 @@ class DeployCommands:
         await self._start(call, reinstall=True)
 
     async def _start(self, call: Call, *, reinstall: bool) -> None:
-        machine = call.machine
-        assert machine is not None  # the gate resolved it
+        machine = call.named_machine
         asks_passphrase = machine.luks and not machine.luks_passphrase_secret
         if asks_passphrase and call.message.chat.type != ChatType.PRIVATE:
             await call.reply(

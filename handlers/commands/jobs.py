@@ -54,8 +54,7 @@ class JobCommands:
 
     @command("log", "a job's log", arg=Arg.JOB, right=Right.MACHINE, needs=(Need.PRIVATE_CHAT,))
     async def log(self, call: Call) -> None:
-        job = call.job
-        assert job is not None  # the gate resolved it
+        job = call.named_job
         events = await self.store.events(job.id)
         lines = [describe_job(job)] + [f"  {e.at[11:19]} {e.kind}: {e.text}" for e in events[-15:]]
         await call.reply("\n".join(lines))
@@ -64,8 +63,7 @@ class JobCommands:
 
     @command("cancel", "stop a running job", arg=Arg.JOB, right=Right.MACHINE)
     async def cancel(self, call: Call) -> None:
-        job = call.job
-        assert job is not None  # the gate resolved it
+        job = call.named_job
         if not job.active:
             await call.reply(f"Job {job.id} is not running ({job.state}).")
             return

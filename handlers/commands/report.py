@@ -95,8 +95,7 @@ class ReportCommands:
         needs=(Need.PINNED, Need.PRIVATE_CHAT),
     )
     async def history(self, call: Call) -> None:
-        machine = call.machine
-        assert machine is not None  # the gate resolved it
+        machine = call.named_machine
 
         async def run() -> None:
             target = await self.fleet.target(machine)

@@ -25,8 +25,7 @@ class UnlockCommands:
         needs=(Need.LUKS,),
     )
     async def unlock(self, call: Call) -> None:
-        machine = call.machine
-        assert machine is not None  # the gate resolved it
+        machine = call.named_machine
         user_id = call.user.id
         if not self.unlocker.active(machine.name):
             await call.reply(f"Checking {machine.name}'s initrd…")

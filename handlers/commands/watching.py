@@ -50,8 +50,7 @@ class WatchCommands:
         needs=(Need.PINNED,),
     )
     async def reboot(self, call: Call) -> None:
-        machine = call.machine
-        assert machine is not None  # the gate resolved it
+        machine = call.named_machine
         chat_id = call.chat_id
         unlock = (
             " It will unlock itself (auto-unlock)."
@@ -90,8 +89,7 @@ class WatchCommands:
         needs=(Need.PINNED,),
     )
     async def check(self, call: Call) -> None:
-        machine = call.machine
-        assert machine is not None  # the gate resolved it
+        machine = call.named_machine
         await call.reply(f"Checking {machine.name}…")
 
         async def run() -> None:

@@ -38,6 +38,20 @@ class Call:
     selection: tuple[str, ...] = ()
 
     @property
+    def named_machine(self) -> Machine:
+        """The machine an ``Arg.MACHINE`` command names: the gate resolved it before."""
+        if self.machine is None:
+            raise LookupError(f"/{self.spec.name} names no machine")
+        return self.machine
+
+    @property
+    def named_job(self) -> Job:
+        """The job an ``Arg.JOB`` command names: the gate resolved it before."""
+        if self.job is None:
+            raise LookupError(f"/{self.spec.name} names no job")
+        return self.job
+
+    @property
     def chat_id(self) -> int:
         return self.message.chat.id
 
