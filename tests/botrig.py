@@ -20,6 +20,7 @@ from bot.config.tuning import Tuning
 from bot.flows.engine import Engine
 from store import Store
 from tests.fake_telegram import FakeMessage, FakeTelegram, FakeUser
+from tests.waiting import eventually
 
 FAST = Tuning(
     confirm_timeout=20.0,
@@ -134,3 +135,15 @@ class BotRig:
         target = chat if chat is not None else user
         await self.tg.send_text(user, text, chat=chat)
         return await self.tg.wait_for_message(target, lambda m: m.document is None, timeout=timeout)
+
+
+async def audit_of(rig: BotRig, user_id: int, count: int) -> list[tuple[str, str, str]]:
+    async def entries() -> list[tuple[str, str, str]]:
+        found = [
+            (e.action, e.machine, e.decision)
+            for e in await rig.svc.store.recent_audit(100)
+            if e.user_id == user_id
+        ]
+        return found if len(found) >= count else []
+
+    return list(reversed(await eventually(entries, what=f"{count} audit entries")))

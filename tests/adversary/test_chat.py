@@ -6,9 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tests.botrig import BotRig
-from tests.faults.test_storage import exclusive_lock
-from tests.flows.test_chat_commands import audit_of
+from tests.botrig import BotRig, audit_of
+from tests.faults.storage import exclusive_lock
 from tests.lab.host import LabHost
 from tests.people import ADMIN, OPERATOR, STRANGER
 from tests.waiting import eventually

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import asyncssh
 
-from tests.fakes.test_lab import connect, ssh
 from tests.lab import Lab, LabHost
 from tests.lab.ask_password import GIVING_UP, WRONG
+from tests.lab.clients import connect, ssh
 from tests.lab.proc import lab_processes
 
 pytest_plugins = ["tests.lab.fixtures"]

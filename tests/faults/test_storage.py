@@ -6,12 +6,8 @@ it can.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
 from tests.botrig import BotRig
+from tests.faults.storage import exclusive_lock, integrity
 from tests.people import OPERATOR
 from tests.waiting import eventually
 from tests.world import World
@@ -23,26 +19,6 @@ ssh_port = 1
 operators = [{OPERATOR}]
 """
 UNAVAILABLE = "⚠️ My database is unavailable right now (database is locked)"
-
-
-@contextmanager
-def exclusive_lock(db: Path) -> Iterator[None]:
-    """Another program holding the database's write lock until the block ends."""
-    conn = sqlite3.connect(db, isolation_level=None, timeout=0)
-    try:
-        conn.execute("BEGIN EXCLUSIVE")
-        yield
-        conn.execute("ROLLBACK")
-    finally:
-        conn.close()
-
-
-def integrity(db: Path) -> str:
-    conn = sqlite3.connect(db)
-    try:
-        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
-    finally:
-        conn.close()
 
 
 async def test_locked_database_is_reported_and_the_bot_recovers(rig: BotRig) -> None:

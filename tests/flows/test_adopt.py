@@ -15,7 +15,7 @@ from bot.remote.pins import booted_source
 from tests.fake_telegram import FakeMessage
 from tests.lab import keys
 from tests.lab.host import LabHost
-from tests.service.test_cli import deploybot
+from tests.service.cli import deploybot
 from tests.waiting import eventually
 from tests.world import HOST_KEY_SECRET, World
 

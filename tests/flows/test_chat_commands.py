@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.botrig import BotRig
+from tests.botrig import BotRig, audit_of
 from tests.people import ADMIN, OPERATOR, OTHER_OPERATOR, STRANGER
 from tests.waiting import eventually
 
@@ -49,18 +49,6 @@ async def test_help_lists_only_what_the_user_may_run(rig: BotRig) -> None:
     assert "/audit" in admin_help.body
     assert "/audit" not in op_help.body
     assert "/machines" in op_help.body
-
-
-async def audit_of(rig: BotRig, user_id: int, count: int) -> list[tuple[str, str, str]]:
-    async def entries() -> list[tuple[str, str, str]]:
-        found = [
-            (e.action, e.machine, e.decision)
-            for e in await rig.svc.store.recent_audit(100)
-            if e.user_id == user_id
-        ]
-        return found if len(found) >= count else []
-
-    return list(reversed(await eventually(entries, what=f"{count} audit entries")))
 
 
 async def test_stranger_gets_one_refusal_with_their_id(rig: BotRig) -> None:

@@ -17,8 +17,8 @@ from bot.core.secret import Secret
 from bot.remote import initrd
 from bot.remote.initrd import Relay, relay_passphrase
 from tests.fake_telegram import FakeMessage
-from tests.fakes.test_lab import connect
 from tests.lab.ask_password import GIVING_UP
+from tests.lab.clients import connect
 from tests.lab.host import LabHost
 from tests.world import World
 

@@ -3,7 +3,7 @@ the new system read from the lab's nix, the running one from the lab host over t
 
 from __future__ import annotations
 
-from tests.flows.test_update import ATTR, confirm_update, installed, job_end
+from tests.flows.updating import ATTR, confirm_update, installed, job_end
 from tests.lab.generations import DEFAULT_PACKAGES
 from tests.world import World
 

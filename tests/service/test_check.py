@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from tests.lab.sops import SopsSecrets
-from tests.service.test_cli import deploybot
+from tests.service.cli import deploybot
 from tests.world import make_host_key
 
 SECRET_KEY = "web_ssh_host_ed25519_key"
