@@ -204,6 +204,23 @@ class Call:
         assert isinstance(markup, dict)
         return markup
 
+    def upload(self, field: str) -> Upload | None:
+        """The file sent in ``field``: uploaded under that name, or named ``attach://…``."""
+        value = self.params.get(field)
+        if isinstance(value, str) and value.startswith("attach://"):
+            return self.uploads.get(value.removeprefix("attach://"))
+        return self.uploads.get(field)
+
+    def caption(self) -> tuple[str | None, list[JSON]]:
+        """The caption and its entities, refused as Telegram refuses them (length, text)."""
+        raw = self.opt_str("caption")
+        if not raw:
+            return None, []
+        check_raw_text(raw, caption=True)
+        caption, entities = self.formatted(raw)
+        check_caption(caption)
+        return caption, entities
+
     def reply_to(self, chat: FakeChat) -> FakeMessage | None:
         reply = self.params.get("reply_parameters")
         target_id: int | None
@@ -499,9 +516,7 @@ async def send_document(call: Call) -> JSON:
     chat = call.writable_chat()
     state = call.state
     document = call.params.get("document")
-    upload = call.uploads.get("document")
-    if isinstance(document, str) and document.startswith("attach://"):
-        upload = call.uploads.get(document.removeprefix("attach://"))
+    upload = call.upload("document")
     if upload is not None:
         mime = upload.content_type
         if not mime or mime == "application/octet-stream":
@@ -513,13 +528,7 @@ async def send_document(call: Call) -> JSON:
         raise bad_request("wrong file identifier/HTTP URL specified")
     else:
         raise bad_request("there is no document in the request")
-    caption_raw = call.opt_str("caption")
-    caption: str | None = None
-    entities: list[JSON] = []
-    if caption_raw:
-        check_raw_text(caption_raw, caption=True)
-        caption, entities = call.formatted(caption_raw)
-        check_caption(caption)
+    caption, entities = call.caption()
     message = state.add_message(
         chat,
         state.bot,
@@ -538,24 +547,15 @@ async def send_photo(call: Call) -> JSON:
     """An uploaded photo, refused as Telegram refuses it (size, dimensions, caption)."""
     chat = call.writable_chat()
     state = call.state
-    photo = call.params.get("photo")
-    upload = call.uploads.get("photo")
-    if isinstance(photo, str) and photo.startswith("attach://"):
-        upload = call.uploads.get(photo.removeprefix("attach://"))
+    upload = call.upload("photo")
     if upload is None:
-        if photo:
+        if call.params.get("photo"):
             raise bad_request("wrong file identifier/HTTP URL specified")
         raise bad_request("there is no photo in the request")
     check_photo(upload.data)
     size = image_size(upload.data)
     assert size is not None  # check_photo refuses what it cannot read
-    caption_raw = call.opt_str("caption")
-    caption: str | None = None
-    entities: list[JSON] = []
-    if caption_raw:
-        check_raw_text(caption_raw, caption=True)
-        caption, entities = call.formatted(caption_raw)
-        check_caption(caption)
+    caption, entities = call.caption()
     file = state.new_file(upload.filename, upload.content_type, upload.data)
     message = state.add_message(
         chat,
