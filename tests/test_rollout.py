@@ -160,8 +160,10 @@ async def test_only_the_asker_may_press_the_rollout_buttons(world: World) -> Non
 async def test_the_plan_names_what_it_skips_and_why(world: World) -> None:
     await fleet(world, 3)
     await world.rig.svc.store.update_machine("m03", host_key="")  # not installed by the bot
-    question = await ask(world, world.op, "/deploy m01 m03 ghost tag:web")
-    assert "update" in question.body
+    # The tag's prefix in any case, as /report reads it.
+    question = await ask(world, world.op, "/deploy m01 m03 ghost Tag:web")
+    assert "update 2 machines?" in question.body, question.body
+    assert "Then in waves of 3: m02" in question.body, question.body
     assert "• m03: not installed: no pinned system key" in question.body, question.body
     assert "• ghost: unknown or not yours" in question.body
     await world.rig.tg.press_button(world.op, question, "Cancel")
