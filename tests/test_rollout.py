@@ -9,6 +9,7 @@ from collections.abc import Callable
 from store import Store
 from tests.botprocess import BotProcess
 from tests.fake_telegram import ChatRef, FakeMessage, FakeUser
+from tests.lab.generations import DEFAULT_PACKAGES
 from tests.lab.host import LabHost
 from tests.world import World
 
@@ -108,13 +109,78 @@ async def test_a_failed_build_touches_no_machine(world: World) -> None:
     for n in range(1, 4):
         world.lab.set_configuration(world.flake, f"m{n:02d}", version="2")
     world.lab.set_configuration(world.flake, "m02", fails=True)
-    question = await ask(world, world.op, "/deploy m01 m02 m03")
-    await world.rig.tg.press_button(world.op, question, "Update 3 machines")
+    await world.rig.tg.send_text(world.op, "/deploy m01 m02 m03")
+    # The systems are built before the question: a failed build asks nothing.
     end = await rollout_end(world, world.op)
     assert "— failed after" in end.body
     assert "the build failed for m02" in end.body, end.body
     assert "No machine was touched" in end.body
+    assert not [m for m in world.rig.tg.bot_messages(world.op) if m.buttons]
     assert all(h.current_generation == 1 and not h.activations for h in hosts)
+
+
+def changed_packages(**changes: int | None) -> tuple[tuple[str, int], ...]:
+    """The lab's default packages with some replaced (``None``: removed) or added."""
+    packages = dict(DEFAULT_PACKAGES)
+    for name, size in changes.items():
+        base = name.split("_")[0]
+        for old in [p for p in packages if p.split("-")[0] == base]:
+            del packages[old]
+        if size is not None:
+            packages[name.replace("_", "-")] = size
+    return tuple(packages.items())
+
+
+async def test_the_review_shows_each_group_of_machines_closure_difference(world: World) -> None:
+    hosts = await fleet(world, 4)
+    openssl = changed_packages(**{"openssl_3.0.14": 40960 + 12288})
+    for name in ("m01", "m02"):
+        world.lab.set_configuration(world.flake, name, version="2", packages=openssl)
+    world.lab.set_configuration(
+        world.flake, "m03", version="2", packages=(*DEFAULT_PACKAGES, ("foo-1.2", 20 * 1024))
+    )
+    world.lab.set_configuration(world.flake, "m04", version="2")
+    question = await ask(world, world.op)
+    lines = question.body.splitlines()
+    assert "Closure differences, 3 group(s) of machines:" in lines, question.body
+    assert "• m01, m02 (2): 1 package change (1 version change, +12.0 KiB in all):" in lines
+    assert "  openssl: 3.0.13 → 3.0.14, +12.0 KiB" in lines
+    assert "• m03 (1): 1 package change (1 version change, +20.0 KiB in all):" in lines
+    assert "  foo: ∅ → 1.2, +20.0 KiB" in lines
+    assert "• m04 (1): no package changes" in lines
+    assert not world.rig.tg.documents_in(world.op)
+    await world.rig.tg.press_button(world.op, question, "Cancel")
+    end = await rollout_end(world, world.op)
+    assert "— cancelled after" in end.body
+    assert all(h.current_generation == 1 and not h.activations for h in hosts)
+
+
+async def test_a_long_rollout_review_arrives_whole_as_a_file(world: World) -> None:
+    await fleet(world, 3)
+    for n in range(1, 4):
+        many = tuple((f"tool{n}x{i:03d}-1.{i}", 100) for i in range(400))
+        world.lab.set_configuration(
+            world.flake, f"m{n:02d}", version="2", packages=(*DEFAULT_PACKAGES, *many)
+        )
+    question = await ask(world, world.op)
+    assert len(question.body) <= 4096
+    lines = question.body.splitlines()
+    assert "Closure differences, 3 group(s) of machines:" in lines, question.body
+    for n in range(1, 4):
+        assert any(
+            line.startswith(f"• m{n:02d} (1): 401 package changes (400 version changes, +")
+            for line in lines
+        ), question.body
+    assert "The whole list is in the file above." in lines
+    (document,) = world.rig.tg.documents_in(world.op)
+    assert document.document is not None
+    listed = document.document.data.decode().splitlines()
+    for n in range(1, 4):
+        head = next(i for i, line in enumerate(listed) if line.startswith(f"• m{n:02d} (1): "))
+        tools = [line for line in listed[head + 1 :] if line.startswith(f"  tool{n}x")]
+        assert tools == [f"  tool{n}x{i:03d}: ∅ → 1.{i}" for i in range(400)]
+    await world.rig.tg.press_button(world.op, question, "Cancel")
+    await rollout_end(world, world.op)
 
 
 async def test_a_cancelled_rollout_starts_no_new_machine(world: World) -> None:

@@ -59,7 +59,7 @@ class RolloutPlan:
         if self.rest:
             lines.append(f"Then in waves of {parallel}: {_names(self.rest)}")
         lines.append(
-            "All systems are built first; a failed build touches no machine. Each machine "
+            "Every system is built; nothing on the machines changed yet. Each machine "
             "switches back by itself unless confirmed within its rollback timeout; the first "
             "failure stops the rollout."
         )

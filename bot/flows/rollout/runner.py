@@ -1,4 +1,4 @@
-"""A rollout: one confirmation, one build of every system, a canary, then waves.
+"""A rollout: one build of every system, one confirmation, a canary, then waves.
 
 It is one job of kind ``rollout``; each machine is a job of kind ``update`` of its own
 (created with the rollout, so single jobs on those machines are refused meanwhile) that runs
@@ -20,7 +20,10 @@ from bot.config.inventory import Machine
 from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
+from bot.core.telegram_limits import MAX_TEXT, text_length
 from bot.flows.rollout.plan import RolloutPlan, read_plan
+from bot.flows.rollout.review import read_review, shown
+from bot.flows.update.closure import VERDICT_ROOM
 from bot.flows.update.offer import RebootOffers
 from bot.flows.update.pipeline import (
     ACTIVATE,
@@ -186,7 +189,7 @@ class Rollouts:
                 machine=plan.label,
                 user_id=user_id,
                 chat_id=chat_id,
-                phases=[CONFIRMING, BUILD, CANARY, WAVES],
+                phases=[BUILD, CONFIRMING, CANARY, WAVES],
                 work=work,
             )
         except Exception:
@@ -244,14 +247,20 @@ class _Run:
 
     async def go(self, chat_id: int) -> Outcome:
         ctx, plan = self.ctx, self.plan
-        await ctx.enter(CONFIRMING)
         self.show()
+        await ctx.enter(BUILD)
+        systems = await self.build()
+        if self.stopped:
+            raise JobCancelled(f"{self.stopped}; nothing was changed")
+        await ctx.enter(CONFIRMING)
         timeout = self.r.tuning.confirm_timeout
+        question = plan.describe(self.r.settings.rollout_parallel)
+        tail = f"\n\nConfirm within {format_duration(timeout)}."
+        changes = await self.closures(systems, chat_id, other=question + tail)
         verdict = await self.r.asker.confirm(
             chat_id,
             self.user_id,
-            f"{plan.describe(self.r.settings.rollout_parallel)}\n\n"
-            f"Confirm within {format_duration(timeout)}.",
+            f"{question}\n{changes}{tail}",
             yes=f"Update {len(plan.machines)} machines",
             timeout=timeout,
         )
@@ -266,8 +275,6 @@ class _Run:
         require_yes(verdict)
         if self.stopped:
             raise JobCancelled(f"{self.stopped}; nothing was changed")
-        await ctx.enter(BUILD)
-        systems = await self.build()
         await ctx.enter(CANARY)
         await self.wave(plan.canaries, systems)
         await ctx.enter(WAVES)
@@ -290,6 +297,25 @@ class _Run:
 
     def show(self) -> None:
         self.ctx.progress.show_board(self.board.counts())
+
+    async def closures(self, systems: dict[str, str], chat_id: int, *, other: str) -> str:
+        """What the rollout changes on each machine, within the room ``other`` leaves."""
+        r = self.r
+        found = await read_review(
+            self.plan.machines,
+            systems,
+            fleet=r.fleet,
+            nix_command=r.settings.nix,
+            timeout=r.tuning.ssh_timeout,
+            build_timeout=r.tuning.nixos_anywhere_timeout,
+            kill_grace=r.tuning.stop_grace,
+        )
+        room = MAX_TEXT - text_length(other) - VERDICT_ROOM
+        text, logged = await shown(
+            found, room=room, chat=r.updater.chat, chat_id=chat_id, job=self.ctx.job.id
+        )
+        self.ctx.output(logged)
+        return text
 
     # -- the build -----------------------------------------------------------------------------
 
