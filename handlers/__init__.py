@@ -21,7 +21,7 @@ from bot.jobs.runner import JobRunner
 from handlers import buttons, conversation, gate
 from handlers.admin import AdminCommands
 from handlers.adopt import AdoptCommands
-from handlers.deploy import DeployCommands
+from handlers.deploy import DeployCommands, RolloutDetail
 from handlers.door import Door, ScreenedUpdates
 from handlers.health import HealthCommands
 from handlers.info import InfoCommands
@@ -132,6 +132,7 @@ def register_all(
     if screened is not None:
         screened.door = Door(the_gate, application.bot)
     install(application, families)
-    buttons.register(application, buttons.Buttons(confirmations, pager, store))
+    detail = RolloutDetail(engine.rollouts, access, store, pager)
+    buttons.register(application, buttons.Buttons(confirmations, pager, store, detail))
     conversation.register(application, talk)
     return table

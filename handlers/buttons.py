@@ -1,6 +1,7 @@
 """Inline button presses, routed by the prefix of their callback data.
 
-``pg:`` are page turns (``handlers.paging``); everything else is a confirmation
+``pg:`` are page turns (``handlers.paging``); ``rd:`` a rollout's detail
+(``handlers.deploy.RolloutDetail``); everything else is a confirmation
 (``bot.chat.confirm``), which answers data it did not make as expired. Every press's
 verdict is audited.
 """
@@ -13,15 +14,20 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 from bot.chat import pages
 from bot.chat.confirm import Confirmations, Press
 from bot.chat.pages import Turn
+from bot.flows.rollout.runner import DETAIL_PREFIX
+from handlers.deploy import RolloutDetail
 from handlers.paging import Pager
 from store import Store
 
 
 class Buttons:
-    def __init__(self, confirmations: Confirmations, pager: Pager, store: Store) -> None:
+    def __init__(
+        self, confirmations: Confirmations, pager: Pager, store: Store, detail: RolloutDetail
+    ) -> None:
         self.confirmations = confirmations
         self.pager = pager
         self.store = store
+        self.detail = detail
 
     async def on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
@@ -31,6 +37,10 @@ class Buttons:
         if prefix == pages.PREFIX:
             turn = await self.pager.on_press(query)
             await self._audit(query, "page", turn is Turn.SHOWN, turn.value)
+            return
+        if prefix == DETAIL_PREFIX:
+            shown = await self.detail.on_press(query)
+            await self._audit(query, "rollout detail", shown, "shown" if shown else "refused")
             return
         result = self.confirmations.press(query.data or "", query.from_user.id)
         await self._audit(query, "confirm", result is Press.ACCEPTED, result.value)

@@ -42,7 +42,12 @@ async def fleet(world: World, count: int, *, parallel: int = 3) -> list[LabHost]
 async def ask(world: World, user: FakeUser, command: str = "/deploy tag:web") -> FakeMessage:
     tg = world.rig.tg
     await tg.send_text(user, command)
-    return await tg.wait_for_message(user, lambda m: bool(m.buttons), timeout=60)
+    return await tg.wait_for_message(user, is_question, timeout=60)
+
+
+def is_question(message: FakeMessage) -> bool:
+    """The confirmation (the progress message has a button too: its detail)."""
+    return any(b.get("text") == "Cancel" for row in message.buttons for b in row)
 
 
 async def rollout_end(world: World, chat: ChatRef, timeout: float = 180) -> FakeMessage:
@@ -50,6 +55,18 @@ async def rollout_end(world: World, chat: ChatRef, timeout: float = 180) -> Fake
         return bool(ROLLOUT_END.search(message.body.split("\n")[0]))
 
     return await world.rig.tg.wait_for_message(chat, ended, edits=True, since=0, timeout=timeout)
+
+
+async def each_machine(world: World, progress: FakeMessage) -> list[str]:
+    """Press "Each machine" under the rollout's progress message: the detail's lines."""
+    tg = world.rig.tg
+    mark = tg.mark()
+    await tg.press_button(world.op, progress, "Each machine")
+    shown = await tg.wait_for_message(
+        world.op, lambda m: m.body.startswith("Rollout ") and "machines" in m.body, since=mark
+    )
+    assert len(shown.body) <= 4096
+    return shown.body.splitlines()
 
 
 def passed_for(name: str) -> Callable[[FakeMessage], bool]:
@@ -98,6 +115,13 @@ async def test_a_rollout_stops_at_the_machine_that_rolls_back(world: World) -> N
     assert str(hosts[6].activations[-1].unit).startswith("deploybot-rollback-")
     assert all(not h.activations for h in hosts[7:])
     assert len(end.body) <= 4096
+    # The detail on demand, after the end: what each machine recorded, with the reason.
+    detail = await each_machine(world, end)
+    assert detail[0].endswith("(tag:web): 12 machines"), detail
+    assert [line.split(":")[0] for line in detail[1:7]] == [f"✅ m{n:02d}" for n in range(1, 7)]
+    assert detail[7].startswith("↩️ m07: rolled back — failed at"), detail
+    assert "rolled back to generation 1" in detail[7]
+    assert detail[8:] == [f"⏸ m{n:02d}: not touched" for n in range(8, 13)]
     # The machines' locks are gone: a single update of m08 is not refused as busy.
     store = world.rig.svc.store
     for n in range(1, 13):
@@ -115,7 +139,7 @@ async def test_a_failed_build_touches_no_machine(world: World) -> None:
     assert "— failed after" in end.body
     assert "the build failed for m02" in end.body, end.body
     assert "No machine was touched" in end.body
-    assert not [m for m in world.rig.tg.bot_messages(world.op) if m.buttons]
+    assert not [m for m in world.rig.tg.bot_messages(world.op) if is_question(m)]
     assert all(h.current_generation == 1 and not h.activations for h in hosts)
 
 
@@ -196,6 +220,14 @@ async def test_a_cancelled_rollout_starts_no_new_machine(world: World) -> None:
 
     progress = await tg.wait_for_message(world.op, canary_on, edits=True, since=0, timeout=60)
     job = int(re.search(r"\(job (\d+)\)", progress.body.split("\n")[0]).group(1))  # type: ignore[union-attr]
+    # The detail while it runs: the board as it is now.
+    detail = await each_machine(world, progress)
+    assert detail[1:] == [
+        "▶️ m01: updating",
+        "⏳ m02: waiting",
+        "⏳ m03: waiting",
+        "⏳ m04: waiting",
+    ]
     await tg.send_text(world.op, f"/cancel {job}")
     end = await rollout_end(world, world.op)
     assert "— cancelled after" in end.body, end.body

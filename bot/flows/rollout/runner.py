@@ -15,12 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bot.chat.asker import Asker
+from bot.chat.port import Button
 from bot.config.current import Current
 from bot.config.inventory import Machine
 from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
 from bot.core.telegram_limits import MAX_TEXT, text_length
+from bot.core.text import printable
 from bot.flows.rollout.plan import RolloutPlan, read_plan
 from bot.flows.rollout.review import read_review, shown
 from bot.flows.update.closure import VERDICT_ROOM
@@ -68,6 +70,9 @@ MAX_NAMES = 30
 #: A rollout's job events: each machine's state as it changes, read back after a restart.
 MACHINE_EVENT = "machine"
 MAX_REASON = 200
+REASON = " — "
+#: The callback data of the progress message's button (``rd:<job>``, within 64 bytes).
+DETAIL_PREFIX = "rd"
 
 
 @dataclass
@@ -107,22 +112,44 @@ class Board:
                 lines.append(f"{MARKS[state]} {state} ({len(names)}): {_listed(names)}")
         return "\n".join(lines)
 
+    def detail(self) -> list[str]:
+        """One line per machine, in the rollout's order: its state and, once ended, why."""
+        lines = []
+        for name in self.order:
+            state = self.state[name]
+            why = f" — {self.why[name][:MAX_REASON]}" if self.why.get(name) else ""
+            lines.append(f"{MARKS[state]} {name}: {state}{why}")
+        return lines
+
 
 def _listed(names: Sequence[str]) -> str:
     more = len(names) - MAX_NAMES
     return ", ".join(names[:MAX_NAMES]) + (f" and {more} more" if more > 0 else "")
 
 
+async def recorded(store: Store, job_id: int) -> Board:
+    """The machines' last states (and reasons) a rollout recorded as its job events."""
+    state: dict[str, str] = {}
+    why: dict[str, str] = {}
+    for event in await store.events(job_id):
+        name, _, said = event.text.partition(": ")
+        now, _, reason = said.partition(REASON)
+        if event.kind == MACHINE_EVENT and now in MARKS:
+            state[name] = now
+            why[name] = reason
+    return Board(list(state), state=state, why=why)
+
+
 async def where_it_stood(store: Store, job: Job, waiting: Sequence[str]) -> str:
     """After a restart: each machine's last state the rollout recorded; those it never
     started (``waiting``: their jobs were still queued) are not touched, those under way
     are left to their guards."""
-    seen: dict[str, str] = {}
-    for event in await store.events(job.id):
-        name, _, state = event.text.partition(": ")
-        if event.kind == MACHINE_EVENT and state in MARKS:
-            seen[name] = state
-    board = Board([*seen, *(n for n in waiting if n not in seen)], state=dict(seen))
+    board = await recorded(store, job.id)
+    board = Board(
+        [*board.order, *(n for n in waiting if n not in board.state)],
+        state=board.state,
+        why=board.why,
+    )
     for name in board.names(WAITING):
         board.state[name] = UNTOUCHED
     flying = board.names(UPDATING)
@@ -160,6 +187,7 @@ class Rollouts:
         self.tuning = tuning
         self.current = current
         self.offers = offers
+        self._live: dict[int, _Run] = {}
 
     async def plan(self, args: Sequence[str], *, user_id: int, admin: bool) -> RolloutPlan:
         return await read_plan(
@@ -209,10 +237,21 @@ class Rollouts:
         chat_id: int,
     ) -> Outcome:
         run = _Run(self, ctx, plan, children, user_id=user_id)
+        self._live[ctx.job.id] = run
+        ctx.progress.set_buttons([[Button("Each machine", f"{DETAIL_PREFIX}:{ctx.job.id}")]])
         try:
             return await run.go(chat_id)
         finally:
             await asyncio.shield(run.end_untouched())
+            self._live.pop(ctx.job.id, None)
+
+    async def detail(self, job_id: int) -> list[str]:
+        """Each machine of a rollout: from the board while it runs here, else from what it
+        recorded (a machine never started reads as not touched once it ended)."""
+        run = self._live.get(job_id)
+        if run is not None:
+            return run.board.detail()
+        return (await recorded(self.store, job_id)).detail()
 
 
 class _Run:
@@ -405,8 +444,9 @@ class _Run:
         self.show()
 
     async def record(self, name: str) -> None:
-        """The machine's state as a job event: what a restart reports."""
-        text = f"{name}: {self.board.state[name]}"
+        """The machine's state as a job event: what a restart and the detail report."""
+        why = printable(self.board.why.get(name, ""), MAX_REASON)
+        text = f"{name}: {self.board.state[name]}" + (f"{REASON}{why}" if why else "")
         await self.ctx.bookkeep(self.r.store.add_event(self.ctx.job.id, MACHINE_EVENT, text))
 
     async def end_untouched(self) -> None:
@@ -415,6 +455,7 @@ class _Run:
             if name not in self.started:
                 if self.board.state.get(name) == WAITING:
                     self.board.state[name] = UNTOUCHED
+                await self.record(name)
                 await self.r.jobs.end_unstarted(
                     job, "cancelled", "not touched: the rollout stopped"
                 )
