@@ -11,12 +11,15 @@ from tests.botprocess import BotProcess
 from tests.fake_telegram import ChatRef, FakeMessage, FakeUser
 from tests.lab.generations import DEFAULT_PACKAGES
 from tests.lab.host import LabHost
+from tests.people import OPERATOR, OTHER_OPERATOR
 from tests.world import World
 
 ROLLOUT_END = re.compile(r"^Rollout of .* — (succeeded|failed|cancelled|interrupted) after")
 
 
-async def fleet(world: World, count: int, *, parallel: int = 3) -> list[LabHost]:
+async def fleet(
+    world: World, count: int, *, parallel: int = 3, operators: tuple[int, ...] = (OPERATOR,)
+) -> list[LabHost]:
     """``count`` booted hosts m01…, each its own flake attribute, tagged web, pinned."""
     hosts = []
     for n in range(1, count + 1):
@@ -29,6 +32,7 @@ async def fleet(world: World, count: int, *, parallel: int = 3) -> list[LabHost]
             flake_attr=name,
             tags=["web"],
             rollback_timeout="4s",
+            operators=list(operators),
         )
         world.lab.set_configuration(world.flake, name, version="1")
         hosts.append(host)
@@ -238,7 +242,7 @@ async def test_a_cancelled_rollout_starts_no_new_machine(world: World) -> None:
 
 
 async def test_only_the_asker_may_press_the_rollout_buttons(world: World) -> None:
-    hosts = await fleet(world, 2)
+    hosts = await fleet(world, 2, operators=(OPERATOR, OTHER_OPERATOR))
     for n in range(1, 3):
         world.lab.set_configuration(world.flake, f"m{n:02d}", version="2")
     tg = world.rig.tg
@@ -247,6 +251,15 @@ async def test_only_the_asker_may_press_the_rollout_buttons(world: World) -> Non
     query = await tg.press(world.admin, question, question.button_data("Update 2 machines"))
     answer = await tg.wait_for_callback_answer(query)
     assert answer.text == "Only the person who asked can answer this.", answer
+    # The detail is the starter's and the admins', not another operator's of the machines.
+    progress = await tg.wait_for_message(
+        world.op, lambda m: "Each machine" in str(m.buttons), edits=True, since=0
+    )
+    other = tg.user(OTHER_OPERATOR, "otto")
+    query = await tg.press(other, progress, progress.button_data("Each machine"))
+    answer = await tg.wait_for_callback_answer(query)
+    assert answer.text == "Only who started this rollout, or an admin, can see this.", answer
+    assert not [m for m in tg.bot_messages(other) if "machines" in m.body]
     assert all(not h.activations for h in hosts)
     await tg.press_button(world.op, question, "Cancel")
     end = await rollout_end(world, world.op)

@@ -1,11 +1,12 @@
 """What a rollout changes in each machine's store, in its one confirmation.
 
-Each machine's closure difference is computed as a single update's (``closure.py``: the
-running closure asked over a pinned login made for it, the new one read from the bot's own
-store), a few machines at a time. Machines whose differences are the same are one group, so
-thirty web servers moving to the same system read as one line. The groups are summarised
-within the room the question leaves; whenever that is not the whole, the whole goes first
-as a file, machine group by machine group (docs/updates.md, "Rollouts").
+Each machine's closure difference is computed as a single update's (``closure.py``): the
+running closure asked over a pinned login made for it while the systems build, the new one
+read from the bot's own store once the build is done, a few machines at a time. Machines
+whose differences are the same are one group, so thirty web servers moving to the same
+system read as one line. The groups are summarised within the room the question leaves;
+whenever that is not the whole, the whole goes first as a file, machine group by machine
+group (docs/updates.md, "Rollouts").
 """
 
 from __future__ import annotations
@@ -85,47 +86,63 @@ class Review:
         return "".join(g.whole(shown=len(g.machines)) + "\n\n" for g in self.groups)
 
 
-async def read_review(
-    machines: Sequence[Machine],
-    systems: dict[str, str],
-    *,
-    fleet: Fleet,
-    nix_command: Sequence[str],
-    timeout: float,
-    build_timeout: float,
-    kill_grace: float,
-) -> Review:
-    """Every machine's difference from its running system to ``systems[name]``, grouped."""
+#: A machine's running closure, or why it could not be read.
+Running = dict[str, int] | str
+
+
+async def read_running(
+    machines: Sequence[Machine], *, fleet: Fleet, timeout: float
+) -> dict[str, Running]:
+    """Each machine's running closure over a pinned login made for it, a few at a time;
+    needs nothing built, so it runs while the build does."""
     gate = asyncio.Semaphore(READS_AT_ONCE)
-    news: dict[str, asyncio.Task[dict[str, int]]] = {}
 
-    async def new_closure(path: str) -> dict[str, int]:
-        if path not in news:
-            news[path] = asyncio.ensure_future(
-                closure.local_closure(
-                    nix_command, path, timeout=build_timeout, kill_grace=kill_grace
-                )
-            )
-        return await asyncio.shield(news[path])
-
-    async def one(machine: Machine) -> tuple[tuple[Change, ...], str]:
+    async def one(machine: Machine) -> Running:
         async with gate:
             try:
                 target = await fleet.target(machine)
                 async with fresh_shell(target) as shell:
-                    before = await closure.running_closure(shell, timeout=timeout)
-                after = await new_closure(systems[machine.name])
+                    return await closure.running_closure(shell, timeout=timeout)
             except (ClosureError, SshError) as exc:
-                return (), printable(str(exc), 200)
-            return tuple(closure.diff(before, after)), ""
+                return printable(str(exc), 200)
 
-    try:
-        found = await asyncio.gather(*(one(m) for m in machines))
-    finally:
-        for task in news.values():
-            task.cancel()
+    found = await asyncio.gather(*(one(m) for m in machines))
+    return {m.name: f for m, f in zip(machines, found, strict=True)}
+
+
+async def read_review(
+    machines: Sequence[Machine],
+    systems: dict[str, str],
+    running: dict[str, Running],
+    *,
+    nix_command: Sequence[str],
+    build_timeout: float,
+    kill_grace: float,
+) -> Review:
+    """Every machine's difference from its running closure to ``systems[name]``'s (each
+    new system read once from the bot's store), grouped."""
+    gate = asyncio.Semaphore(READS_AT_ONCE)
+
+    async def new_closure(path: str) -> dict[str, int] | str:
+        async with gate:
+            try:
+                return await closure.local_closure(
+                    nix_command, path, timeout=build_timeout, kill_grace=kill_grace
+                )
+            except ClosureError as exc:
+                return printable(str(exc), 200)
+
+    paths = list(dict.fromkeys(systems[m.name] for m in machines))
+    news = dict(zip(paths, await asyncio.gather(*(new_closure(p) for p in paths)), strict=True))
     groups: dict[tuple[tuple[Change, ...], str], list[str]] = {}
-    for machine, key in zip(machines, found, strict=True):
+    for machine in machines:
+        before, after = running[machine.name], news[systems[machine.name]]
+        if isinstance(before, str):
+            key: tuple[tuple[Change, ...], str] = ((), before)
+        elif isinstance(after, str):
+            key = ((), after)
+        else:
+            key = (tuple(closure.diff(before, after)), "")
         groups.setdefault(key, []).append(machine.name)
     return Review(
         tuple(Group(tuple(names), changes, problem) for (changes, problem), names in groups.items())

@@ -24,7 +24,7 @@ from bot.core.durations import format_duration
 from bot.core.telegram_limits import MAX_TEXT, text_length
 from bot.core.text import printable
 from bot.flows.rollout.plan import RolloutPlan, read_plan
-from bot.flows.rollout.review import read_review, shown
+from bot.flows.rollout.review import Running, read_review, read_running, shown
 from bot.flows.update.closure import VERDICT_ROOM
 from bot.flows.update.offer import RebootOffers
 from bot.flows.update.pipeline import (
@@ -288,14 +288,22 @@ class _Run:
         ctx, plan = self.ctx, self.plan
         self.show()
         await ctx.enter(BUILD)
-        systems = await self.build()
+        r = self.r
+        reading = asyncio.ensure_future(
+            read_running(plan.machines, fleet=r.fleet, timeout=r.tuning.ssh_timeout)
+        )
+        try:
+            systems = await self.build()
+            running = await reading
+        finally:
+            reading.cancel()
         if self.stopped:
             raise JobCancelled(f"{self.stopped}; nothing was changed")
         await ctx.enter(CONFIRMING)
         timeout = self.r.tuning.confirm_timeout
         question = plan.describe(self.r.settings.rollout_parallel)
         tail = f"\n\nConfirm within {format_duration(timeout)}."
-        changes = await self.closures(systems, chat_id, other=question + tail)
+        changes = await self.closures(systems, running, chat_id, other=question + tail)
         verdict = await self.r.asker.confirm(
             chat_id,
             self.user_id,
@@ -337,15 +345,16 @@ class _Run:
     def show(self) -> None:
         self.ctx.progress.show_board(self.board.counts())
 
-    async def closures(self, systems: dict[str, str], chat_id: int, *, other: str) -> str:
+    async def closures(
+        self, systems: dict[str, str], running: dict[str, Running], chat_id: int, *, other: str
+    ) -> str:
         """What the rollout changes on each machine, within the room ``other`` leaves."""
         r = self.r
         found = await read_review(
             self.plan.machines,
             systems,
-            fleet=r.fleet,
+            running,
             nix_command=r.settings.nix,
-            timeout=r.tuning.ssh_timeout,
             build_timeout=r.tuning.nixos_anywhere_timeout,
             kill_grace=r.tuning.stop_grace,
         )
