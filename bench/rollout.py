@@ -1,9 +1,11 @@
 """A rollout of many lab machines next to a plain sequential loop of the same updates.
 
-Every machine's commands wait 50 ms first (a far machine's round trip). The loop does what
-a script would (no guard): per machine the lab's ``nix build``, ``nix copy`` with a pinned
-known_hosts and one ssh login that sets the profile and switches. The rollout is
-``/deploy tag:fleet`` to its "succeeded" message: one build, the canary, waves of 5, each
+Every request a machine answers waits 50 ms first (a far machine's round trip): an exec,
+or a line written to a kept shell; the commands of one line then run without more waiting,
+as on a real machine. The loop does what a script would (no guard): per machine the lab's
+``nix build``, ``nix copy`` with a pinned known_hosts and one ssh login that sets the
+profile and switches. The rollout is ``/deploy tag:fleet`` to its "succeeded" message: one
+build, the review (every machine's closure difference), the canary, waves of 5, each
 machine behind its guard. Then the time from a failing canary's end to the rollout's stop.
 """
 
@@ -61,7 +63,9 @@ async def rollout(world: World, command: str, count: int) -> str:
     tg, op = world.rig.tg, world.op
     mark = tg.mark()
     await tg.send_text(op, command)
-    question = await tg.wait_for_message(op, lambda m: bool(m.buttons), since=mark, timeout=300)
+    question = await tg.wait_for_message(
+        op, lambda m: f"Update {count} machines" in str(m.buttons), since=mark, timeout=300
+    )
     await tg.press_button(op, question, f"Update {count} machines")
     end = await tg.wait_for_message(
         op,
@@ -131,7 +135,7 @@ async def measure() -> tuple[list[Figure], dict[str, float]]:
         assert not tail.activations
     figures = [
         Figure(
-            f"rollout of {MACHINES} machines (50 ms per command), /deploy to succeeded",
+            f"rollout of {MACHINES} machines (50 ms per round trip), /deploy to succeeded",
             took,
             "the same updates in a plain sequential loop",
             loop,

@@ -21,7 +21,7 @@ from bot.flows.watch.schedule import Schedules
 from bot.jobs.runner import JobRunner
 from handlers.commands.admin import AdminCommands
 from handlers.commands.adopt import AdoptCommands
-from handlers.commands.deploy import DeployCommands
+from handlers.commands.deploy import DeployCommands, RolloutDetail
 from handlers.commands.info import InfoCommands
 from handlers.commands.jobs import JobCommands
 from handlers.commands.report import ReportCommands
@@ -133,6 +133,7 @@ def register_all(
     if screened is not None:
         screened.door = Door(the_gate, application.bot)
     install(application, families)
-    buttons.register(application, buttons.Buttons(confirmations, pager, store))
+    detail = RolloutDetail(engine.rollouts, access, store, pager)
+    buttons.register(application, buttons.Buttons(confirmations, pager, store, [detail]))
     conversation.register(application, talk)
     return table

@@ -36,6 +36,14 @@ class Arg(Enum):
 TAG_PREFIX = "tag:"
 
 
+def tag_in(word: str) -> str | None:
+    """``web`` of ``tag:web`` (the prefix in any case, as people type it), else None: the
+    one rule ``/report`` and the rollouts read a tag by."""
+    if word[: len(TAG_PREFIX)].lower() == TAG_PREFIX:
+        return word[len(TAG_PREFIX) :]
+    return None
+
+
 class Right(Enum):
     """Who may run a command: any known user, the machine's operators, or admins only.
 
@@ -100,9 +108,7 @@ class ParsedCommand:
     def tag(self) -> str | None:
         """``web`` of ``/report tag:web``; the gate resolves no machine for it."""
         if self.spec.arg is Arg.SELECTION and self.args:
-            word = self.args[0]
-            if word.lower().startswith(TAG_PREFIX):
-                return word[len(TAG_PREFIX) :]
+            return tag_in(self.args[0])
         return None
 
     @property
@@ -110,7 +116,7 @@ class ParsedCommand:
         """The words of a command naming several machines (``tag:web``, ``all``, ``a b``)."""
         if self.spec.arg is not Arg.MACHINES:
             return None
-        many = len(self.args) > 1 or any(a == "all" or a.startswith(TAG_PREFIX) for a in self.args)
+        many = len(self.args) > 1 or any(a == "all" or tag_in(a) is not None for a in self.args)
         return self.args if many else None
 
     @property

@@ -12,7 +12,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
-from bot.chat.port import ChatPort, MessageRef
+from bot.chat.port import ChatPort, Keyboard, MessageRef
 from bot.core.durations import format_duration
 
 MARKS = {"done": "✅", "current": "▶️", "todo": "▫️", "failed": "❌", "skipped": "➖"}
@@ -33,6 +33,8 @@ class ProgressState:
     board: str = ""
     result: str | None = None
     outcome: str = ""
+    #: Buttons kept under the message through every edit (a rollout's detail).
+    buttons: Keyboard = ()
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -105,6 +107,10 @@ class Progress:
         self.state.board = text
         self._dirty.set()
 
+    def set_buttons(self, buttons: Keyboard) -> None:
+        self.state.buttons = buttons
+        self._dirty.set()
+
     def note(self, text: str) -> None:
         self.state.notes.append(text)
         self._dirty.set()
@@ -149,8 +155,9 @@ class Progress:
         """Show the current state; a message that could not be posted at start is posted now."""
         if self.chat_id is None:
             return True
+        buttons = self.state.buttons
         if self.ref is None:
-            self.ref = await self.chat.post(self.chat_id, self.state.render())
+            self.ref = await self.chat.post(self.chat_id, self.state.render(), buttons=buttons)
             return self.ref is not None
         self.edits += 1
-        return await self.chat.edit(self.ref, self.state.render())
+        return await self.chat.edit(self.ref, self.state.render(), buttons=buttons)

@@ -3,16 +3,19 @@ for confirmation. /deploy updates a machine that answers with its pinned system 
 
 from __future__ import annotations
 
+from telegram import CallbackQuery, Message
 from telegram.constants import ChatType
 
+from bot.chat.access import Access
 from bot.chat.commands import Arg, Need, Right
 from bot.flows.deploy.pipeline import Deployer
-from bot.flows.rollout.runner import Rollouts
+from bot.flows.rollout.runner import DETAIL_PREFIX, ROLLOUT_KIND, Rollouts
 from bot.flows.update.pipeline import Route, Updater
 from bot.jobs.runner import busy_text
 from handlers.plumbing.gate import store_unavailable_text
+from handlers.plumbing.paging import Pager
 from handlers.plumbing.registry import Call, command
-from store import JobConflict
+from store import JobConflict, Store
 from store.database import StoreUnavailable
 
 
@@ -107,3 +110,36 @@ class DeployCommands:
         except JobConflict as exc:
             await call.reply(busy_text(machine.name, exc))
         # The job reports through its own progress message.
+
+
+class RolloutDetail:
+    """The "Each machine" button under a rollout's progress message: the per-machine
+    detail, paged, for the person who started the rollout and admins (as /cancel)."""
+
+    prefix = DETAIL_PREFIX
+    action = "rollout detail"
+
+    def __init__(self, rollouts: Rollouts, access: Access, store: Store, pager: Pager) -> None:
+        self.rollouts = rollouts
+        self.access = access
+        self.store = store
+        self.pager = pager
+
+    async def on_press(self, query: CallbackQuery) -> bool:
+        """Post the detail under the message; False (and the presser told) when refused."""
+        prefix, _, number = (query.data or "").partition(":")
+        job = await self.store.job(int(number)) if number.isdigit() and len(number) < 12 else None
+        if prefix != DETAIL_PREFIX or job is None or job.kind != ROLLOUT_KIND:
+            await query.answer("This rollout is no longer known.")
+            return False
+        user = query.from_user.id
+        if job.user_id != user and not self.access.is_admin(user):
+            await query.answer("Only who started this rollout, or an admin, can see this.")
+            return False
+        await query.answer()
+        if not isinstance(query.message, Message):
+            return False
+        lines = await self.rollouts.detail(job.id)
+        header = f"Rollout {job.id} ({job.machine}): {len(lines)} machines"
+        await self.pager.answer(query.message, user, lines or ["(no machine yet)"], header=header)
+        return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from bot.chat.access import Access
-from bot.chat.commands import Arg, Need, Right
+from bot.chat.commands import Arg, Need, Right, tag_in
 from bot.chat.port import ChatPort
 from bot.config.inventory import TAG, Machine
 from bot.core.tasks import Background
@@ -78,7 +78,7 @@ class ReportCommands:
             if not mine:
                 await call.reply("You have no machines to report on.")
             return mine
-        tag = word.split(":", 1)[1]
+        tag = tag_in(word) or ""
         if not TAG.fullmatch(tag):
             await call.reply("tag:… names a tag of the inventory, such as tag:web.")
             return []

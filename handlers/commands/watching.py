@@ -10,6 +10,7 @@ from bot.chat.asker import Asker
 from bot.chat.commands import Arg, Need, Right
 from bot.chat.port import ChatPort
 from bot.core.tasks import Background
+from bot.flows.report.schedule import weekly_line
 from bot.flows.watch.reboot_test import RebootTester
 from bot.flows.watch.schedule import Schedules
 from bot.flows.watch.watcher import Watcher
@@ -102,16 +103,13 @@ class WatchCommands:
 
         self.background.spawn(run(), f"check-command-{machine.name}")
 
-    @command("schedule", "scheduled probes and reboot tests")
+    @command("schedule", "scheduled probes, reboot tests and the weekly report")
     async def schedule(self, call: Call) -> None:
         if self.schedules is None:
             await call.reply("No schedules: the job queue is not available.")
             return
         mine = {m.name for m in self.access.machines_for(call.user.id)}
         entries = [e for e in self.schedules.entries() if e.machine in mine]
-        if not entries:
-            await call.reply("Nothing is scheduled.")
-            return
         lines = []
         for e in entries:
             when = (
@@ -120,4 +118,10 @@ class WatchCommands:
                 else "paused"
             )
             lines.append(f"• {e.kind} {e.machine} ({e.every}) — next {when}")
-        await self.pager.reply(call, lines, header=f"Schedules ({len(entries)}):")
+        report = weekly_line(self.schedules.queue)
+        if report is not None:
+            lines.append(report)
+        if not lines:
+            await call.reply("Nothing is scheduled.")
+            return
+        await self.pager.reply(call, lines, header=f"Schedules ({len(lines)}):")

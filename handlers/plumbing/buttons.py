@@ -1,11 +1,15 @@
 """Inline button presses, routed by the prefix of their callback data.
 
-``pg:`` are page turns (``handlers.plumbing.paging``); everything else is a confirmation
-(``bot.chat.confirm``), which answers data it did not make as expired. Every press's
-verdict is audited.
+``pg:`` are page turns (``handlers.plumbing.paging``); a command family may add a route of
+its own (a :class:`PressRoute`, such as a rollout's detail, ``rd:``); everything else is a
+confirmation (``bot.chat.confirm``), which answers data it did not make as expired. Every
+press's verdict is audited.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
 
 from telegram import CallbackQuery, Update
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
@@ -17,11 +21,29 @@ from handlers.plumbing.paging import Pager
 from store import Store
 
 
+class PressRoute(Protocol):
+    """Presses whose callback data starts with ``prefix:``, audited as ``action``."""
+
+    prefix: str
+    action: str
+
+    async def on_press(self, query: CallbackQuery) -> bool:
+        """Answer the press; False when it was refused (the presser told why)."""
+        ...
+
+
 class Buttons:
-    def __init__(self, confirmations: Confirmations, pager: Pager, store: Store) -> None:
+    def __init__(
+        self,
+        confirmations: Confirmations,
+        pager: Pager,
+        store: Store,
+        routes: Iterable[PressRoute] = (),
+    ) -> None:
         self.confirmations = confirmations
         self.pager = pager
         self.store = store
+        self.routes = {route.prefix: route for route in routes}
 
     async def on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
@@ -31,6 +53,11 @@ class Buttons:
         if prefix == pages.PREFIX:
             turn = await self.pager.on_press(query)
             await self._audit(query, "page", turn is Turn.SHOWN, turn.value)
+            return
+        route = self.routes.get(prefix)
+        if route is not None:
+            shown = await route.on_press(query)
+            await self._audit(query, route.action, shown, "shown" if shown else "refused")
             return
         result = self.confirmations.press(query.data or "", query.from_user.id)
         await self._audit(query, "confirm", result is Press.ACCEPTED, result.value)

@@ -122,7 +122,10 @@ async def test_restart_keeps_schedules(world: World) -> None:
     op = world.op
     first = await world.rig.ask(op, "/schedule")
     lines = first.body.splitlines()
-    assert lines[0] == "Schedules (3):"
+    assert lines[0] == "Schedules (4):"
+    assert any(
+        line.startswith("• weekly report to the admins (0 8 * * 1) — next ") for line in lines
+    )
     assert any(line.startswith("• probe web (every 10 min 00 s) — next ") for line in lines)
     assert any(line.startswith("• reboot test web (cron 0 4 * * 0) — next ") for line in lines)
     assert any(line.startswith("• probe db") for line in lines)
@@ -131,7 +134,7 @@ async def test_restart_keeps_schedules(world: World) -> None:
     assert len(schedules(world).entries()) == 3
     await world.rig.restart()
     again = await world.rig.ask(op, "/schedule")
-    assert again.body.splitlines()[0] == "Schedules (3):"
+    assert again.body.splitlines()[0] == "Schedules (4):"
     assert reboot_line in again.body.splitlines()
     assert world.rig.app is not None
     assert world.rig.app.job_queue is not None

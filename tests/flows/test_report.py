@@ -184,6 +184,12 @@ async def test_the_weekly_report_is_scheduled_and_goes_to_the_admins(rig: BotRig
     when = job.next_t
     assert when is not None
     assert (when.astimezone(UTC).weekday(), when.hour, when.minute) == (0, 8, 0)
+    # /schedule lists it beside the machines' schedules, for operators too.
+    for person in (rig.tg.user(ADMIN, "admin"), rig.tg.user(OPERATOR, "opal")):
+        listed = await rig.ask(person, "/schedule")
+        next_run = f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        line = f"• weekly report to the admins (0 8 * * 1) — next {next_run}"
+        assert line in listed.body.splitlines(), listed.body
     await rig.restart()  # registered again, not twice
     app = rig.app
     assert app is not None
@@ -205,6 +211,8 @@ async def test_no_weekly_report_when_the_setting_is_empty(rig: BotRig) -> None:
     assert rig.app is not None
     assert rig.app.job_queue is not None
     assert rig.app.job_queue.get_jobs_by_name(WEEKLY_ID) == ()
+    listed = await rig.ask(rig.tg.user(ADMIN, "admin"), "/schedule")
+    assert "weekly report" not in listed.body, listed.body
 
 
 async def test_unexpected_reboots_and_unlock_waits_are_counted(world: World) -> None:

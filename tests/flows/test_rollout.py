@@ -9,13 +9,17 @@ from collections.abc import Callable
 from store import Store
 from tests.botprocess import BotProcess
 from tests.fake_telegram import ChatRef, FakeMessage, FakeUser
+from tests.lab.generations import DEFAULT_PACKAGES
 from tests.lab.host import LabHost
+from tests.people import OPERATOR, OTHER_OPERATOR
 from tests.world import World
 
 ROLLOUT_END = re.compile(r"^Rollout of .* — (succeeded|failed|cancelled|interrupted) after")
 
 
-async def fleet(world: World, count: int, *, parallel: int = 3) -> list[LabHost]:
+async def fleet(
+    world: World, count: int, *, parallel: int = 3, operators: tuple[int, ...] = (OPERATOR,)
+) -> list[LabHost]:
     """``count`` booted hosts m01…, each its own flake attribute, tagged web, pinned."""
     hosts = []
     for n in range(1, count + 1):
@@ -28,6 +32,7 @@ async def fleet(world: World, count: int, *, parallel: int = 3) -> list[LabHost]
             flake_attr=name,
             tags=["web"],
             rollback_timeout="4s",
+            operators=list(operators),
         )
         world.lab.set_configuration(world.flake, name, version="1")
         hosts.append(host)
@@ -41,7 +46,12 @@ async def fleet(world: World, count: int, *, parallel: int = 3) -> list[LabHost]
 async def ask(world: World, user: FakeUser, command: str = "/deploy tag:web") -> FakeMessage:
     tg = world.rig.tg
     await tg.send_text(user, command)
-    return await tg.wait_for_message(user, lambda m: bool(m.buttons), timeout=60)
+    return await tg.wait_for_message(user, is_question, timeout=60)
+
+
+def is_question(message: FakeMessage) -> bool:
+    """The confirmation (the progress message has a button too: its detail)."""
+    return any(b.get("text") == "Cancel" for row in message.buttons for b in row)
 
 
 async def rollout_end(world: World, chat: ChatRef, timeout: float = 180) -> FakeMessage:
@@ -49,6 +59,18 @@ async def rollout_end(world: World, chat: ChatRef, timeout: float = 180) -> Fake
         return bool(ROLLOUT_END.search(message.body.split("\n")[0]))
 
     return await world.rig.tg.wait_for_message(chat, ended, edits=True, since=0, timeout=timeout)
+
+
+async def each_machine(world: World, progress: FakeMessage) -> list[str]:
+    """Press "Each machine" under the rollout's progress message: the detail's lines."""
+    tg = world.rig.tg
+    mark = tg.mark()
+    await tg.press_button(world.op, progress, "Each machine")
+    shown = await tg.wait_for_message(
+        world.op, lambda m: m.body.startswith("Rollout ") and "machines" in m.body, since=mark
+    )
+    assert len(shown.body) <= 4096
+    return shown.body.splitlines()
 
 
 def passed_for(name: str) -> Callable[[FakeMessage], bool]:
@@ -97,6 +119,13 @@ async def test_a_rollout_stops_at_the_machine_that_rolls_back(world: World) -> N
     assert str(hosts[6].activations[-1].unit).startswith("deploybot-rollback-")
     assert all(not h.activations for h in hosts[7:])
     assert len(end.body) <= 4096
+    # The detail on demand, after the end: what each machine recorded, with the reason.
+    detail = await each_machine(world, end)
+    assert detail[0].endswith("(tag:web): 12 machines"), detail
+    assert [line.split(":")[0] for line in detail[1:7]] == [f"✅ m{n:02d}" for n in range(1, 7)]
+    assert detail[7].startswith("↩️ m07: rolled back — failed at"), detail
+    assert "rolled back to generation 1" in detail[7]
+    assert detail[8:] == [f"⏸ m{n:02d}: not touched" for n in range(8, 13)]
     # The machines' locks are gone: a single update of m08 is not refused as busy.
     store = world.rig.svc.store
     for n in range(1, 13):
@@ -108,13 +137,78 @@ async def test_a_failed_build_touches_no_machine(world: World) -> None:
     for n in range(1, 4):
         world.lab.set_configuration(world.flake, f"m{n:02d}", version="2")
     world.lab.set_configuration(world.flake, "m02", fails=True)
-    question = await ask(world, world.op, "/deploy m01 m02 m03")
-    await world.rig.tg.press_button(world.op, question, "Update 3 machines")
+    await world.rig.tg.send_text(world.op, "/deploy m01 m02 m03")
+    # The systems are built before the question: a failed build asks nothing.
     end = await rollout_end(world, world.op)
     assert "— failed after" in end.body
     assert "the build failed for m02" in end.body, end.body
     assert "No machine was touched" in end.body
+    assert not [m for m in world.rig.tg.bot_messages(world.op) if is_question(m)]
     assert all(h.current_generation == 1 and not h.activations for h in hosts)
+
+
+def changed_packages(**changes: int | None) -> tuple[tuple[str, int], ...]:
+    """The lab's default packages with some replaced (``None``: removed) or added."""
+    packages = dict(DEFAULT_PACKAGES)
+    for name, size in changes.items():
+        base = name.split("_")[0]
+        for old in [p for p in packages if p.split("-")[0] == base]:
+            del packages[old]
+        if size is not None:
+            packages[name.replace("_", "-")] = size
+    return tuple(packages.items())
+
+
+async def test_the_review_shows_each_group_of_machines_closure_difference(world: World) -> None:
+    hosts = await fleet(world, 4)
+    openssl = changed_packages(**{"openssl_3.0.14": 40960 + 12288})
+    for name in ("m01", "m02"):
+        world.lab.set_configuration(world.flake, name, version="2", packages=openssl)
+    world.lab.set_configuration(
+        world.flake, "m03", version="2", packages=(*DEFAULT_PACKAGES, ("foo-1.2", 20 * 1024))
+    )
+    world.lab.set_configuration(world.flake, "m04", version="2")
+    question = await ask(world, world.op)
+    lines = question.body.splitlines()
+    assert "Closure differences, 3 group(s) of machines:" in lines, question.body
+    assert "• m01, m02 (2): 1 package change (1 version change, +12.0 KiB in all):" in lines
+    assert "  openssl: 3.0.13 → 3.0.14, +12.0 KiB" in lines
+    assert "• m03 (1): 1 package change (1 version change, +20.0 KiB in all):" in lines
+    assert "  foo: ∅ → 1.2, +20.0 KiB" in lines
+    assert "• m04 (1): no package changes" in lines
+    assert not world.rig.tg.documents_in(world.op)
+    await world.rig.tg.press_button(world.op, question, "Cancel")
+    end = await rollout_end(world, world.op)
+    assert "— cancelled after" in end.body
+    assert all(h.current_generation == 1 and not h.activations for h in hosts)
+
+
+async def test_a_long_rollout_review_arrives_whole_as_a_file(world: World) -> None:
+    await fleet(world, 3)
+    for n in range(1, 4):
+        many = tuple((f"tool{n}x{i:03d}-1.{i}", 100) for i in range(400))
+        world.lab.set_configuration(
+            world.flake, f"m{n:02d}", version="2", packages=(*DEFAULT_PACKAGES, *many)
+        )
+    question = await ask(world, world.op)
+    assert len(question.body) <= 4096
+    lines = question.body.splitlines()
+    assert "Closure differences, 3 group(s) of machines:" in lines, question.body
+    for n in range(1, 4):
+        assert any(
+            line.startswith(f"• m{n:02d} (1): 401 package changes (400 version changes, +")
+            for line in lines
+        ), question.body
+    assert "The whole list is in the file above." in lines
+    (document,) = world.rig.tg.documents_in(world.op)
+    assert document.document is not None
+    listed = document.document.data.decode().splitlines()
+    for n in range(1, 4):
+        head = next(i for i, line in enumerate(listed) if line.startswith(f"• m{n:02d} (1): "))
+        tools = [line for line in listed[head + 1 :] if line.startswith(f"  tool{n}x")]
+        assert tools == [f"  tool{n}x{i:03d}: ∅ → 1.{i}" for i in range(400)]
+    await world.rig.tg.press_button(world.op, question, "Cancel")
+    await rollout_end(world, world.op)
 
 
 async def test_a_cancelled_rollout_starts_no_new_machine(world: World) -> None:
@@ -130,6 +224,14 @@ async def test_a_cancelled_rollout_starts_no_new_machine(world: World) -> None:
 
     progress = await tg.wait_for_message(world.op, canary_on, edits=True, since=0, timeout=60)
     job = int(re.search(r"\(job (\d+)\)", progress.body.split("\n")[0]).group(1))  # type: ignore[union-attr]
+    # The detail while it runs: the board as it is now.
+    detail = await each_machine(world, progress)
+    assert detail[1:] == [
+        "▶️ m01: updating",
+        "⏳ m02: waiting",
+        "⏳ m03: waiting",
+        "⏳ m04: waiting",
+    ]
     await tg.send_text(world.op, f"/cancel {job}")
     end = await rollout_end(world, world.op)
     assert "— cancelled after" in end.body, end.body
@@ -140,7 +242,7 @@ async def test_a_cancelled_rollout_starts_no_new_machine(world: World) -> None:
 
 
 async def test_only_the_asker_may_press_the_rollout_buttons(world: World) -> None:
-    hosts = await fleet(world, 2)
+    hosts = await fleet(world, 2, operators=(OPERATOR, OTHER_OPERATOR))
     for n in range(1, 3):
         world.lab.set_configuration(world.flake, f"m{n:02d}", version="2")
     tg = world.rig.tg
@@ -149,6 +251,15 @@ async def test_only_the_asker_may_press_the_rollout_buttons(world: World) -> Non
     query = await tg.press(world.admin, question, question.button_data("Update 2 machines"))
     answer = await tg.wait_for_callback_answer(query)
     assert answer.text == "Only the person who asked can answer this.", answer
+    # The detail is the starter's and the admins', not another operator's of the machines.
+    progress = await tg.wait_for_message(
+        world.op, lambda m: "Each machine" in str(m.buttons), edits=True, since=0
+    )
+    other = tg.user(OTHER_OPERATOR, "otto")
+    query = await tg.press(other, progress, progress.button_data("Each machine"))
+    answer = await tg.wait_for_callback_answer(query)
+    assert answer.text == "Only who started this rollout, or an admin, can see this.", answer
+    assert not [m for m in tg.bot_messages(other) if "machines" in m.body]
     assert all(not h.activations for h in hosts)
     await tg.press_button(world.op, question, "Cancel")
     end = await rollout_end(world, world.op)
@@ -160,8 +271,10 @@ async def test_only_the_asker_may_press_the_rollout_buttons(world: World) -> Non
 async def test_the_plan_names_what_it_skips_and_why(world: World) -> None:
     await fleet(world, 3)
     await world.rig.svc.store.update_machine("m03", host_key="")  # not installed by the bot
-    question = await ask(world, world.op, "/deploy m01 m03 ghost tag:web")
-    assert "update" in question.body
+    # The tag's prefix in any case, as /report reads it.
+    question = await ask(world, world.op, "/deploy m01 m03 ghost Tag:web")
+    assert "update 2 machines?" in question.body, question.body
+    assert "Then in waves of 3: m02" in question.body, question.body
     assert "• m03: not installed: no pinned system key" in question.body, question.body
     assert "• ghost: unknown or not yours" in question.body
     await world.rig.tg.press_button(world.op, question, "Cancel")

@@ -366,7 +366,8 @@ class LabHost:
         self.boot_delay = seconds
 
     def set_command_delay(self, seconds: float) -> None:
-        """Each command the host runs waits this long first (the bench's far machines)."""
+        """Each request the host answers (an exec, a line to a kept shell) waits this long
+        first: the bench's far machines, one round trip per request."""
         self._update(lambda s: setattr(s, "command_delay", seconds))
 
     def set_askpass_verify(self, seconds: float) -> None:

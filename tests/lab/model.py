@@ -61,7 +61,8 @@ class HostState:
     askpass_wait: float = 2.0
     #: Scripted initrd: seconds cryptsetup takes to check an answer (its KDF), shown in /proc.
     askpass_verify: float = 0.0
-    #: Seconds each command of a login waits before it runs (a far machine's round trip).
+    #: Seconds each request to the host waits (an exec, a line to a kept shell): a far
+    #: machine's round trip; the simple commands of one line run without it.
     command_delay: float = 0.0
     #: systemd initrd: the LUKS volumes asked for, [partition, mapper name] each.
     volumes: list[list[str]] = dataclasses.field(

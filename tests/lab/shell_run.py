@@ -173,8 +173,6 @@ def run_simple(ctx: Ctx, words: list[str]) -> int:
             argv = argv[2:]
         if not argv:
             return 0
-        if ctx.state.command_delay:
-            time.sleep(ctx.state.command_delay)
         name, args = argv[0], argv[1:]
         if name == "while" and args[:3] == ["read", "file", "ownership"]:
             return install.chown_pairs(ctx)
@@ -210,6 +208,13 @@ def _maybe_cut(ctx: Ctx, argv: list[str]) -> None:
             os._exit(129)
 
 
+def round_trip(ctx: Ctx) -> None:
+    """A request reached the host (an exec, a line written to a kept shell): a far
+    machine answers it ``command_delay`` later; the commands on that line run locally."""
+    if ctx.state.command_delay:
+        time.sleep(ctx.state.command_delay)
+
+
 def run_line(ctx: Ctx, line: str) -> int:
     status = 0
     for connector, words in _split(line):
@@ -234,6 +239,7 @@ def run_sh(ctx: Ctx, args: list[str]) -> int:
         status = 0
         while line := ctx.read_line():
             ctx.refresh()  # a long-lived shell sees the host as it is now
+            round_trip(ctx)
             status = run_line(ctx, line.decode().strip())
         return status
     files = [a for a in args if not a.startswith("-")]
@@ -287,6 +293,7 @@ def interactive(ctx: Ctx) -> int:
         if not line:
             ctx.out("\n")
             return status
+        round_trip(ctx)
         try:
             status = run_line(ctx, line.decode().strip())
         except ShellExit as done:
@@ -302,6 +309,7 @@ def main(argv: list[str]) -> int:
     try:
         if line is None:
             return interactive(ctx)
+        round_trip(ctx)
         return run_line(ctx, line)
     except ShellExit as done:
         return done.status

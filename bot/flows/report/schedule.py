@@ -8,6 +8,7 @@ could not start on time (the bot was down at 08:00) is still sent within the gra
 from __future__ import annotations
 
 import logging
+from datetime import UTC
 
 from bot.core.cron import cron_trigger
 from bot.flows.report.reporter import Reporter
@@ -32,6 +33,7 @@ def register_weekly(queue: JobQueueLike, cron: str, reporter: Reporter) -> bool:
     queue.run_custom(
         weekly,
         name=WEEKLY_ID,
+        data=cron,
         job_kwargs={
             "trigger": cron_trigger(cron, queue.scheduler.timezone),
             "id": WEEKLY_ID,
@@ -41,3 +43,14 @@ def register_weekly(queue: JobQueueLike, cron: str, reporter: Reporter) -> bool:
         },
     )
     return True
+
+
+def weekly_line(queue: JobQueueLike) -> str | None:
+    """The weekly report as /schedule lists it beside the reboot tests: its cron (kept as
+    the job's data) and its next run; None when none is registered."""
+    for job in queue.jobs():
+        if job.name == WEEKLY_ID:
+            when = job.next_t
+            next_run = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if when else "paused"
+            return f"• weekly report to the admins ({job.data}) — next {next_run}"
+    return None

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.chat.commands import TAG_PREFIX
+from bot.chat.commands import tag_in
 from bot.config.inventory import TAG, Inventory, Machine
 from bot.core.text import printable
 from bot.remote.fleet import Fleet
@@ -59,7 +59,7 @@ class RolloutPlan:
         if self.rest:
             lines.append(f"Then in waves of {parallel}: {_names(self.rest)}")
         lines.append(
-            "All systems are built first; a failed build touches no machine. Each machine "
+            "Every system is built; nothing on the machines changed yet. Each machine "
             "switches back by itself unless confirmed within its rollback timeout; the first "
             "failure stops the rollout."
         )
@@ -101,8 +101,7 @@ def select(
             found = list(inventory) if admin else []
             if not admin:
                 skipped[word] = Skip(word, "all is for admins only")
-        elif word.startswith(TAG_PREFIX):
-            tag = word[len(TAG_PREFIX) :]
+        elif (tag := tag_in(word)) is not None:
             if not TAG.fullmatch(tag):
                 skipped[word] = Skip(printable(word, 40), "not a tag")
                 continue

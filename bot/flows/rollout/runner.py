@@ -1,4 +1,4 @@
-"""A rollout: one confirmation, one build of every system, a canary, then waves.
+"""A rollout: one build of every system, one confirmation, a canary, then waves.
 
 It is one job of kind ``rollout``; each machine is a job of kind ``update`` of its own
 (created with the rollout, so single jobs on those machines are refused meanwhile) that runs
@@ -15,12 +15,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bot.chat.asker import Asker
+from bot.chat.port import Button
 from bot.config.current import Current
 from bot.config.inventory import Machine
 from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
+from bot.core.telegram_limits import MAX_TEXT, text_length
+from bot.core.text import printable
 from bot.flows.rollout.plan import RolloutPlan, read_plan
+from bot.flows.rollout.review import Running, read_review, read_running, shown
+from bot.flows.update.closure import VERDICT_ROOM
 from bot.flows.update.offer import RebootOffers
 from bot.flows.update.pipeline import (
     ACTIVATE,
@@ -65,6 +70,9 @@ MAX_NAMES = 30
 #: A rollout's job events: each machine's state as it changes, read back after a restart.
 MACHINE_EVENT = "machine"
 MAX_REASON = 200
+REASON = " — "
+#: The callback data of the progress message's button (``rd:<job>``, within 64 bytes).
+DETAIL_PREFIX = "rd"
 
 
 @dataclass
@@ -104,22 +112,44 @@ class Board:
                 lines.append(f"{MARKS[state]} {state} ({len(names)}): {_listed(names)}")
         return "\n".join(lines)
 
+    def detail(self) -> list[str]:
+        """One line per machine, in the rollout's order: its state and, once ended, why."""
+        lines = []
+        for name in self.order:
+            state = self.state[name]
+            why = f" — {self.why[name][:MAX_REASON]}" if self.why.get(name) else ""
+            lines.append(f"{MARKS[state]} {name}: {state}{why}")
+        return lines
+
 
 def _listed(names: Sequence[str]) -> str:
     more = len(names) - MAX_NAMES
     return ", ".join(names[:MAX_NAMES]) + (f" and {more} more" if more > 0 else "")
 
 
+async def recorded(store: Store, job_id: int) -> Board:
+    """The machines' last states (and reasons) a rollout recorded as its job events."""
+    state: dict[str, str] = {}
+    why: dict[str, str] = {}
+    for event in await store.events(job_id):
+        name, _, said = event.text.partition(": ")
+        now, _, reason = said.partition(REASON)
+        if event.kind == MACHINE_EVENT and now in MARKS:
+            state[name] = now
+            why[name] = reason
+    return Board(list(state), state=state, why=why)
+
+
 async def where_it_stood(store: Store, job: Job, waiting: Sequence[str]) -> str:
     """After a restart: each machine's last state the rollout recorded; those it never
     started (``waiting``: their jobs were still queued) are not touched, those under way
     are left to their guards."""
-    seen: dict[str, str] = {}
-    for event in await store.events(job.id):
-        name, _, state = event.text.partition(": ")
-        if event.kind == MACHINE_EVENT and state in MARKS:
-            seen[name] = state
-    board = Board([*seen, *(n for n in waiting if n not in seen)], state=dict(seen))
+    board = await recorded(store, job.id)
+    board = Board(
+        [*board.order, *(n for n in waiting if n not in board.state)],
+        state=board.state,
+        why=board.why,
+    )
     for name in board.names(WAITING):
         board.state[name] = UNTOUCHED
     flying = board.names(UPDATING)
@@ -157,6 +187,7 @@ class Rollouts:
         self.tuning = tuning
         self.current = current
         self.offers = offers
+        self._live: dict[int, _Run] = {}
 
     async def plan(self, args: Sequence[str], *, user_id: int, admin: bool) -> RolloutPlan:
         return await read_plan(
@@ -186,7 +217,7 @@ class Rollouts:
                 machine=plan.label,
                 user_id=user_id,
                 chat_id=chat_id,
-                phases=[CONFIRMING, BUILD, CANARY, WAVES],
+                phases=[BUILD, CONFIRMING, CANARY, WAVES],
                 work=work,
             )
         except Exception:
@@ -206,10 +237,21 @@ class Rollouts:
         chat_id: int,
     ) -> Outcome:
         run = _Run(self, ctx, plan, children, user_id=user_id)
+        self._live[ctx.job.id] = run
+        ctx.progress.set_buttons([[Button("Each machine", f"{DETAIL_PREFIX}:{ctx.job.id}")]])
         try:
             return await run.go(chat_id)
         finally:
             await asyncio.shield(run.end_untouched())
+            self._live.pop(ctx.job.id, None)
+
+    async def detail(self, job_id: int) -> list[str]:
+        """Each machine of a rollout: from the board while it runs here, else from what it
+        recorded (a machine never started reads as not touched once it ended)."""
+        run = self._live.get(job_id)
+        if run is not None:
+            return run.board.detail()
+        return (await recorded(self.store, job_id)).detail()
 
 
 class _Run:
@@ -244,14 +286,28 @@ class _Run:
 
     async def go(self, chat_id: int) -> Outcome:
         ctx, plan = self.ctx, self.plan
-        await ctx.enter(CONFIRMING)
         self.show()
+        await ctx.enter(BUILD)
+        r = self.r
+        reading = asyncio.ensure_future(
+            read_running(plan.machines, fleet=r.fleet, timeout=r.tuning.ssh_timeout)
+        )
+        try:
+            systems = await self.build()
+            running = await reading
+        finally:
+            reading.cancel()
+        if self.stopped:
+            raise JobCancelled(f"{self.stopped}; nothing was changed")
+        await ctx.enter(CONFIRMING)
         timeout = self.r.tuning.confirm_timeout
+        question = plan.describe(self.r.settings.rollout_parallel)
+        tail = f"\n\nConfirm within {format_duration(timeout)}."
+        changes = await self.closures(systems, running, chat_id, other=question + tail)
         verdict = await self.r.asker.confirm(
             chat_id,
             self.user_id,
-            f"{plan.describe(self.r.settings.rollout_parallel)}\n\n"
-            f"Confirm within {format_duration(timeout)}.",
+            f"{question}\n{changes}{tail}",
             yes=f"Update {len(plan.machines)} machines",
             timeout=timeout,
         )
@@ -266,8 +322,6 @@ class _Run:
         require_yes(verdict)
         if self.stopped:
             raise JobCancelled(f"{self.stopped}; nothing was changed")
-        await ctx.enter(BUILD)
-        systems = await self.build()
         await ctx.enter(CANARY)
         await self.wave(plan.canaries, systems)
         await ctx.enter(WAVES)
@@ -290,6 +344,26 @@ class _Run:
 
     def show(self) -> None:
         self.ctx.progress.show_board(self.board.counts())
+
+    async def closures(
+        self, systems: dict[str, str], running: dict[str, Running], chat_id: int, *, other: str
+    ) -> str:
+        """What the rollout changes on each machine, within the room ``other`` leaves."""
+        r = self.r
+        found = await read_review(
+            self.plan.machines,
+            systems,
+            running,
+            nix_command=r.settings.nix,
+            build_timeout=r.tuning.nixos_anywhere_timeout,
+            kill_grace=r.tuning.stop_grace,
+        )
+        room = MAX_TEXT - text_length(other) - VERDICT_ROOM
+        text, logged = await shown(
+            found, room=room, chat=r.updater.chat, chat_id=chat_id, job=self.ctx.job.id
+        )
+        self.ctx.output(logged)
+        return text
 
     # -- the build -----------------------------------------------------------------------------
 
@@ -379,8 +453,9 @@ class _Run:
         self.show()
 
     async def record(self, name: str) -> None:
-        """The machine's state as a job event: what a restart reports."""
-        text = f"{name}: {self.board.state[name]}"
+        """The machine's state as a job event: what a restart and the detail report."""
+        why = printable(self.board.why.get(name, ""), MAX_REASON)
+        text = f"{name}: {self.board.state[name]}" + (f"{REASON}{why}" if why else "")
         await self.ctx.bookkeep(self.r.store.add_event(self.ctx.job.id, MACHINE_EVENT, text))
 
     async def end_untouched(self) -> None:
@@ -389,6 +464,7 @@ class _Run:
             if name not in self.started:
                 if self.board.state.get(name) == WAITING:
                     self.board.state[name] = UNTOUCHED
+                await self.record(name)
                 await self.r.jobs.end_unstarted(
                     job, "cancelled", "not touched: the rollout stopped"
                 )

@@ -121,13 +121,21 @@ def summary(changes: Sequence[Change], room: int) -> tuple[str, bool]:
     whole = head + ":\n" + "\n".join(c.line() for c in changes)
     if len(whole) <= room:
         return whole, False
+    short = f"{counted(changes)}: the whole list is in the file above."
+    return short[:room], True
+
+
+def counted(changes: Sequence[Change]) -> str:
+    """The difference in one line: how many packages and versions changed, the size."""
+    if not changes:
+        return "Closure: no package changes"
     total = sum(c.delta for c in changes)
     versions = sum(1 for c in changes if c.removed or c.added)
-    short = (
-        f"{head} ({versions} version change{'s' if versions != 1 else ''}, "
-        f"{total / 1024:+.1f} KiB in all): the whole list is in the file above."
+    return (
+        f"Closure: {len(changes)} package change{'s' if len(changes) != 1 else ''} "
+        f"({versions} version change{'s' if versions != 1 else ''}, "
+        f"{total / 1024:+.1f} KiB in all)"
     )
-    return short[:room], True
 
 
 def full_text(changes: Sequence[Change]) -> str:

@@ -55,30 +55,14 @@ class RebootOffers:
     async def _offer_many(
         self, job_id: int, machines: list[Machine], *, user_id: int, chat_id: int
     ) -> None:
-        if not await self._ended(job_id):
-            return
-        timeout = self.tuning.confirm_timeout
         names = ", ".join(m.name for m in machines)
-        pressed = await self.asker.confirm(
-            chat_id,
-            user_id,
+        question = (
             f"{len(machines)} machines now run a system with a new kernel, initrd or modules, "
             f"used from their next boot: {names}. Reboot them one at a time (a reboot test "
-            f"each; a LUKS machine asks for its passphrase)?\n\n"
-            f"Answer within {format_duration(timeout)}.",
-            yes="Reboot these",
-            no="Later",
-            timeout=timeout,
+            f"each; a LUKS machine asks for its passphrase)?"
         )
-        await self.store.audit(
-            user_id=user_id,
-            username="",
-            action="reboot after rollout",
-            machine="",
-            decision=pressed.value,
-            detail=f"rollout job {job_id}: {names}"[:200],
-        )
-        if not pressed.yes:
+        audit = ("reboot after rollout", "", f"rollout job {job_id}: {names}"[:200])
+        if not await self._ask(job_id, question, "Reboot these", audit, user_id, chat_id):
             return
         for machine in machines:
             try:
@@ -93,6 +77,59 @@ class RebootOffers:
                 continue
             if not await self._ended(job.id, timeout=None):
                 return
+
+    async def _offer_reboot(
+        self, job_id: int, machine: Machine, plan: Plan, *, user_id: int, chat_id: int
+    ) -> None:
+        unlock = " through the unlock of its disk" if machine.luks else ""
+        question = (
+            f"{machine.name} now runs a system with a new {', '.join(plan.reboot_parts)}, used "
+            f"from its next boot. Reboot it now (a reboot test{unlock})?"
+        )
+        audit = ("reboot after update", machine.name, f"update job {job_id}")
+        if not await self._ask(job_id, question, "Reboot now", audit, user_id, chat_id):
+            return
+        try:
+            await self.tester.start(
+                machine, trigger=f"after update job {job_id}", user_id=user_id, chat_id=chat_id
+            )
+        except JobConflict as exc:
+            await self.chat.post(
+                chat_id, f"{machine.name} already has job {exc.job.id} ({exc.job.kind}): not now."
+            )
+
+    async def _ask(
+        self,
+        job_id: int,
+        question: str,
+        yes: str,
+        audit: tuple[str, str, str],
+        user_id: int,
+        chat_id: int,
+    ) -> bool:
+        """Once the job ended (its lock released), the offer to the person who started it,
+        audited as ``audit`` (action, machine, detail); whether they pressed ``yes``."""
+        if not await self._ended(job_id):
+            return False
+        timeout = self.tuning.confirm_timeout
+        pressed = await self.asker.confirm(
+            chat_id,
+            user_id,
+            f"{question}\n\nAnswer within {format_duration(timeout)}.",
+            yes=yes,
+            no="Later",
+            timeout=timeout,
+        )
+        action, machine, detail = audit
+        await self.store.audit(
+            user_id=user_id,
+            username="",
+            action=action,
+            machine=machine,
+            decision=pressed.value,
+            detail=detail,
+        )
+        return pressed.yes
 
     async def _ended(self, job_id: int, timeout: float | None = 30.0) -> bool:
         """Whether the job ended (its lock released) within ``timeout`` (None: however long)."""
@@ -110,46 +147,3 @@ class RebootOffers:
         except PollTimeout:
             return False
         return True
-
-    async def _offer_reboot(
-        self, job_id: int, machine: Machine, plan: Plan, *, user_id: int, chat_id: int
-    ) -> None:
-        """After the job ended (its lock released), offer the reboot the new kernel needs."""
-
-        async def state() -> Job | None:
-            return await self.store.job(job_id)
-
-        try:
-            await poll_until(state, lambda j: j is None or not j.active, timeout=30.0, interval=0.1)
-        except PollTimeout:
-            return
-        unlock = " through the unlock of its disk" if machine.luks else ""
-        timeout = self.tuning.confirm_timeout
-        pressed = await self.asker.confirm(
-            chat_id,
-            user_id,
-            f"{machine.name} now runs a system with a new {', '.join(plan.reboot_parts)}, used "
-            f"from its next boot. Reboot it now (a reboot test{unlock})?\n\n"
-            f"Answer within {format_duration(timeout)}.",
-            yes="Reboot now",
-            no="Later",
-            timeout=timeout,
-        )
-        await self.store.audit(
-            user_id=user_id,
-            username="",
-            action="reboot after update",
-            machine=machine.name,
-            decision=pressed.value,
-            detail=f"update job {job_id}",
-        )
-        if not pressed.yes:
-            return
-        try:
-            await self.tester.start(
-                machine, trigger=f"after update job {job_id}", user_id=user_id, chat_id=chat_id
-            )
-        except JobConflict as exc:
-            await self.chat.post(
-                chat_id, f"{machine.name} already has job {exc.job.id} ({exc.job.kind}): not now."
-            )

@@ -55,7 +55,12 @@ class JobQueueLike(Protocol):
     ) -> Any: ...
 
     def run_custom(
-        self, callback: Any, job_kwargs: dict[str, Any], *, name: str | None = None
+        self,
+        callback: Any,
+        job_kwargs: dict[str, Any],
+        *,
+        name: str | None = None,
+        data: object = None,
     ) -> Any: ...
 
     def jobs(self, pattern: Any = None) -> tuple[Any, ...]: ...
