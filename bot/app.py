@@ -26,14 +26,11 @@ from bot.config.current import Current
 from bot.config.inventory import Inventory
 from bot.config.settings import Settings
 from bot.config.tuning import Tuning
-from bot.flows.adopt import contradictions
 from bot.flows.engine import Engine, build_engine
-from bot.flows.recovery import clear_crash_leftovers, look_after_interruption
+from bot.flows.recovery import Interrupted
 from bot.flows.reload import Reloader
 from bot.flows.report import Reporter
 from bot.flows.report.schedule import register_weekly
-from bot.flows.rollout.runner import ROLLOUT_KIND, where_it_stood
-from bot.flows.update.pipeline import GUARD_AFTER_RESTART, GUARDED_KINDS
 from bot.flows.watch.schedule import Schedules
 from bot.jobs.retention import FIRST_PRUNE, PRUNE_EVERY, Retention
 from bot.jobs.runner import JobRunner
@@ -43,7 +40,7 @@ from handlers.door import ScreenedUpdates
 from handlers.priority import SecretsFirst
 from handlers.registry import BotContext
 from handlers.request import QuietRequest
-from store import Job, Store
+from store import Store
 
 log = logging.getLogger(__name__)
 BotApplication = Application[Any, Any, Any, Any, Any, Any]
@@ -240,7 +237,7 @@ async def _post_init(application: BotApplication) -> None:
     await application.bot.set_my_commands(
         [BotCommand(spec.name, spec.summary) for spec in parts.commands]
     )
-    interrupted = await end_interrupted_jobs(parts)
+    interrupted = await parts.engine.recovery.end_interrupted_jobs()
     if parts.schedules is not None:
         parts.schedules.start()
     if application.job_queue is not None:
@@ -258,8 +255,7 @@ async def _post_init(application: BotApplication) -> None:
 
 async def _after_start(parts: Parts, interrupted: Interrupted) -> None:
     try:
-        await tell_interrupted_jobs(parts, interrupted)
-        await tell_key_contradictions(parts)
+        await parts.engine.recovery.tell(interrupted)
     except Exception:
         log.exception("the checks after the start failed")
 
@@ -272,86 +268,3 @@ async def _post_stop(application: BotApplication) -> None:
             await parts.after_start
     await parts.engine.shutdown()
     await parts.jobs.shutdown()
-
-
-async def tell_key_contradictions(parts: Parts) -> None:
-    """Keys whose sources disagree are never replaced silently: admins hear of all of
-    them in one message at start (``deploybot check`` lists them too)."""
-    if not parts.probes_enabled:
-        return
-    found = await contradictions(parts.engine.fleet, parts.inventory)
-    if not found:
-        return
-    lines = [f"🚨 Host keys that contradict each other ({len(found)}): these keys are not trusted,"]
-    lines.append("so the machines are not probed as healthy and get no passphrase until fixed.")
-    lines += [f"• {name}: {conflict}" for name, conflict in found]
-    lines.append("Correct the inventory or the sops file; deploybot check shows the same.")
-    text = "\n".join(lines)
-    for admin in sorted(parts.settings.admins):
-        await parts.chat.post(admin, text)
-
-
-@dataclass(frozen=True)
-class Interrupted:
-    """The jobs a previous process left running, now ended, and the processes it left."""
-
-    jobs: list[Job]
-    stopped: list[str]
-
-
-async def end_interrupted_jobs(parts: Parts) -> Interrupted:
-    """Jobs a previous process left running end as ``interrupted``; what it left behind
-    (stand-ins still running, staging folders) is cleared first."""
-    stopped = await clear_crash_leftovers(parts.settings.state_dir)
-    return Interrupted(await parts.store.interrupt_active_jobs(), stopped)
-
-
-async def tell_interrupted_jobs(parts: Parts, interrupted: Interrupted) -> None:
-    """The chats of interrupted jobs are told; each machine concerned is looked at again,
-    so the message says where it stands. Nothing is started again."""
-    jobs, stopped = interrupted.jobs, interrupted.stopped
-    names = sorted({job.machine for job in jobs})
-    machines = [m for m in (parts.inventory.get(n) for n in names) if m is not None]
-    looks: dict[str, str] = {}
-    if parts.probes_enabled and machines:
-        found = await asyncio.gather(
-            *(look_after_interruption(parts.engine.fleet, parts.store, m) for m in machines),
-            return_exceptions=True,
-        )
-        for machine, result in zip(machines, found, strict=True):
-            if isinstance(result, BaseException):
-                log.warning("could not look at %s after a restart: %r", machine.name, result)
-            else:
-                looks[machine.name] = result
-    for job in jobs:
-        log.warning("job %s (%s %s) was interrupted by a restart", job.id, job.kind, job.machine)
-        if job.chat_id is None:
-            continue
-        now = looks.get(job.machine, f"check it with /status {job.machine} before you retry")
-        extra = f"\nI stopped {len(stopped)} processes it had left running." if stopped else ""
-        if job.kind in GUARDED_KINDS:
-            extra += f"\n{GUARD_AFTER_RESTART}"
-        if job.kind == ROLLOUT_KIND:
-            # Its machines' jobs were created just before it, by the same person, without a
-            # chat (the rollout reports for them); those still queued never started.
-            queued = [
-                j.machine
-                for j in jobs
-                if j.chat_id is None
-                and j.user_id == job.user_id
-                and j.kind in GUARDED_KINDS
-                and not j.started_at
-                and j.id < job.id
-            ]
-            stood = await where_it_stood(parts.store, job, queued)
-            await parts.chat.post(
-                job.chat_id,
-                f"⏹ Rollout {job.id} ({job.machine}) was interrupted: the bot restarted while "
-                f"it ran. No machine was started again.\n{stood}"[:4000],
-            )
-            continue
-        await parts.chat.post(
-            job.chat_id,
-            f"⏹ Job {job.id} ({job.kind} {job.machine}) was interrupted: the bot restarted "
-            f"while it ran. Nothing was started again.\nNow: {now}.{extra}",
-        )

@@ -15,6 +15,7 @@ from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.flows.adopt import Adopter
 from bot.flows.deploy.pipeline import Deployer
+from bot.flows.recovery import Recovery
 from bot.flows.rollout.runner import Rollouts
 from bot.flows.unlock import Unlocker
 from bot.flows.update.pipeline import Updater
@@ -42,6 +43,7 @@ class Engine:
     adopter: Adopter
     updater: Updater
     rollouts: Rollouts
+    recovery: Recovery
 
     async def shutdown(self) -> None:
         await self.updater.shutdown()
@@ -173,4 +175,12 @@ def build_engine(
         adopter,
         updater,
         rollouts,
+        Recovery(
+            current=current,
+            fleet=fleet,
+            store=store,
+            chat=chat,
+            state_dir=settings.state_dir,
+            probes_enabled=probes_enabled,
+        ),
     )

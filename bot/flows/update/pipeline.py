@@ -50,10 +50,6 @@ BUILD, COPY, REVIEW, ACTIVATE, CONFIRM, HEALTH = (
 )
 UPDATE_KIND, ROLLBACK_KIND = "update", "rollback"
 GUARDED_KINDS = frozenset({UPDATE_KIND, ROLLBACK_KIND})
-GUARD_AFTER_RESTART = (
-    "If it had activated, its rollback guard switches the machine back to the generation "
-    "before by itself: nothing confirmed the new one."
-)
 GUARD_WINDOW = (
     "the rollback guard on {machine} decides now: it switches back to generation {generation} "
     "by itself unless I confirm the new system; cancelling cannot stop that"
