@@ -8,7 +8,8 @@ from telegram.constants import ChatType
 from bot.chat.commands import Arg, Need, Right
 from bot.flows.deploy.pipeline import Deployer
 from bot.flows.rollout.runner import Rollouts
-from bot.flows.update.pipeline import Route, Updater
+from bot.flows.route import Route, Router
+from bot.flows.update.pipeline import Updater
 from handlers.gate import store_unavailable_text
 from handlers.registry import Call, command
 from store import JobConflict
@@ -16,7 +17,10 @@ from store.database import StoreUnavailable
 
 
 class DeployCommands:
-    def __init__(self, deployer: Deployer, updater: Updater, rollouts: Rollouts) -> None:
+    def __init__(
+        self, router: Router, deployer: Deployer, updater: Updater, rollouts: Rollouts
+    ) -> None:
+        self.router = router
         self.deployer = deployer
         self.updater = updater
         self.rollouts = rollouts
@@ -33,7 +37,7 @@ class DeployCommands:
             return
         machine = call.machine
         assert machine is not None  # the gate resolved it
-        decision = await self.updater.decide(
+        decision = await self.router.decide(
             machine, user_id=call.user.id, username=call.user.username or ""
         )
         if decision.route is Route.REFUSED:

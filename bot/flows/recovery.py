@@ -16,15 +16,14 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.chat.port import ChatPort
-from bot.config.current import Current
 from bot.config.inventory import Machine
 from bot.core.keys import fingerprint
 from bot.core.poll import PollTimeout, poll_until
 from bot.flows.adopt import contradictions
-from bot.flows.deploy import staging
+from bot.flows.basics import Basics
 from bot.flows.rollout.runner import ROLLOUT_KIND, where_it_stood
 from bot.flows.update.pipeline import GUARDED_KINDS
+from bot.jobs.staging import FOLDER_PREFIX, remove, staging_parent
 from bot.remote.fleet import Fleet
 from bot.remote.place import Place
 from store import Job, Store, utcnow
@@ -50,22 +49,11 @@ class Interrupted:
 class Recovery:
     """The start's clean-up and what it tells: built once, run by the bot's start."""
 
-    def __init__(
-        self,
-        *,
-        current: Current,
-        fleet: Fleet,
-        store: Store,
-        chat: ChatPort,
-        state_dir: Path,
-        probes_enabled: bool = True,
-    ) -> None:
-        self.current = current
-        self.fleet = fleet
-        self.store = store
-        self.chat = chat
-        self.state_dir = state_dir
-        self.probes_enabled = probes_enabled
+    def __init__(self, basics: Basics) -> None:
+        self.current, self.fleet = basics.current, basics.fleet
+        self.store, self.chat = basics.store, basics.chat
+        self.state_dir = basics.settings.state_dir
+        self.probes_enabled = basics.probes_enabled
 
     async def end_interrupted_jobs(self) -> Interrupted:
         """Jobs a previous process left running end as ``interrupted``; what it left
@@ -163,7 +151,7 @@ async def clear_crash_leftovers(state_dir: Path) -> list[str]:
     stopped, as a clean shutdown would have. The staging folders hold hosts' private keys.
     Returns one line per process stopped.
     """
-    parent = state_dir / "staging"
+    parent = staging_parent(state_dir)
     stopped = [pid for pid in _processes_staging_from(parent) if pid != os.getpid()]
     for pid in stopped:
         _signal_group_of(pid, signal.SIGTERM)
@@ -180,7 +168,7 @@ async def clear_crash_leftovers(state_dir: Path) -> list[str]:
             _signal_group_of(pid, signal.SIGKILL)
     if parent.is_dir():
         for leftover in parent.iterdir():
-            await asyncio.to_thread(staging.remove, leftover)
+            await asyncio.to_thread(remove, leftover)
     for pid in stopped:
         log.warning("stopped process %s left running by a previous bot process", pid)
     return [f"process {pid}" for pid in stopped]
@@ -201,7 +189,7 @@ def _processes_staging_from(parent: Path) -> list[int]:
             continue
         for arg in argv:
             path = cwd / arg.decode("utf-8", "replace")
-            if path.name.startswith("job-") and ours in (path.parent, path.parent.resolve()):
+            if path.name.startswith(FOLDER_PREFIX) and ours in (path.parent, path.parent.resolve()):
                 found.append(int(proc.name))
                 break
     return found

@@ -21,6 +21,7 @@ from bot.config.settings import Settings
 from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
 from bot.flows.rollout.plan import RolloutPlan, read_plan
+from bot.flows.update.activation import ROLLED_BACK
 from bot.flows.update.offer import RebootOffers
 from bot.flows.update.pipeline import (
     ACTIVATE,
@@ -32,7 +33,6 @@ from bot.flows.update.pipeline import (
     Updater,
 )
 from bot.flows.update.plan import Plan
-from bot.flows.update.watch import ROLLED_BACK
 from bot.jobs.runner import JobCancelled, JobContext, JobRunner, Outcome, require_yes
 from bot.remote import nix
 from bot.remote.fleet import Fleet
