@@ -45,29 +45,10 @@ class JobTable:
         self, *, kind: str, machine: str, user_id: int | None, chat_id: int | None
     ) -> Job:
         """Insert a queued job, or raise JobConflict when the machine already has one."""
-
-        def write() -> Job:
-            with self.db.atomic():
-                active = self._active_for(machine)
-                if active is not None:
-                    raise JobConflict(active)
-                table = self.db.table("jobs")
-                table.insert(
-                    {
-                        "kind": kind,
-                        "machine": machine,
-                        "state": "queued",
-                        "phase": "",
-                        "user_id": user_id,
-                        "chat_id": chat_id,
-                        "created_at": utcnow(),
-                    }
-                )
-                job_id = table.last_rowid
-            assert job_id is not None
-            return self._job(job_id)
-
-        return await self.call(write)
+        (job,) = await self.create_jobs(
+            kind=kind, machines=[machine], user_id=user_id, chat_id=chat_id
+        )
+        return job
 
     async def create_jobs(
         self, *, kind: str, machines: list[str], user_id: int | None, chat_id: int | None
