@@ -251,16 +251,7 @@ def build_engine(
     )
     schedules = None
     if queue is not None:
-        schedules = Schedules(
-            queue,
-            b.current,
-            watcher,
-            tester,
-            b.access,
-            outbox,
-            b.fleet,
-            enabled=b.probes_enabled,
-        )
+        schedules = Schedules(queue, b, watcher=watcher, tester=tester, outbox=outbox)
     return Engine(
         basics=b,
         router=Router(b),

@@ -1,10 +1,10 @@
 """``/deploy`` and ``/reinstall``: the manual nixos-anywhere procedure as one careful job.
 
-Each step stops the job at the first failure and says which step failed and why — the
-shell script it replaces carried on after errors. Secrets (the disk passphrase, the host's
+preflight → confirmation → disk passphrase → staging → install → reboot → health. Each
+step stops the job at the first failure and says which step failed and why (the shell
+script it replaces carried on after errors). Secrets (the disk passphrase, the host's
 private key) live in ``Secret`` objects, reach nixos-anywhere through a pipe and the 0700
-staging folder, and are wiped and removed as soon as nixos-anywhere exits. The steps that
-look at the target are in ``preflight``, the build and nixos-anywhere in ``install``.
+staging folder, and are wiped and removed as soon as nixos-anywhere exits.
 """
 
 from __future__ import annotations
