@@ -139,8 +139,8 @@ async def rounds(hosts: FarHosts, root: Path) -> dict[str, float]:
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
             up = sum(1 for r in results if r is not None and r.ok)
-            kept = rig.engine.fleet.open_logins
-            concurrency = rig.svc.tuning.probe_concurrency
+            kept = rig.engine.basics.fleet.open_logins
+            concurrency = rig.svc.basics.tuning.probe_concurrency
         finally:
             await rig.stop()
     stats = await hosts.stats()

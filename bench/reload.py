@@ -47,7 +47,7 @@ async def measure() -> tuple[list[Figure], dict[str, float]]:
             try:
                 await rig.start(inventory(MACHINES))
                 path = rig.settings.inventory
-                reloader = rig.svc.reloader
+                reloader = rig.svc.engine.reloader
                 loads, changed, same, trips, whoamis = [], [], [], [], []
                 for run in range(RUNS):
                     loads.append(await timed(asyncio.to_thread(load_inventory, path)))
@@ -61,7 +61,7 @@ async def measure() -> tuple[list[Figure], dict[str, float]]:
                 answer = tg.last_bot_message(admin)
                 assert answer is not None
                 assert answer.body.startswith("Reloaded "), answer.body
-                jobs = len(rig.svc.schedules.entries()) if rig.svc.schedules else 0
+                jobs = len(rig.svc.engine.schedules.entries()) if rig.svc.engine.schedules else 0
             finally:
                 await rig.stop()
     figures = [

@@ -1,6 +1,8 @@
 """The composition root: settings + inventory + store → the engine and the chat surface.
 
-Everything is built here and handed to whatever uses it; nothing else assembles parts.
+The shared parts (``build_basics``), the flows on them (``build_engine``) and the
+Application are built here; the chat surface's ``register_all`` only hands the engine's
+flows to the command families. Also the bot's start and stop (docs/telegram.md).
 """
 
 from __future__ import annotations
@@ -18,32 +20,44 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Contex
 from telegram.request import BaseRequest
 
 from bot.chat.access import Access
+from bot.chat.answers import Answers
+from bot.chat.asker import Asker
 from bot.chat.commands import CommandTable
 from bot.chat.confirm import Confirmations
 from bot.chat.port import ChatPort
-from bot.chat.questions import Answers
 from bot.config.current import Current
-from bot.config.inventory import Inventory
+from bot.config.inventory import Inventory, Machine
 from bot.config.settings import Settings
 from bot.config.tuning import Tuning
-from bot.flows.adopt import contradictions
-from bot.flows.engine import Engine, build_engine
-from bot.flows.recovery import clear_crash_leftovers, look_after_interruption
+from bot.flows.adopt import Adopter
+from bot.flows.basics import Basics
+from bot.flows.deploy.pipeline import Deployer
+from bot.flows.engine import Engine
+from bot.flows.recovery import Interrupted, Recovery
 from bot.flows.reload import Reloader
 from bot.flows.report import Reporter
 from bot.flows.report.schedule import register_weekly
-from bot.flows.rollout.runner import ROLLOUT_KIND, where_it_stood
-from bot.flows.update.pipeline import GUARD_AFTER_RESTART, GUARDED_KINDS
-from bot.flows.watch.schedule import Schedules
+from bot.flows.rollout.runner import Rollouts
+from bot.flows.route import Router
+from bot.flows.unlock import Unlocker
+from bot.flows.update.pipeline import Updater
+from bot.flows.watch.outbox import Outbox
+from bot.flows.watch.reboot_test import RebootTester
+from bot.flows.watch.schedule import JobQueueLike, Schedules
+from bot.flows.watch.watcher import Watcher
 from bot.jobs.retention import FIRST_PRUNE, PRUNE_EVERY, Retention
-from bot.jobs.runner import JobRunner
+from bot.jobs.runner import JobContext, JobFailed, JobRunner
+from bot.remote.fleet import Fleet
+from bot.remote.pins import SopsHostKeys
+from bot.remote.target import Reach
 from handlers import register_all
 from handlers.plumbing.chat_port import TelegramChat
 from handlers.plumbing.door import ScreenedUpdates
 from handlers.plumbing.priority import SecretsFirst
 from handlers.plumbing.registry import BotContext
 from handlers.plumbing.request import QuietRequest
-from store import Job, Store
+from store import Store
+from store.health import HealthStore
 
 log = logging.getLogger(__name__)
 BotApplication = Application[Any, Any, Any, Any, Any, Any]
@@ -53,30 +67,24 @@ BotApplication = Application[Any, Any, Any, Any, Any, Any]
 class Parts:
     """What the composition root built, for the bot's own start and stop (and tests)."""
 
-    settings: Settings
-    current: Current
-    store: Store
-    tuning: Tuning
-    access: Access
-    chat: ChatPort
-    answers: Answers
-    confirmations: Confirmations
-    jobs: JobRunner
     engine: Engine
     commands: CommandTable
-    schedules: Schedules | None
-    reloader: Reloader
-    retention: Retention
-    reporter: Reporter
-    probes_enabled: bool = True
     started_at: float = field(default_factory=time.monotonic)
     #: What the start leaves to run beside the chat (see ``_post_init``).
     after_start: asyncio.Task[None] | None = None
 
     @property
+    def basics(self) -> Basics:
+        return self.engine.basics
+
+    @property
+    def store(self) -> Store:
+        return self.engine.basics.store
+
+    @property
     def inventory(self) -> Inventory:
         """The inventory in force (a reload may have replaced the one of the start)."""
-        return self.current.inventory
+        return self.engine.basics.current.inventory
 
 
 async def _on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -134,91 +142,133 @@ def build_application(
         builder.rate_limiter(limiter).post_init(_post_init).post_stop(_post_stop).build()  # type: ignore[arg-type]
     )
     tuning = tuning or Tuning()
-    chat = TelegramChat(application.bot)
-    current = Current(inventory, settings.admins)
-    access = Access(current)
-    confirmations = Confirmations()
-    jobs = JobRunner(
+    basics = build_basics(
+        settings,
+        tuning,
+        inventory,
         store,
-        chat,
-        settings.state_dir,
-        max_parallel=tuning.max_parallel_jobs,
-        progress_interval=tuning.progress_interval,
-    )
-    engine = build_engine(
-        settings=settings,
-        tuning=tuning,
-        current=current,
-        store=store,
-        chat=chat,
-        answers=answers,
-        confirmations=confirmations,
-        access=access,
-        jobs=jobs,
+        answers,
+        TelegramChat(application.bot),
         probes_enabled=probes_enabled,
     )
-    schedules = None
-    if application.job_queue is not None:
-        schedules = Schedules(
-            application.job_queue,
-            current,
-            engine.watcher,
-            engine.reboot_tester,
-            access,
-            engine.outbox,
-            engine.fleet,
-            enabled=probes_enabled,
-        )
-    reloader = Reloader(
-        current=current,
-        settings=settings,
-        read_settings=read_settings,
-        schedules=schedules,
-        watcher=engine.watcher,
-        fleet=engine.fleet,
-        store=store,
-        chat=chat,
-    )
-    reporter = Reporter(records=engine.records, chat=chat, current=current)
-    commands = register_all(
-        application,
-        current=current,
-        store=store,
-        access=access,
-        chat=chat,
-        answers=answers,
-        confirmations=confirmations,
-        jobs=jobs,
-        engine=engine,
-        schedules=schedules,
-        reloader=reloader,
-        reporter=reporter,
-        confirm_timeout=tuning.confirm_timeout,
-        ssh_timeout=tuning.ssh_timeout,
-        probes_enabled=probes_enabled,
-        screened=screened,
-    )
-    parts = Parts(
-        settings=settings,
-        current=current,
-        store=store,
-        tuning=tuning,
-        access=access,
-        chat=chat,
-        answers=answers,
-        confirmations=confirmations,
-        jobs=jobs,
-        engine=engine,
-        commands=commands,
-        schedules=schedules,
-        reloader=reloader,
-        retention=Retention(store, engine.records, jobs.log_dir, keep_days=settings.keep_days),
-        reporter=reporter,
-        probes_enabled=probes_enabled,
-    )
+    engine = build_engine(basics, application.job_queue, read_settings=read_settings)
+    commands = register_all(application, engine, screened=screened)
+    parts = Parts(engine=engine, commands=commands)
     application.bot_data["parts"] = parts
     application.add_error_handler(_on_error)
     return application, parts
+
+
+def build_basics(
+    settings: Settings,
+    tuning: Tuning,
+    inventory: Inventory,
+    store: Store,
+    answers: Answers,
+    chat: ChatPort,
+    *,
+    probes_enabled: bool,
+) -> Basics:
+    """The parts every flow shares, each built once."""
+    current = Current(inventory, settings.admins)
+    confirmations = Confirmations()
+    reach = Reach(
+        client_key=settings.ssh_key,
+        ssh_timeout=tuning.ssh_timeout,
+        check_timeout=tuning.check_timeout,
+        disk_limit=tuning.disk_alert_percent,
+        poll=tuning.reboot_poll,
+    )
+    sops = settings.sops_reader()
+    return Basics(
+        settings=settings,
+        tuning=tuning,
+        current=current,
+        store=store,
+        health=HealthStore(store),
+        chat=chat,
+        answers=answers,
+        confirmations=confirmations,
+        access=Access(current),
+        asker=Asker(chat, answers, confirmations),
+        jobs=JobRunner(
+            store,
+            chat,
+            settings.state_dir,
+            max_parallel=tuning.max_parallel_jobs,
+            progress_interval=tuning.progress_interval,
+        ),
+        fleet=Fleet(store, reach, SopsHostKeys(sops)),
+        sops=sops,
+        probes_enabled=probes_enabled,
+    )
+
+
+def build_engine(
+    basics: Basics,
+    queue: JobQueueLike | None,
+    *,
+    read_settings: Callable[[], Settings] | None = None,
+) -> Engine:
+    """The flows, built on ``basics`` and handed to each other; ``queue`` runs schedules."""
+    b, tuning = basics, basics.tuning
+    # The unlock flow takes its timings under its own names.
+    unlocker = Unlocker(
+        fleet=b.fleet,
+        store=b.store,
+        chat=b.chat,
+        asker=b.asker,
+        access=b.access,
+        sops=b.sops,
+        prompt_timeout=tuning.ssh_timeout,
+        settle=tuning.unlock_settle,
+        confirm_timeout=tuning.confirm_timeout,
+        down_timeout=tuning.reboot_down_timeout,
+    )
+
+    async def after_install(machine: Machine, ctx: JobContext) -> str:
+        """A fresh LUKS install waits in its initrd: unlock it as part of the job."""
+        ctx.output(f"asking for {machine.name}'s disk passphrase to unlock it")
+        result = await unlocker.unlock(machine, trigger=f"install job {ctx.job.id}")
+        if not result.ok:
+            raise JobFailed(result.summary, phase="unlock")
+        return result.summary
+
+    outbox = Outbox(b.chat, tuning.alert_batch)
+    watcher = Watcher(b, outbox=outbox, unlocker=unlocker)
+    tester = RebootTester(b, unlocker=unlocker, watcher=watcher)
+    updater = Updater(b, tester=tester)
+    rollouts = Rollouts(
+        jobs=b.jobs,
+        updater=updater,
+        fleet=b.fleet,
+        store=b.store,
+        asker=b.asker,
+        settings=b.settings,
+        tuning=tuning,
+        current=b.current,
+        offers=updater.offers,
+    )
+    schedules = None
+    if queue is not None:
+        schedules = Schedules(queue, b, watcher=watcher, tester=tester, outbox=outbox)
+    return Engine(
+        basics=b,
+        router=Router(b),
+        deployer=Deployer(b, on_initrd=after_install),
+        updater=updater,
+        rollouts=rollouts,
+        unlocker=unlocker,
+        adopter=Adopter(b),
+        watcher=watcher,
+        outbox=outbox,
+        reboot_tester=tester,
+        schedules=schedules,
+        reloader=Reloader(b, read_settings=read_settings, schedules=schedules, watcher=watcher),
+        reporter=Reporter(health=b.health, chat=b.chat, current=b.current),
+        retention=Retention(b.store, b.health, b.jobs.log_dir, keep_days=b.settings.keep_days),
+        recovery=Recovery(b),
+    )
 
 
 def parts_of(application: BotApplication) -> Parts:
@@ -240,26 +290,26 @@ async def _post_init(application: BotApplication) -> None:
     await application.bot.set_my_commands(
         [BotCommand(spec.name, spec.summary) for spec in parts.commands]
     )
-    interrupted = await end_interrupted_jobs(parts)
-    if parts.schedules is not None:
-        parts.schedules.start()
+    engine = parts.engine
+    interrupted = await engine.recovery.end_interrupted_jobs()
+    if engine.schedules is not None:
+        engine.schedules.start()
     if application.job_queue is not None:
 
         async def prune(context: object) -> None:
-            await parts.retention.prune()
+            await engine.retention.prune()
 
         application.job_queue.run_repeating(
             prune, interval=PRUNE_EVERY, first=FIRST_PRUNE, name="prune history"
         )
-        if parts.probes_enabled:  # the example inventory's machines are not anyone's
-            register_weekly(application.job_queue, parts.settings.report, parts.reporter)
+        if parts.basics.probes_enabled:  # the example inventory's machines are nobody's
+            register_weekly(application.job_queue, parts.basics.settings.report, engine.reporter)
     parts.after_start = asyncio.create_task(_after_start(parts, interrupted), name="after start")
 
 
 async def _after_start(parts: Parts, interrupted: Interrupted) -> None:
     try:
-        await tell_interrupted_jobs(parts, interrupted)
-        await tell_key_contradictions(parts)
+        await parts.engine.recovery.tell(interrupted)
     except Exception:
         log.exception("the checks after the start failed")
 
@@ -271,87 +321,3 @@ async def _post_stop(application: BotApplication) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await parts.after_start
     await parts.engine.shutdown()
-    await parts.jobs.shutdown()
-
-
-async def tell_key_contradictions(parts: Parts) -> None:
-    """Keys whose sources disagree are never replaced silently: admins hear of all of
-    them in one message at start (``deploybot check`` lists them too)."""
-    if not parts.probes_enabled:
-        return
-    found = await contradictions(parts.engine.fleet, parts.inventory)
-    if not found:
-        return
-    lines = [f"🚨 Host keys that contradict each other ({len(found)}): these keys are not trusted,"]
-    lines.append("so the machines are not probed as healthy and get no passphrase until fixed.")
-    lines += [f"• {name}: {conflict}" for name, conflict in found]
-    lines.append("Correct the inventory or the sops file; deploybot check shows the same.")
-    text = "\n".join(lines)
-    for admin in sorted(parts.settings.admins):
-        await parts.chat.post(admin, text)
-
-
-@dataclass(frozen=True)
-class Interrupted:
-    """The jobs a previous process left running, now ended, and the processes it left."""
-
-    jobs: list[Job]
-    stopped: list[str]
-
-
-async def end_interrupted_jobs(parts: Parts) -> Interrupted:
-    """Jobs a previous process left running end as ``interrupted``; what it left behind
-    (stand-ins still running, staging folders) is cleared first."""
-    stopped = await clear_crash_leftovers(parts.settings.state_dir)
-    return Interrupted(await parts.store.interrupt_active_jobs(), stopped)
-
-
-async def tell_interrupted_jobs(parts: Parts, interrupted: Interrupted) -> None:
-    """The chats of interrupted jobs are told; each machine concerned is looked at again,
-    so the message says where it stands. Nothing is started again."""
-    jobs, stopped = interrupted.jobs, interrupted.stopped
-    names = sorted({job.machine for job in jobs})
-    machines = [m for m in (parts.inventory.get(n) for n in names) if m is not None]
-    looks: dict[str, str] = {}
-    if parts.probes_enabled and machines:
-        found = await asyncio.gather(
-            *(look_after_interruption(parts.engine.fleet, parts.store, m) for m in machines),
-            return_exceptions=True,
-        )
-        for machine, result in zip(machines, found, strict=True):
-            if isinstance(result, BaseException):
-                log.warning("could not look at %s after a restart: %r", machine.name, result)
-            else:
-                looks[machine.name] = result
-    for job in jobs:
-        log.warning("job %s (%s %s) was interrupted by a restart", job.id, job.kind, job.machine)
-        if job.chat_id is None:
-            continue
-        now = looks.get(job.machine, f"check it with /status {job.machine} before you retry")
-        extra = f"\nI stopped {len(stopped)} processes it had left running." if stopped else ""
-        if job.kind in GUARDED_KINDS:
-            extra += f"\n{GUARD_AFTER_RESTART}"
-        if job.kind == ROLLOUT_KIND:
-            # Its machines' jobs were created just before it, by the same person, without a
-            # chat (the rollout reports for them); those still queued never started.
-            queued = [
-                j.machine
-                for j in jobs
-                if j.chat_id is None
-                and j.user_id == job.user_id
-                and j.kind in GUARDED_KINDS
-                and not j.started_at
-                and j.id < job.id
-            ]
-            stood = await where_it_stood(parts.store, job, queued)
-            await parts.chat.post(
-                job.chat_id,
-                f"⏹ Rollout {job.id} ({job.machine}) was interrupted: the bot restarted while "
-                f"it ran. No machine was started again.\n{stood}"[:4000],
-            )
-            continue
-        await parts.chat.post(
-            job.chat_id,
-            f"⏹ Job {job.id} ({job.kind} {job.machine}) was interrupted: the bot restarted "
-            f"while it ran. Nothing was started again.\nNow: {now}.{extra}",
-        )

@@ -45,7 +45,7 @@ def run_polling(
         read_settings=read_settings,
     )
     log.info("deploybot: %d machines, %d admins", len(inventory), len(settings.admins))
-    on_hangup = HangupHandler(application, parts.reloader)
+    on_hangup = HangupHandler(application, parts.engine.reloader)
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         if settings.webhook_url is None:

@@ -7,18 +7,9 @@ from typing import Any
 
 from telegram.ext import Application
 
-from bot.chat.access import Access
 from bot.chat.commands import CommandTable
-from bot.chat.confirm import Confirmations
 from bot.chat.pages import Views
-from bot.chat.port import ChatPort
-from bot.chat.questions import Answers
-from bot.config.current import Current
 from bot.flows.engine import Engine
-from bot.flows.reload import Reloader
-from bot.flows.report import Reporter
-from bot.flows.watch.schedule import Schedules
-from bot.jobs.runner import JobRunner
 from handlers.commands.admin import AdminCommands
 from handlers.commands.adopt import AdoptCommands
 from handlers.commands.deploy import DeployCommands, RolloutDetail
@@ -32,7 +23,6 @@ from handlers.plumbing.door import Door, ScreenedUpdates
 from handlers.plumbing.paging import Pager
 from handlers.plumbing.registry import install, table_of
 from handlers.plumbing.strangers import Strangers
-from store import Store
 from store.remembered import PageViews
 
 #: The command families, in the order /help lists them.
@@ -55,85 +45,73 @@ def command_table() -> CommandTable:
 
 def register_all(
     application: Application[Any, Any, Any, Any, Any, Any],
-    *,
-    current: Current,
-    store: Store,
-    access: Access,
-    chat: ChatPort,
-    answers: Answers,
-    confirmations: Confirmations,
-    jobs: JobRunner,
     engine: Engine,
-    schedules: Schedules | None,
-    reloader: Reloader,
-    reporter: Reporter,
-    confirm_timeout: float,
-    ssh_timeout: float,
-    probes_enabled: bool,
+    *,
     screened: ScreenedUpdates | None = None,
 ) -> CommandTable:
     """Install the gate first, then every command family, then buttons and free text;
     ``screened`` (the getUpdates request) gets the door in front of the gate."""
-    pager = Pager(Views(PageViews(store)))
+    b = engine.basics
+    pager = Pager(Views(PageViews(b.store)))
     info = InfoCommands(
-        access=access,
-        store=store,
-        health=engine.records,
+        access=b.access,
+        store=b.store,
+        health=b.health,
         pager=pager,
-        probes_enabled=probes_enabled,
-        fleet=engine.fleet,
+        probes_enabled=b.probes_enabled,
+        fleet=b.fleet,
     )
     families: list[object] = [
         info,
-        DeployCommands(engine.deployer, engine.updater, engine.rollouts),
-        UnlockCommands(unlocker=engine.unlocker, answers=answers, chat=chat),
+        DeployCommands(engine.router, engine.deployer, engine.updater, engine.rollouts),
+        UnlockCommands(unlocker=engine.unlocker, answers=b.answers, chat=b.chat),
         WatchCommands(
             tester=engine.reboot_tester,
             watcher=engine.watcher,
-            schedules=schedules,
-            access=access,
-            chat=chat,
-            asker=engine.asker,
-            confirm_timeout=confirm_timeout,
+            schedules=engine.schedules,
+            access=b.access,
+            chat=b.chat,
+            asker=b.asker,
+            confirm_timeout=b.tuning.confirm_timeout,
             pager=pager,
         ),
         ReportCommands(
-            reporter=reporter,
-            access=access,
-            fleet=engine.fleet,
-            chat=chat,
+            reporter=engine.reporter,
+            access=b.access,
+            fleet=b.fleet,
+            chat=b.chat,
             pager=pager,
-            timeout=ssh_timeout,
+            timeout=b.tuning.ssh_timeout,
         ),
-        JobCommands(store=store, jobs=jobs, access=access, pager=pager),
+        JobCommands(store=b.store, jobs=b.jobs, access=b.access, pager=pager),
         AdoptCommands(engine.adopter),
-        AdminCommands(reloader),
+        AdminCommands(engine.reloader),
     ]
     table = table_of(families)
     info.table = table
-    talk = conversation.Conversation(answers)
+    talk = conversation.Conversation(b.answers)
     strangers = Strangers(
-        store=store,
-        admins=lambda: current.admins,
+        store=b.store,
+        admins=lambda: b.current.admins,
         bot=application.bot,
         spawn=application.create_task,
     )
     the_gate = gate.Gate(
-        access=access,
+        access=b.access,
         table=table,
-        current=current,
-        store=store,
+        current=b.current,
+        store=b.store,
         strangers=strangers,
-        answers=answers,
+        answers=b.answers,
         on_answer=talk.on_text,
-        probes_enabled=probes_enabled,
-        fleet=engine.fleet,
+        probes_enabled=b.probes_enabled,
+        fleet=b.fleet,
     )
     gate.register(application, the_gate)
     if screened is not None:
         screened.door = Door(the_gate, application.bot)
     install(application, families)
-    detail = RolloutDetail(engine.rollouts, access, store, pager)
-    buttons.register(application, buttons.Buttons(confirmations, pager, store, [detail]))
+    detail = RolloutDetail(engine.rollouts, b.access, b.store, pager)
+    buttons.register(application, buttons.Buttons(b.confirmations, pager, b.store, [detail]))
     conversation.register(application, talk)
     return table

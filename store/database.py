@@ -1,8 +1,9 @@
 """The bot's SQLite database, reached from asyncio through one dedicated thread.
 
 sqlite-utils connections are bound to the thread that opened them, and SQLite itself
-serialises writers; one worker thread gives both for free and keeps the event loop
-unblocked. The table modules beside it (health) reach the database through ``call()``.
+serialises writers; one worker thread gives both and keeps the event loop unblocked.
+``write()`` lets a fleet's probes share one commit. The audit and machines tables are
+here; jobs (``store.jobs``) and health (``store.health``) have modules of their own.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,46 +19,22 @@ from sqlite_utils import Database
 
 from bot.core.files import private_file
 from bot.core.text import printable
+from store.jobs import JobConflict, JobTable
 from store.migrations import migrations
-from store.records import (
-    JOB_ACTIVE_STATES,
-    AuditEntry,
-    Job,
-    JobEvent,
-    MachineState,
-    audit_from_row,
-    event_from_row,
-    job_from_row,
-    machine_from_row,
-)
+from store.records import AuditEntry, MachineState, audit_from_row, machine_from_row, utcnow
 
 T = TypeVar("T")
 _MACHINE_FIELDS = frozenset(MachineState.__dataclass_fields__) - {"name"}
-# Bounds of what is stored from targets and jobs (characters).
+# Bounds of what is stored of what targets said (characters).
 MAX_FIELD = 4000
 MAX_TEXT = {"detail": 2000}
-MAX_RESULT = 4000
-MAX_EVENT = 2000
-_JOB_FIELDS = frozenset(Job.__dataclass_fields__) - {"id", "kind", "machine", "created_at"}
-
-
-def utcnow() -> str:
-    """Timestamps are stored as ISO 8601 UTC text, which sorts as time does."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+__all__ = ["JobConflict", "Store", "StoreUnavailable", "utcnow"]
 
 
 def _transient(exc: sqlite3.OperationalError) -> bool:
     """Errors another try may fix: a lock held elsewhere, a full or failing disk."""
     text = str(exc).lower()
     return any(word in text for word in ("locked", "busy", "full", "disk i/o"))
-
-
-class JobConflict(Exception):
-    """The machine already has a job in progress."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        super().__init__(f"{job.machine} already has job {job.id} ({job.kind}, {job.state})")
 
 
 class StoreUnavailable(sqlite3.OperationalError):
@@ -80,7 +56,7 @@ def _unavailable(exc: BaseException) -> BaseException:
     return exc
 
 
-class Store:
+class Store(JobTable):
     """Async facade over the database; every public method runs on the store's own thread."""
 
     def __init__(self, path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
@@ -292,191 +268,6 @@ class Store:
             return machine_from_row({**current, **fields})
 
         return await self.write(write)
-
-    # -- jobs ----------------------------------------------------------------------------
-
-    async def create_job(
-        self, *, kind: str, machine: str, user_id: int | None, chat_id: int | None
-    ) -> Job:
-        """Insert a queued job, or raise JobConflict when the machine already has one."""
-
-        def write() -> Job:
-            with self.db.atomic():
-                active = self._active_for(machine)
-                if active is not None:
-                    raise JobConflict(active)
-                table = self.db.table("jobs")
-                table.insert(
-                    {
-                        "kind": kind,
-                        "machine": machine,
-                        "state": "queued",
-                        "phase": "",
-                        "user_id": user_id,
-                        "chat_id": chat_id,
-                        "created_at": utcnow(),
-                    }
-                )
-                job_id = table.last_rowid
-            assert job_id is not None
-            return self._job(job_id)
-
-        return await self.call(write)
-
-    async def create_jobs(
-        self, *, kind: str, machines: list[str], user_id: int | None, chat_id: int | None
-    ) -> list[Job]:
-        """Queued jobs for all ``machines`` in one transaction, or none and JobConflict
-        naming the first machine that already has one (a rollout's per-machine locks)."""
-
-        def write() -> list[Job]:
-            with self.db.atomic():
-                for machine in machines:
-                    active = self._active_for(machine)
-                    if active is not None:
-                        raise JobConflict(active)
-                table = self.db.table("jobs")
-                ids = []
-                for machine in machines:
-                    table.insert(
-                        {
-                            "kind": kind,
-                            "machine": machine,
-                            "state": "queued",
-                            "phase": "",
-                            "user_id": user_id,
-                            "chat_id": chat_id,
-                            "created_at": utcnow(),
-                        }
-                    )
-                    assert table.last_rowid is not None
-                    ids.append(table.last_rowid)
-            return [self._job(job_id) for job_id in ids]
-
-        return await self.call(write)
-
-    def _active_for(self, machine: str) -> Job | None:
-        marks = ",".join("?" for _ in JOB_ACTIVE_STATES)
-        rows = list(
-            self.db.query(
-                f"select * from jobs where machine = ? and state in ({marks}) order by id limit 1",  # noqa: S608 - placeholders only
-                [machine, *JOB_ACTIVE_STATES],
-            )
-        )
-        return job_from_row(rows[0]) if rows else None
-
-    def _job(self, job_id: int) -> Job:
-        rows = list(self.db.query("select * from jobs where id = ?", [job_id]))
-        if not rows:
-            raise KeyError(job_id)
-        return job_from_row(rows[0])
-
-    async def job(self, job_id: int) -> Job | None:
-        def read() -> Job | None:
-            try:
-                return self._job(job_id)
-            except KeyError:
-                return None
-
-        return await self.call(read)
-
-    async def active_job(self, machine: str) -> Job | None:
-        return await self.call(self._active_for, machine)
-
-    async def update_job(self, job_id: int, **fields: Any) -> Job:
-        if isinstance(fields.get("result"), str):
-            fields["result"] = printable(fields["result"], MAX_RESULT, newlines=True)
-        unknown = set(fields) - _JOB_FIELDS
-        if unknown:
-            raise ValueError(f"unknown job fields: {sorted(unknown)}")
-
-        def write() -> Job:
-            self.db.table("jobs").update(job_id, fields)
-            return self._job(job_id)
-
-        return await self.call(write)
-
-    async def recent_jobs(self, limit: int = 10, machines: set[str] | None = None) -> list[Job]:
-        """The newest ``limit`` jobs, of ``machines`` only when given (filtered in SQL, so
-        quiet machines' older jobs are found however busy the others are)."""
-
-        def read() -> list[Job]:
-            if machines is None:
-                rows = self.db.query("select * from jobs order by id desc limit ?", [limit])
-            else:
-                names = sorted(machines)
-                marks = ",".join("?" for _ in names)
-                rows = self.db.query(
-                    f"select * from jobs where machine in ({marks}) order by id desc limit ?",  # noqa: S608 - placeholders only
-                    [*names, limit],
-                )
-            return [job_from_row(row) for row in rows]
-
-        return await self.call(read)
-
-    async def interrupt_active_jobs(self) -> list[Job]:
-        """At start: jobs left queued or running by a previous process become ``interrupted``."""
-
-        def write() -> list[Job]:
-            marks = ",".join("?" for _ in JOB_ACTIVE_STATES)
-            with self.db.atomic():
-                rows = list(
-                    self.db.query(
-                        f"select * from jobs where state in ({marks})",  # noqa: S608 - placeholders only
-                        list(JOB_ACTIVE_STATES),
-                    )
-                )
-                now = utcnow()
-                for row in rows:
-                    self.db.table("jobs").update(
-                        row["id"],
-                        {"state": "interrupted", "finished_at": now, "result": "bot restarted"},
-                    )
-                    self.db.table("job_events").insert(
-                        {"job_id": row["id"], "at": now, "kind": "state", "text": "interrupted"}
-                    )
-            return [self._job(row["id"]) for row in rows]
-
-        return await self.call(write)
-
-    async def forget_job_logs(self, before: str) -> list[str]:
-        """Jobs that ended before ``before`` lose their log: the events are deleted, the
-        log path cleared and returned (the caller removes the files)."""
-
-        def write() -> list[str]:
-            marks = ",".join("?" for _ in JOB_ACTIVE_STATES)
-            ended = "coalesce(nullif(finished_at, ''), created_at)"
-            with self.db.atomic():
-                rows = list(
-                    self.db.query(
-                        f"select id, log_path from jobs where state not in ({marks}) "  # noqa: S608 - placeholders only
-                        f"and {ended} < ? and (coalesce(log_path, '') != '' or id in "
-                        "(select job_id from job_events))",
-                        [*JOB_ACTIVE_STATES, before],
-                    )
-                )
-                for row in rows:
-                    self.db.execute("delete from job_events where job_id = ?", [row["id"]])
-                    self.db.table("jobs").update(row["id"], {"log_path": ""})
-            return [str(row["log_path"]) for row in rows if row["log_path"]]
-
-        return await self.call(write)
-
-    async def add_event(self, job_id: int, kind: str, text: str) -> None:
-        record = {
-            "job_id": job_id,
-            "at": utcnow(),
-            "kind": printable(kind, 32),
-            "text": printable(text, MAX_EVENT, newlines=True),
-        }
-        await self.call(lambda: self.db.table("job_events").insert(record))
-
-    async def events(self, job_id: int) -> list[JobEvent]:
-        def read() -> list[JobEvent]:
-            rows = self.db.query("select * from job_events where job_id = ? order by id", [job_id])
-            return [event_from_row(row) for row in rows]
-
-        return await self.call(read)
 
     async def integrity_check(self) -> str:
         def read() -> str:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 JOB_ACTIVE_STATES = ("queued", "running")
 JOB_FINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
+
+
+def utcnow() -> str:
+    """Timestamps are stored as ISO 8601 UTC text, which sorts as time does."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)

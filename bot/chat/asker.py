@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from bot.chat.answers import Answers, Question
 from bot.chat.confirm import Confirmations
 from bot.chat.port import ChatPort, MessageRef
-from bot.chat.questions import Answers, Question
 from bot.chat.verdict import Verdict
 from bot.core.secret import Secret
 

@@ -19,7 +19,11 @@ STEP_TIMEOUTS: dict[str, float] = {
 
 @dataclass(frozen=True)
 class Tuning:
-    """Timings that are not operator settings; tests shorten them."""
+    """Timings that are not operator settings; tests shorten them.
+
+    A flow reads them from ``Basics.tuning`` under these names; a lower part (the job
+    runner, a Target's ``Reach``, the chat surface's families) is handed the values it uses.
+    """
 
     confirm_timeout: float = 120.0
     answer_timeout: float = 300.0

@@ -14,17 +14,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from bot.chat.asker import Asker
-from bot.chat.port import ChatPort
 from bot.config.inventory import Inventory, Machine
 from bot.core.durations import format_duration
 from bot.core.keys import fingerprint
+from bot.flows.basics import Basics
 from bot.remote.fleet import Fleet
 from bot.remote.pins import ADOPTED, RECORDED, adopted_source
 from bot.remote.place import Pins, same_key
 from bot.remote.ssh import SshError, fetch_host_key
 from bot.remote.target import KeyReadFailed
-from store import Store
 
 log = logging.getLogger(__name__)
 COMPARE = "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"
@@ -35,22 +33,10 @@ Audit = Callable[[str, str], Awaitable[None]]
 class Adopter:
     """Runs /adopt, one person's confirmation at a time per machine."""
 
-    def __init__(
-        self,
-        *,
-        fleet: Fleet,
-        store: Store,
-        chat: ChatPort,
-        asker: Asker,
-        confirm_timeout: float,
-        ssh_timeout: float,
-    ) -> None:
-        self.fleet = fleet
-        self.store = store
-        self.chat = chat
-        self.asker = asker
-        self.confirm_timeout = confirm_timeout
-        self.ssh_timeout = ssh_timeout
+    def __init__(self, basics: Basics) -> None:
+        self.fleet, self.store = basics.fleet, basics.store
+        self.chat, self.asker = basics.chat, basics.asker
+        self.tuning = basics.tuning
         self._active: set[str] = set()
 
     async def adopt(self, machine: Machine, *, user_id: int, by: str, chat_id: int) -> None:
@@ -93,7 +79,7 @@ class Adopter:
             return
         try:
             presented = await fetch_host_key(
-                machine.host, machine.ssh_port, timeout=self.ssh_timeout
+                machine.host, machine.ssh_port, timeout=self.tuning.ssh_timeout
             )
         except SshError as exc:
             await audit("failed", f"unreachable: {exc}"[:300])
@@ -134,7 +120,7 @@ class Adopter:
         self, machine: Machine, pins: Pins, presented: str, *, user_id: int, chat_id: int
     ) -> bool:
         name, new = machine.name, fingerprint(presented)
-        within = format_duration(self.confirm_timeout)
+        within = format_duration(self.tuning.confirm_timeout)
         compare = (
             f"On the machine (its console, or a session you already trust) run:\n{COMPARE}\n"
             "and pin only if it prints the same fingerprint."
@@ -157,7 +143,7 @@ class Adopter:
             )
             yes = "Pin this key"
         answer = await self.asker.confirm(
-            chat_id, user_id, text, yes=yes, timeout=self.confirm_timeout
+            chat_id, user_id, text, yes=yes, timeout=self.tuning.confirm_timeout
         )
         if not answer.yes:
             await self.chat.post(chat_id, f"/adopt {name} {answer.value}: nothing was pinned.")
@@ -169,7 +155,9 @@ class Adopter:
         name, new = machine.name, fingerprint(presented)
         # The confirmation may have waited for minutes: pin only the key just confirmed.
         try:
-            again = await fetch_host_key(machine.host, machine.ssh_port, timeout=self.ssh_timeout)
+            again = await fetch_host_key(
+                machine.host, machine.ssh_port, timeout=self.tuning.ssh_timeout
+            )
         except SshError as exc:
             await audit("failed", f"unreachable after the confirmation: {exc}"[:300])
             await self.chat.post(chat_id, f"❌ {name} stopped answering: nothing was pinned.")

@@ -20,14 +20,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.chat.port import ChatPort
-from bot.config.current import Current
 from bot.config.inventory import Inventory, InventoryError, load_inventory
 from bot.config.settings import Settings, SettingsError
+from bot.flows.basics import Basics
 from bot.flows.watch.schedule import Schedules
 from bot.flows.watch.watcher import Watcher
-from bot.remote.fleet import Fleet
-from store import Store
 
 log = logging.getLogger(__name__)
 
@@ -112,24 +109,17 @@ class Reloader:
 
     def __init__(
         self,
+        basics: Basics,
         *,
-        current: Current,
-        settings: Settings,
         read_settings: Callable[[], Settings] | None,
         schedules: Schedules | None,
         watcher: Watcher,
-        fleet: Fleet,
-        store: Store,
-        chat: ChatPort,
     ) -> None:
-        self.current = current
-        self.fleet = fleet
-        self.settings = settings
+        self.current, self.fleet, self.settings = basics.current, basics.fleet, basics.settings
+        self.store, self.chat = basics.store, basics.chat
         self.read_settings = read_settings
         self.schedules = schedules
         self.watcher = watcher
-        self.store = store
-        self.chat = chat
         self._lock = asyncio.Lock()
 
     async def reload(self, who: Who) -> ReloadReport:

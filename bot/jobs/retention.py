@@ -46,10 +46,10 @@ class Retention:
     """Prunes what is older than ``keep_days``."""
 
     def __init__(
-        self, store: Store, records: HealthStore, log_dir: Path, *, keep_days: int = KEEP_DAYS
+        self, store: Store, health: HealthStore, log_dir: Path, *, keep_days: int = KEEP_DAYS
     ) -> None:
         self.store = store
-        self.records = records
+        self.health = health
         self.log_dir = log_dir
         self.keep_days = keep_days
         self.tries = SystemdTries(store)
@@ -62,16 +62,16 @@ class Retention:
         now = now or datetime.now(UTC)
         cutoff = now - timedelta(days=self.keep_days)
         before = cutoff.isoformat(timespec="milliseconds")
-        hours = await self.records.prune_probes(cutoff)
+        hours = await self.health.prune_probes(cutoff)
         paths = await self.store.forget_job_logs(before)
         removed = await asyncio.to_thread(self._remove, paths, cutoff.timestamp())
         pruned = Pruned(
             probe_hours=hours,
             job_logs=removed,
-            reboot_tests=await self.records.prune_reboot_tests(before),
-            incidents=await self.records.prune_incidents(before),
+            reboot_tests=await self.health.prune_reboot_tests(before),
+            incidents=await self.health.prune_incidents(before),
             systemd_tries=await self.tries.prune(before),
-            machine_events=await self.records.prune_machine_events(before),
+            machine_events=await self.health.prune_machine_events(before),
             audit=await self.store.prune_audit(
                 (now - timedelta(days=self.audit_days)).isoformat(timespec="milliseconds")
             ),

@@ -26,10 +26,11 @@ from store import Job, JobConflict, Store, utcnow
 from store.database import StoreUnavailable
 
 log = logging.getLogger(__name__)
+#: Jobs running at once across machines, unless the bot's tuning says otherwise.
 DEFAULT_MAX_PARALLEL = 4
-# How long a stopping bot waits for jobs still saying how they ended.
+#: How long a stopping bot waits for jobs still saying how they ended.
 ENDING_GRACE = 30.0
-# How long a finished job keeps trying to record its result in a locked database.
+#: The pauses between a finished job's tries to record its result in a locked database.
 STORE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 

@@ -10,7 +10,8 @@ from bot.chat.access import Access
 from bot.chat.commands import Arg, Need, Right
 from bot.flows.deploy.pipeline import Deployer
 from bot.flows.rollout.runner import DETAIL_PREFIX, ROLLOUT_KIND, Rollouts
-from bot.flows.update.pipeline import Route, Updater
+from bot.flows.route import Route, Router
+from bot.flows.update.pipeline import Updater
 from bot.jobs.runner import busy_text
 from handlers.plumbing.gate import store_unavailable_text
 from handlers.plumbing.paging import Pager
@@ -20,7 +21,10 @@ from store.database import StoreUnavailable
 
 
 class DeployCommands:
-    def __init__(self, deployer: Deployer, updater: Updater, rollouts: Rollouts) -> None:
+    def __init__(
+        self, router: Router, deployer: Deployer, updater: Updater, rollouts: Rollouts
+    ) -> None:
+        self.router = router
         self.deployer = deployer
         self.updater = updater
         self.rollouts = rollouts
@@ -36,7 +40,7 @@ class DeployCommands:
             await self._rollout(call)
             return
         machine = call.named_machine
-        decision = await self.updater.decide(
+        decision = await self.router.decide(
             machine, user_id=call.user.id, username=call.user.username or ""
         )
         if decision.route is Route.REFUSED:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from bot.chat.answers import Answers
 from bot.chat.commands import Arg, Need, Right
 from bot.chat.port import ChatPort
-from bot.chat.questions import Answers
 from bot.core.tasks import Background
 from bot.flows.unlock import Unlocker
 from handlers.plumbing.registry import Call, command

@@ -11,7 +11,7 @@ from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
-from bot.chat.questions import Answers
+from bot.chat.answers import Answers
 from handlers.plumbing.common import sender
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ from telegram.error import TelegramError
 from telegram.ext import Application, ApplicationHandlerStop, TypeHandler
 
 from bot.chat.access import Access
+from bot.chat.answers import Answers
 from bot.chat.commands import (
     Arg,
     CommandError,
@@ -25,7 +26,6 @@ from bot.chat.commands import (
     ParsedCommand,
     Right,
 )
-from bot.chat.questions import Answers
 from bot.config.current import Current
 from bot.config.inventory import Machine
 from bot.flows.rollout.runner import ROLLOUT_KIND

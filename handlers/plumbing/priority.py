@@ -25,7 +25,7 @@ from telegram import Update
 from telegram.constants import ChatType
 from telegram.ext import BaseUpdateProcessor
 
-from bot.chat.questions import Answers
+from bot.chat.answers import Answers
 
 # PTB starts a task per update; they then wait here, in order. Only past this many waiting
 # would a secret answer queue too (on PTB's semaphore).

@@ -16,7 +16,7 @@ WEEKLY = "0 4 * * 0"
 
 
 def schedules(world: World) -> Schedules:
-    found = world.rig.svc.schedules
+    found = world.rig.svc.engine.schedules
     assert isinstance(found, Schedules)
     return found
 

@@ -59,7 +59,7 @@ async def test_probes_keep_one_login_and_one_shell_per_machine(
         assert host.shells == 1
         assert len(host.commands) == 3  # a script each probe
         assert all("--deploybot-" in c for c in host.commands)
-    assert rig.engine.fleet.open_logins == HOSTS
+    assert rig.engine.basics.fleet.open_logins == HOSTS
 
 
 async def test_a_dead_login_is_reopened(fleet: tuple[BotRig, Fleet]) -> None:
@@ -96,7 +96,7 @@ async def test_logins_end_when_a_machine_leaves_and_when_the_bot_stops(
     rig, hosts = fleet
     await rig.engine.watcher.probe_round()
     assert all(h.live for h in hosts.hosts)
-    rig.engine.fleet.retain(["m0", "m2"])
+    rig.engine.basics.fleet.retain(["m0", "m2"])
     await eventually(holds(lambda: not hosts.hosts[1].live), timeout=10, what="m1's login closed")
     assert hosts.hosts[0].live
     assert hosts.hosts[2].live
@@ -218,7 +218,7 @@ def test_probe_offsets_are_stable_and_spread() -> None:
 
 async def test_scheduled_probes_start_spread(fleet: tuple[BotRig, Fleet]) -> None:
     rig, _ = fleet
-    schedules = rig.svc.schedules
+    schedules = rig.svc.engine.schedules
     assert schedules is not None
     now = datetime.now(UTC)
     starts = {

@@ -122,7 +122,7 @@ async def test_reload_by_an_admin_and_refused_for_an_operator(rig: BotRig) -> No
     assert "machines added: db" in done.body
     mine = await rig.ask(op, "/machines")
     assert "db — 127.0.0.1" in mine.body
-    schedules = rig.svc.schedules
+    schedules = rig.svc.engine.schedules
     assert schedules is not None
     before = {e.id: e.next_run for e in schedules.entries()}
     rig.write_inventory(spare("web") + spare("db") + 'probe_interval = "5m"\n')

@@ -104,7 +104,7 @@ async def test_a_fleet_is_drawn_worst_first_within_the_photo_limits(
     assert width >= 1200, "wide enough for large type on a phone"
     caption = photo.caption or ""
     assert caption.startswith(f"📊 {fleet} machines")
-    report = await rig.svc.reporter.draw(list(rig.svc.inventory))
+    report = await rig.svc.engine.reporter.draw(list(rig.svc.inventory))
     assert [m.name for m in report.chart.shown] == [f"m{i:02d}" for i in range(fleet)][::-1][
         :drawn
     ], "worst first"
@@ -129,7 +129,7 @@ async def test_a_machine_down_half_the_week_shows_about_half(rig: BotRig) -> Non
     photo = await photo_for(rig, op, "/report m00")
     within_photo_limits(photo)
     assert "Up: m00 50.0 %." in (photo.caption or "")
-    report = await rig.svc.reporter.draw([rig.svc.inventory.machines["m00"]])
+    report = await rig.svc.engine.reporter.draw([rig.svc.inventory.machines["m00"]])
     (drawn,) = report.chart.shown
     assert drawn.name == "m00"
     assert drawn.share == pytest.approx(0.5, abs=0.01)
@@ -231,7 +231,9 @@ async def test_unexpected_reboots_and_unlock_waits_are_counted(world: World) -> 
     await tg.wait_for_message(op, lambda m: "vault unlocked by" in m.body, timeout=30)
 
     async def counted() -> bool:
-        report = await world.rig.svc.reporter.draw([world.rig.svc.inventory.machines["vault"]])
+        report = await world.rig.svc.engine.reporter.draw(
+            [world.rig.svc.inventory.machines["vault"]]
+        )
         (vault,) = report.week.machines
         return vault.reboots == 1 and len(vault.unlock_waits) == 1
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from bot.chat.answers import Answers
 from bot.chat.asker import Asker, Tidy
 from bot.chat.confirm import Confirmations, Press
 from bot.chat.port import Keyboard, MessageRef
-from bot.chat.questions import Answers
 from bot.chat.verdict import Verdict
 from tests.waiting import eventually
 

@@ -54,8 +54,8 @@ async def finished_job(rig: BotRig, ended: datetime, log: Path | None) -> int:
 
 async def test_old_probe_counts_and_job_logs_are_pruned(rig: BotRig, tmp_path: Path) -> None:
     await rig.start(INVENTORY)
-    store, records = rig.svc.store, HealthStore(rig.svc.store)
-    jobs_dir = rig.svc.jobs.log_dir
+    store, health = rig.svc.store, HealthStore(rig.svc.store)
+    jobs_dir = rig.svc.basics.jobs.log_dir
     old, recent = NOW - timedelta(days=91), NOW - timedelta(days=89)
     for at in (old, old + timedelta(hours=1), recent, NOW):
         await add_probe_hour(rig, "web", at)
@@ -66,7 +66,7 @@ async def test_old_probe_counts_and_job_logs_are_pruned(rig: BotRig, tmp_path: P
     orphan = jobs_dir / "999.log"
     await asyncio.to_thread(write, orphan, "from a lost row\n", mtime=old.timestamp())
 
-    pruned = await rig.svc.retention.prune(NOW)
+    pruned = await rig.svc.engine.retention.prune(NOW)
 
     assert pruned.probe_hours == 2
     assert pruned.job_logs == 2
@@ -82,8 +82,8 @@ async def test_old_probe_counts_and_job_logs_are_pruned(rig: BotRig, tmp_path: P
         assert job.state == "succeeded"  # the job itself is remembered
         assert bool(job.log_path) is kept
         assert bool(await store.events(job_id)) is kept
-    assert await records.uptime_share("web", days=3650) == 1.0
-    again = await rig.svc.retention.prune(NOW)
+    assert await health.uptime_share("web", days=3650) == 1.0
+    again = await rig.svc.engine.retention.prune(NOW)
     assert (again.probe_hours, again.job_logs) == (0, 0)
 
 
@@ -143,7 +143,7 @@ async def test_old_reboot_tests_incidents_and_tries_are_pruned(rig: BotRig) -> N
         ],
     )
 
-    pruned = await rig.svc.retention.prune(NOW)
+    pruned = await rig.svc.engine.retention.prune(NOW)
 
     assert (pruned.reboot_tests, pruned.incidents, pruned.systemd_tries) == (2, 1, 1)
     assert pruned.machine_events == 1
@@ -151,10 +151,10 @@ async def test_old_reboot_tests_incidents_and_tries_are_pruned(rig: BotRig) -> N
     assert await column(rig, "select id from reboot_tests order by id") == [2, 3]
     assert await column(rig, "select problem from incidents order by id") == ["still open", "b"]
     assert await column(rig, "select boot_id from systemd_tries") == ["b2"]
-    last = await rig.svc.engine.records.last_reboot_test("db")
+    last = await rig.svc.engine.basics.health.last_reboot_test("db")
     assert last is not None
     assert last.id == 3
-    again = await rig.svc.retention.prune(NOW)
+    again = await rig.svc.engine.retention.prune(NOW)
     assert (again.reboot_tests, again.incidents, again.systemd_tries) == (0, 0, 0)
     assert again.machine_events == 0
 
@@ -176,7 +176,7 @@ async def test_the_audit_log_is_kept_a_year_or_keep_days_when_longer(
     entry = {"user_id": ADMIN, "action": "deploy", "decision": "allowed", "machine": "web"}
     await insert(rig, "audit", [{**entry, "at": iso(NOW - timedelta(days=d))} for d in kept])
 
-    pruned = await rig.svc.retention.prune(NOW)
+    pruned = await rig.svc.engine.retention.prune(NOW)
 
     left = set(await column(rig, "select at from audit"))
     assert {d: iso(NOW - timedelta(days=d)) in left for d in kept} == kept
@@ -186,9 +186,9 @@ async def test_the_audit_log_is_kept_a_year_or_keep_days_when_longer(
 async def test_log_of_a_pruned_job_says_so(rig: BotRig) -> None:
     await rig.start(INVENTORY)
     job_id = await finished_job(
-        rig, datetime.now(UTC) - timedelta(days=100), rig.svc.jobs.log_dir / "1.log"
+        rig, datetime.now(UTC) - timedelta(days=100), rig.svc.basics.jobs.log_dir / "1.log"
     )
-    await rig.svc.retention.prune()
+    await rig.svc.engine.retention.prune()
     admin = rig.tg.user(ADMIN, "root_admin")
     await rig.tg.send_text(admin, f"/log {job_id}")
     told = await rig.tg.wait_for_message(admin, lambda m: "not available" in m.body)

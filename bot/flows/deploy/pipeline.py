@@ -1,10 +1,10 @@
 """``/deploy`` and ``/reinstall``: the manual nixos-anywhere procedure as one careful job.
 
-Each step stops the job at the first failure and says which step failed and why — the
-shell script it replaces carried on after errors. Secrets (the disk passphrase, the host's
+preflight → confirmation → disk passphrase → staging → install → reboot → health. Each
+step stops the job at the first failure and says which step failed and why (the shell
+script it replaces carried on after errors). Secrets (the disk passphrase, the host's
 private key) live in ``Secret`` objects, reach nixos-anywhere through a pipe and the 0700
-staging folder, and are wiped and removed as soon as nixos-anywhere exits. The steps that
-look at the target are in ``preflight``, the build and nixos-anywhere in ``install``.
+staging folder, and are wiped and removed as soon as nixos-anywhere exits.
 """
 
 from __future__ import annotations
@@ -15,28 +15,24 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bot.chat.asker import Asker
-from bot.chat.port import ChatPort
-from bot.config.current import Current
 from bot.config.inventory import Machine
-from bot.config.settings import Settings
-from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
 from bot.core.keys import fingerprint, generate_ed25519
 from bot.core.poll import PollTimeout, poll_until
 from bot.core.secret import Secret
-from bot.core.sops import SopsError, SopsReader
+from bot.core.sops import SopsError
+from bot.flows.basics import Basics
 from bot.flows.deploy import staging
 from bot.flows.deploy.approval import approvers, second_approval
-from bot.flows.deploy.identity import NotThisMachine, address_of
 from bot.flows.deploy.install import INSTALL, Installer
 from bot.flows.deploy.preflight import Preflight, preflight, remount, still_confirmed
-from bot.jobs.runner import JobCancelled, JobContext, JobRunner, Outcome, require_yes
-from bot.remote.fleet import Fleet
+from bot.jobs import staging as staging_dir
+from bot.jobs.runner import JobCancelled, JobContext, Outcome, require_yes
+from bot.remote.identity import NotThisMachine, address_of
 from bot.remote.place import Location, Place
 from bot.remote.ssh import SshError
 from bot.remote.target import Target
-from store import Job, Store, utcnow
+from store import Job, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -55,32 +51,15 @@ InitrdHandover = Callable[[Machine, JobContext], Awaitable[str]]
 class Deployer:
     """Starts deploy jobs; one instance per bot."""
 
-    def __init__(
-        self,
-        *,
-        jobs: JobRunner,
-        fleet: Fleet,
-        store: Store,
-        chat: ChatPort,
-        asker: Asker,
-        sops: SopsReader,
-        settings: Settings,
-        tuning: Tuning,
-        current: Current,
-        on_initrd: InitrdHandover | None = None,
-    ) -> None:
-        self.jobs = jobs
+    def __init__(self, basics: Basics, *, on_initrd: InitrdHandover | None = None) -> None:
+        self.basics = basics
         # The inventory in force: read at each use, so a reload is seen at once.
-        self.current = current
-        self.fleet = fleet
-        self.store = store
-        self.chat = chat
-        self.asker = asker
-        self.sops = sops
-        self.settings = settings
-        self.tuning = tuning
+        self.current = basics.current
+        self.jobs, self.fleet, self.store = basics.jobs, basics.fleet, basics.store
+        self.chat, self.asker, self.sops = basics.chat, basics.asker, basics.sops
+        self.settings, self.tuning = basics.settings, basics.tuning
         self.on_initrd = on_initrd
-        self.installer = Installer(settings, tuning)
+        self.installer = Installer(basics.settings, basics.tuning)
 
     async def start(self, machine: Machine, *, user_id: int, chat_id: int, reinstall: bool) -> Job:
         """Create the job (JobConflict when the machine is busy) and run it in the background."""
@@ -140,7 +119,7 @@ class Deployer:
                 ctx.hide(disk_key)
             await ctx.enter(STAGING)
             staged_root = await asyncio.to_thread(
-                staging.make_staging_dir, self.settings.state_dir, ctx.job.id
+                staging_dir.make_staging_dir, self.settings.state_dir, ctx.job.id
             )
             host_key, initrd_key = await self._stage(ctx, machine, staged_root, secrets)
             if pre.facts.installer and machine.rw_store_size:
@@ -165,7 +144,7 @@ class Deployer:
                 # after the reboot and an unlock wait.
                 for secret in secrets:
                     secret.wipe()
-                await asyncio.to_thread(staging.remove, staged_root)
+                await asyncio.to_thread(staging_dir.remove, staged_root)
                 staged_root = None
             await ctx.enter(REBOOT)
             installed = target.with_pins(system=host_key, initrd=initrd_key)
@@ -176,7 +155,7 @@ class Deployer:
             for secret in secrets:
                 secret.wipe()
             if staged_root is not None:
-                await asyncio.to_thread(staging.remove, staged_root)
+                await asyncio.to_thread(staging_dir.remove, staged_root)
 
     async def _confirm(
         self,
@@ -341,7 +320,7 @@ class Deployer:
                 look,
                 lambda s: s.place in (Place.SYSTEM, Place.INITRD),
                 timeout=machine.boot_timeout,
-                interval=self.tuning.reboot_poll,
+                interval=target.reach.poll,
             )
         except PollTimeout:
             detail = (

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from bot.config.inventory import Inventory
 from bot.core.keys import fingerprint
 from bot.core.text import printable
-from bot.flows.deploy.identity import key_owner
 from bot.jobs.runner import JobContext
 from bot.remote.facts import (
     TargetFacts,
@@ -18,6 +17,7 @@ from bot.remote.facts import (
     parse_os_release,
 )
 from bot.remote.fleet import Fleet
+from bot.remote.identity import key_owner
 from bot.remote.place import same_key
 from bot.remote.ssh import SshError, fetch_host_key, run
 from bot.remote.target import Target

@@ -1,14 +1,14 @@
-"""The private staging folder that becomes the target's root (``--extra-files``).
+"""What an install stages: the files nixos-anywhere copies to the target (``--extra-files``).
 
 Laid out as the manual procedure does: the initrd host key in ``boot/``, the machine id
-and the host's own SSH key under the persist root. The folder is 0700 and removed as soon
-as nixos-anywhere exits, whatever the outcome (and at the latest when the job ends).
+and the host's own SSH key under the persist root. The folder itself (``bot.jobs.staging``)
+is 0700 and removed as soon as nixos-anywhere exits, whatever the outcome (and at the
+latest when the job ends).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -40,18 +40,6 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.chmod(path, mode)
 
 
-def make_staging_dir(state_dir: Path, job_id: int) -> Path:
-    parent = state_dir / "staging"
-    parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(parent, 0o700)
-    root = parent / f"job-{job_id}"
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(mode=0o700)
-    os.chmod(root, 0o700)
-    return root
-
-
 def stage(root: Path, *, persist_dir: str, host_key: Secret, machine: str) -> Staged:
     """Write the extra files (blocking: run it in a thread). ``host_key`` is an OpenSSH key."""
     persist = persist_root(root, persist_dir)
@@ -77,10 +65,3 @@ def stage(root: Path, *, persist_dir: str, host_key: Secret, machine: str) -> St
 def _with_newline(data: bytes) -> bytes:
     """sops returns values without a trailing newline; OpenSSH wants one after the key."""
     return data if data.endswith(b"\n") else data + b"\n"
-
-
-def remove(root: Path) -> None:
-    """The folder and the known_hosts file beside it (the confirmed key nixos-anywhere
-    checked the target against)."""
-    shutil.rmtree(root, ignore_errors=True)
-    root.parent.joinpath(f"{root.name}.known_hosts").unlink(missing_ok=True)

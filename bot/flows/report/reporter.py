@@ -87,9 +87,9 @@ class Reporter:
     """/report and the weekly report; one picture is drawn at a time."""
 
     def __init__(
-        self, *, records: HealthStore, chat: ChatPort, current: Current, limit: int = LIMIT
+        self, *, health: HealthStore, chat: ChatPort, current: Current, limit: int = LIMIT
     ) -> None:
-        self.records = records
+        self.health = health
         self.chat = chat
         self.current = current
         self.limit = limit
@@ -100,7 +100,7 @@ class Reporter:
         # matplotlib is imported with the first picture, not with the bot (a second or so).
         from bot.flows.report.chart import render
 
-        week = await read_week(self.records, machines, now=now)
+        week = await read_week(self.health, machines, now=now)
         async with self._drawing:
             chart = await asyncio.to_thread(render, week, limit=self.limit)
         return Report(week, chart, caption(week, chart), delivered=False)

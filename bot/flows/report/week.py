@@ -111,7 +111,7 @@ def summarise(records: WeekRecords, names: Sequence[str], start: datetime, end: 
 
 
 async def read_week(
-    records: HealthStore,
+    health: HealthStore,
     machines: Sequence[Machine],
     *,
     now: datetime | None = None,
@@ -120,5 +120,5 @@ async def read_week(
     """The last ``days`` of ``machines``, read from the store."""
     end = now or datetime.now(UTC)
     start = end - timedelta(days=days)
-    found = await records.week(start)
+    found = await health.week(start)
     return summarise(found, [m.name for m in machines], start, end)

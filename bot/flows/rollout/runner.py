@@ -25,6 +25,7 @@ from bot.core.telegram_limits import MAX_TEXT, text_length
 from bot.core.text import printable
 from bot.flows.rollout.plan import RolloutPlan, read_plan
 from bot.flows.rollout.review import Running, read_review, read_running, shown
+from bot.flows.update.activation import ROLLED_BACK
 from bot.flows.update.closure import VERDICT_ROOM
 from bot.flows.update.offer import RebootOffers
 from bot.flows.update.pipeline import (
@@ -37,7 +38,6 @@ from bot.flows.update.pipeline import (
     Updater,
 )
 from bot.flows.update.plan import Plan
-from bot.flows.update.watch import ROLLED_BACK
 from bot.jobs.runner import JobCancelled, JobContext, JobRunner, Outcome, require_yes
 from bot.remote import nix
 from bot.remote.fleet import Fleet

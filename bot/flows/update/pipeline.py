@@ -13,32 +13,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
-from bot.chat.asker import Asker
-from bot.chat.port import ChatPort
-from bot.config.current import Current
 from bot.config.inventory import Machine
-from bot.config.settings import Settings
-from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
-from bot.flows.deploy.identity import NotThisMachine, address_of
+from bot.flows.basics import Basics
 from bot.flows.update import closure, guard
+from bot.flows.update.activation import GuardWatch
 from bot.flows.update.login import Login
 from bot.flows.update.offer import RebootOffers
 from bot.flows.update.plan import Plan, PlanError, read_plan
-from bot.flows.update.watch import GuardWatch
 from bot.flows.watch.reboot_test import RebootTester
-from bot.jobs.runner import JobContext, JobRunner, Outcome, require_yes
+from bot.jobs.runner import JobContext, Outcome, require_yes
 from bot.remote import nix
-from bot.remote.fleet import Fleet
 from bot.remote.nix import child_env
-from bot.remote.place import Place
 from bot.remote.ssh import SshError
 from bot.remote.target import Target
-from store import Job, Store
+from store import Job
 
 BUILD, COPY, REVIEW, ACTIVATE, CONFIRM, HEALTH = (
     "build",
@@ -50,91 +41,27 @@ BUILD, COPY, REVIEW, ACTIVATE, CONFIRM, HEALTH = (
 )
 UPDATE_KIND, ROLLBACK_KIND = "update", "rollback"
 GUARDED_KINDS = frozenset({UPDATE_KIND, ROLLBACK_KIND})
-GUARD_AFTER_RESTART = (
-    "If it had activated, its rollback guard switches the machine back to the generation "
-    "before by itself: nothing confirmed the new one."
-)
 GUARD_WINDOW = (
     "the rollback guard on {machine} decides now: it switches back to generation {generation} "
     "by itself unless I confirm the new system; cancelling cannot stop that"
 )
 
 
-class Route(Enum):
-    UPDATE = "update"
-    INSTALL = "install"
-    REFUSED = "refused"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What ``/deploy`` does with a machine, judged by what it presents now."""
-
-    route: Route
-    text: str = ""
-
-
 class Updater:
     """Starts update and rollback jobs; one instance per bot."""
 
-    def __init__(
-        self,
-        *,
-        jobs: JobRunner,
-        fleet: Fleet,
-        store: Store,
-        chat: ChatPort,
-        asker: Asker,
-        settings: Settings,
-        tuning: Tuning,
-        tester: RebootTester,
-        current: Current,
-    ) -> None:
-        self.jobs = jobs
-        self.current = current
-        self.fleet = fleet
-        self.store = store
-        self.chat = chat
-        self.asker = asker
-        self.settings = settings
-        self.tuning = tuning
+    def __init__(self, basics: Basics, *, tester: RebootTester) -> None:
+        self.current = basics.current
+        self.jobs, self.fleet, self.store = basics.jobs, basics.fleet, basics.store
+        self.chat, self.asker = basics.chat, basics.asker
+        self.settings, self.tuning = basics.settings, basics.tuning
         self.offers = RebootOffers(
-            store=store, chat=chat, asker=asker, tuning=tuning, tester=tester
+            store=basics.store,
+            chat=basics.chat,
+            asker=basics.asker,
+            tuning=basics.tuning,
+            tester=tester,
         )
-
-    async def decide(self, machine: Machine, *, user_id: int, username: str) -> Decision:
-        """Update a machine answering with its pinned system key; install anything else;
-        refuse an initrd (it must be unlocked first). The decision is audited."""
-        try:
-            # Never contact an address another machine of the inventory has: the install
-            # job then refuses and names both machines.
-            address = await address_of(machine, self.current.inventory)
-        except NotThisMachine:
-            seen = None
-        else:
-            target = await self.fleet.target(machine)
-            at = target if address == machine.host else target.at(address)
-            seen = await at.locate() if target.pins.system else None
-        if seen is not None and seen.place is Place.SYSTEM:
-            decision = Decision(Route.UPDATE, "it answers with its pinned system key")
-        elif seen is not None and seen.place is Place.INITRD:
-            decision = Decision(
-                Route.REFUSED,
-                f"{machine.name} waits in its initrd for its disk passphrase: /unlock "
-                f"{machine.name} first, then /deploy {machine.name} again to update it.",
-            )
-        else:
-            where = seen.place.value if seen is not None else "no pinned system key"
-            decision = Decision(Route.INSTALL, f"it is not the installed system ({where})")
-        await self.store.audit(
-            user_id=user_id,
-            username=username,
-            action="deploy",
-            machine=machine.name,
-            decision=decision.route.value,
-            detail=decision.text[:200],
-        )
-        return decision
 
     async def start(self, machine: Machine, *, user_id: int, chat_id: int) -> Job:
         """Start an update job (JobConflict when the machine is busy)."""

@@ -15,19 +15,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from bot.chat.access import Access
-from bot.chat.port import ChatPort
 from bot.config.inventory import Machine
 from bot.core.durations import format_duration
 from bot.core.poll import PollTimeout, poll_until
+from bot.flows.basics import Basics
 from bot.flows.unlock import Unlocker
 from bot.flows.watch.watcher import Watcher
-from bot.jobs.runner import JobContext, JobFailed, JobRunner, Outcome
-from bot.remote.fleet import Fleet
+from bot.jobs.runner import JobContext, JobFailed, Outcome
 from bot.remote.place import Place
 from bot.remote.target import RebootFailed, Target
-from store import Job, Store
-from store.health import HealthStore
+from store import Job
 
 REBOOT, DOWN, INITRD, UNLOCK, BOOT, HEALTH = "reboot", "down", "initrd", "unlock", "boot", "health"
 PHASES = (REBOOT, DOWN, INITRD, UNLOCK, BOOT, HEALTH)
@@ -69,26 +66,16 @@ class RebootTester:
 
     def __init__(
         self,
+        basics: Basics,
         *,
-        jobs: JobRunner,
-        fleet: Fleet,
-        store: Store,
-        chat: ChatPort,
-        access: Access,
         unlocker: Unlocker,
         watcher: Watcher,
-        records: HealthStore,
-        down_timeout: float,
     ) -> None:
-        self.jobs = jobs
-        self.fleet = fleet
-        self.store = store
-        self.chat = chat
-        self.access = access
+        self.jobs, self.fleet, self.store = basics.jobs, basics.fleet, basics.store
+        self.chat, self.access, self.health = basics.chat, basics.access, basics.health
+        self.tuning = basics.tuning
         self.unlocker = unlocker
         self.watcher = watcher
-        self.records = records
-        self.down_timeout = down_timeout
 
     async def start(
         self, machine: Machine, *, trigger: str, user_id: int | None, chat_id: int | None
@@ -112,7 +99,7 @@ class RebootTester:
     async def _run(
         self, ctx: JobContext, machine: Machine, *, trigger: str, chat_id: int | None
     ) -> Outcome:
-        test_id = await self.records.start_reboot_test(
+        test_id = await self.health.start_reboot_test(
             machine.name, job_id=ctx.job.id, trigger=trigger
         )
         timeline = Timeline()
@@ -126,14 +113,14 @@ class RebootTester:
                     f"❌ Reboot test of {machine.name} stalled at {exc.stage} after {took}: "
                     f"{exc.reason}\n{timeline.line() or 'no stage finished'}"
                 )
-                await self.records.finish_reboot_test(
+                await self.health.finish_reboot_test(
                     test_id, ok=False, stage=exc.stage, stages=timeline.stages, summary=exc.reason
                 )
                 await self._report(people, text)
                 raise JobFailed(f"stalled at {exc.stage}: {exc.reason}", phase=exc.stage) from None
             except BaseException:
                 await asyncio.shield(
-                    self.records.finish_reboot_test(
+                    self.health.finish_reboot_test(
                         test_id,
                         ok=False,
                         stage=ctx.phase or "",
@@ -143,7 +130,7 @@ class RebootTester:
                 )
                 raise
         took = format_duration(timeline.total)
-        await self.records.finish_reboot_test(
+        await self.health.finish_reboot_test(
             test_id, ok=True, stage="", stages=timeline.stages, summary=summary
         )
         await self._report(
@@ -174,7 +161,7 @@ class RebootTester:
         seen = await self._until(
             target,
             DOWN,
-            self.down_timeout,
+            self.tuning.reboot_down_timeout,
             lambda: self._gone(target, old),
             f"it still answers with boot id {old[:8]}",
         )

@@ -23,14 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from bot.chat.access import Access
-from bot.config.current import Current
 from bot.core.cron import cron_trigger
 from bot.core.durations import format_duration
+from bot.flows.basics import Basics
 from bot.flows.watch.outbox import Outbox
 from bot.flows.watch.reboot_test import RebootTester
 from bot.flows.watch.watcher import Watcher
-from bot.remote.fleet import Fleet
 from store import JobConflict
 
 log = logging.getLogger(__name__)
@@ -97,23 +95,18 @@ class Schedules:
     def __init__(
         self,
         queue: JobQueueLike,
-        current: Current,
+        basics: Basics,
+        *,
         watcher: Watcher,
         tester: RebootTester,
-        access: Access,
         outbox: Outbox,
-        fleet: Fleet,
-        *,
-        enabled: bool = True,
     ) -> None:
         self.queue = queue
-        self.current = current
+        self.current, self.access, self.fleet = basics.current, basics.access, basics.fleet
         self.watcher = watcher
         self.tester = tester
-        self.access = access
         self.outbox = outbox
-        self.fleet = fleet
-        self.enabled = enabled
+        self.enabled = basics.probes_enabled
         self._every: dict[str, str] = {}  # what /schedule shows, by job id
         self._exact: dict[str, object] = {}  # the interval or cron registered, by job id
 

@@ -13,20 +13,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.chat.access import Access
-from bot.config.current import Current
 from bot.config.inventory import Machine
 from bot.core.durations import format_duration
+from bot.flows.basics import Basics
 from bot.flows.unlock import Unlocker
 from bot.flows.watch.outbox import Outbox
-from bot.remote.fleet import Fleet
 from bot.remote.health import Probe
 from bot.remote.place import Place
-from store import MachineState, Store, utcnow
-from store.health import REBOOT_EVENT, HealthStore, Incident
+from store import MachineState, utcnow
+from store.health import REBOOT_EVENT, Incident
 
 log = logging.getLogger(__name__)
 
@@ -40,39 +39,50 @@ def since(iso: str) -> float:
     return max(0.0, (datetime.fromisoformat(utcnow()) - then).total_seconds())
 
 
+@dataclass
+class Watched:
+    """What the watcher keeps of one machine between probes."""
+
+    #: Failed probes in a row, and when the first of them was.
+    failures: int = 0
+    failing_since: str = ""
+    #: Its people were told it waits in its initrd (not told again until it leaves).
+    initrd_told: bool = False
+    #: Flows that own the machine now (a reboot test): no probes, counts or alerts.
+    silenced: int = 0
+    #: The incident open for it, once its people were alerted.
+    incident: Incident | None = None
+
+    def start_afresh(self) -> None:
+        """Forget the run of failures and the initrd notice (a flow or a reload ended)."""
+        self.failures, self.failing_since, self.initrd_told = 0, "", False
+
+    @property
+    def idle(self) -> bool:
+        """Nothing worth keeping: the machine's entry can go."""
+        return not (self.failures or self.initrd_told or self.silenced or self.incident)
+
+
 class Watcher:
     """Probes machines, bounded in number at a time, and turns results into incidents."""
 
     def __init__(
         self,
+        basics: Basics,
         *,
-        current: Current,
-        fleet: Fleet,
-        store: Store,
-        records: HealthStore,
-        access: Access,
         outbox: Outbox,
         unlocker: Unlocker,
-        concurrency: int,
-        alert_after: int,
-        enabled: bool = True,
     ) -> None:
-        self.current = current
-        self.fleet = fleet
-        self.store = store
-        self.records = records
-        self.access = access
+        self.current, self.fleet, self.access = basics.current, basics.fleet, basics.access
+        self.store, self.health = basics.store, basics.health
         self.outbox = outbox
         self.unlocker = unlocker
-        self.alert_after = alert_after
+        self.alert_after = basics.tuning.alert_after
         # The example inventory names hosts that are not the user's: never probe them.
-        self.enabled = enabled
-        self._slots = asyncio.Semaphore(concurrency)
-        self._failures: dict[str, int] = {}
-        self._failing_since: dict[str, str] = {}
-        self._incidents: dict[str, Incident] | None = None
-        self._silenced: dict[str, int] = {}
-        self._initrd_told: set[str] = set()
+        self.enabled = basics.probes_enabled
+        self._slots = asyncio.Semaphore(basics.tuning.probe_concurrency)
+        self._watched: dict[str, Watched] = {}
+        self._incidents_read = False
         self._tasks: set[asyncio.Task[object]] = set()
 
     # -- silencing -----------------------------------------------------------------------
@@ -80,26 +90,32 @@ class Watcher:
     @contextlib.contextmanager
     def silence(self, name: str) -> Iterator[None]:
         """No probes, counts or alerts for ``name`` while a flow (a reboot test) owns it."""
-        self._silenced[name] = self._silenced.get(name, 0) + 1
+        self._of(name).silenced += 1
         try:
             yield
         finally:
-            self._silenced[name] -= 1
-            if not self._silenced[name]:
-                del self._silenced[name]
-            self._failures.pop(name, None)
-            self._failing_since.pop(name, None)
-            self._initrd_told.discard(name)
+            watched = self._of(name)
+            watched.silenced -= 1
+            watched.start_afresh()
+            self._drop_if_idle(name)
 
     def silenced(self, name: str) -> bool:
-        return name in self._silenced
+        watched = self._watched.get(name)
+        return watched is not None and watched.silenced > 0
 
     def forget(self, names: Iterable[str]) -> None:
         """Drop the counts of machines a reload removed, so one added back starts afresh."""
         for name in names:
-            self._failures.pop(name, None)
-            self._failing_since.pop(name, None)
-            self._initrd_told.discard(name)
+            if name in self._watched:
+                self._watched[name].start_afresh()
+                self._drop_if_idle(name)
+
+    def _of(self, name: str) -> Watched:
+        return self._watched.setdefault(name, Watched())
+
+    def _drop_if_idle(self, name: str) -> None:
+        if self._watched[name].idle:
+            del self._watched[name]
 
     # -- probing -------------------------------------------------------------------------
 
@@ -152,37 +168,37 @@ class Watcher:
             fields["detail"] = probe.health.summary()
             if probe.health.boot_id:
                 fields["boot_id"] = probe.health.boot_id
-            check = self.records.save_check(
+            check = self.health.save_check(
                 machine.name, state=probe.state.value, ok=probe.ok, summary=probe.health.summary()
             )
         else:
-            check = self.records.save_check(
+            check = self.health.save_check(
                 machine.name, state=probe.state.value, ok=False, summary=probe.problem
             )
         writes = [check, self.store.update_machine(machine.name, **fields)]
         if counted:
-            writes.append(self.records.record_probe(machine.name, up=probe.state is Place.SYSTEM))
+            writes.append(self.health.record_probe(machine.name, up=probe.state is Place.SYSTEM))
         await asyncio.gather(*writes)
 
     async def _judge(self, machine: Machine, known: MachineState, probe: Probe) -> None:
         name = machine.name
         people = self.access.people_for(machine)
         await self._record(machine, probe, counted=True)
-        incidents = await self._open_incidents()
+        await self._read_incidents()
+        watched = self._of(name)
         rebooted = ""
         if probe.health is not None:
             new = probe.health.boot_id
             if known.boot_id and new and new != known.boot_id:
                 rebooted = f"boot id {known.boot_id[:8]} → {new[:8]}"
-                await self.records.record_event(name, REBOOT_EVENT, detail=rebooted)
-            told = name in self._initrd_told
-            self._initrd_told.discard(name)
-            if rebooted and not told and name not in incidents:
+                await self.health.record_event(name, REBOOT_EVENT, detail=rebooted)
+            told, watched.initrd_told = watched.initrd_told, False
+            if rebooted and not told and watched.incident is None:
                 uptime = probe.health.uptime
                 up = f", up {format_duration(uptime)}" if uptime is not None else ""
                 self.outbox.add(people, f"⚠️ {name} rebooted unexpectedly ({rebooted}{up}).")
-        if probe.state is Place.INITRD and name not in self._initrd_told:
-            self._initrd_told.add(name)
+        if probe.state is Place.INITRD and not watched.initrd_told:
+            watched.initrd_told = True
             self.outbox.add(
                 people, f"⚠️ {name} rebooted unexpectedly and waits in its initrd: unlocking it."
             )
@@ -191,11 +207,11 @@ class Watcher:
                     self.unlocker.unlock(machine, trigger="the watcher found it in its initrd")
                 )
         if probe.ok:
-            self._failures.pop(name, None)
-            self._failing_since.pop(name, None)
-            incident = incidents.pop(name, None)
+            incident, watched.incident = watched.incident, None
+            watched.failures, watched.failing_since = 0, ""
+            self._drop_if_idle(name)
             if incident is not None:
-                await self.records.close_incident(incident.id)
+                await self.health.close_incident(incident.id)
                 lasted = format_duration(since(incident.started_at))
                 also = f"; it rebooted ({rebooted})" if rebooted else ""
                 self.outbox.add(
@@ -203,20 +219,24 @@ class Watcher:
                     f"✅ {name} recovered after {lasted} (was: {incident.problem}){also}.",
                 )
             return
-        count = self._failures.get(name, 0) + 1
-        self._failures[name] = count
-        self._failing_since.setdefault(name, utcnow())
-        if count >= self.alert_after and name not in incidents:
-            incident = await self.records.open_incident(
-                name, probe.problem, started_at=self._failing_since[name]
+        watched.failures += 1
+        watched.failing_since = watched.failing_since or utcnow()
+        count = watched.failures
+        if count >= self.alert_after and watched.incident is None:
+            incident = await self.health.open_incident(
+                name, probe.problem, started_at=watched.failing_since
             )
-            incidents[name] = incident
+            self._of(name).incident = incident
             self.outbox.add(people, f"🚨 {name}: {probe.problem} ({count} probes failed in a row).")
 
-    async def _open_incidents(self) -> dict[str, Incident]:
-        if self._incidents is None:
-            self._incidents = await self.records.open_incidents()
-        return self._incidents
+    async def _read_incidents(self) -> None:
+        """The incidents a previous process left open, read once: they go on."""
+        if self._incidents_read:
+            return
+        for name, incident in (await self.health.open_incidents()).items():
+            watched = self._of(name)
+            watched.incident = watched.incident or incident
+        self._incidents_read = True
 
     def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(work, name="watcher-handover")

@@ -73,7 +73,7 @@ class GuardWatch:
         self.store = store
         self.user_id = user_id
         self.ssh_timeout = tuning.ssh_timeout
-        self.poll = tuning.reboot_poll
+        self.poll = target.reach.poll
         self.timeout = target.machine.rollback_timeout
         self.armed_at = 0.0
         self.new_generation: int | None = None
