@@ -16,6 +16,7 @@ import pytest
 from bot.core.secret import Secret
 from bot.remote import initrd
 from bot.remote.initrd import Relay, relay_passphrase
+from bot.remote.target import read_boot_id
 from tests.fake_telegram import FakeMessage
 from tests.lab.ask_password import GIVING_UP
 from tests.lab.host import LabHost
@@ -233,7 +234,7 @@ async def test_no_tty_listing_is_read_only(world: World) -> None:
     await host.wait_until(lambda: bool(host.pending_queries), 10, "a query")
     async with await connect(world.lab, host, initrd=True) as conn:
         queries = await initrd.list_queries(conn)
-        boot = await initrd.boot_id(conn)
+        boot = await read_boot_id(conn, 10.0)
         none = await conn.run("true", stdin=asyncssh.DEVNULL)
     assert none.exit_status == 0
     assert queries is not None

@@ -44,7 +44,6 @@ VERIFY_LIMIT = 120.0
 #: ``/proc/<pid>/comm`` of systemd-cryptsetup (the kernel keeps 15 characters).
 CRYPTSETUP_COMM = "systemd-cryptse"
 _LISTED = re.compile(r"^'(.*)' \(PID (\d+)\)$")
-_BOOT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _DISK = re.compile(r"^Please enter (passphrase|recovery key) for disk (.+?):?$")
 _KEY_NAMES = {
     "\t": "TAB",
@@ -123,15 +122,21 @@ def control_characters(passphrase: Secret) -> str | None:
     return None
 
 
-async def boot_id(conn: asyncssh.SSHClientConnection, timeout: float = 10.0) -> str:
-    """The kernel's boot id, read over the initrd login ("" when unreadable)."""
+async def _listing(conn: asyncssh.SSHClientConnection, timeout: float) -> tuple[int | None, str]:
+    """``--list``'s exit status and output (read-only); no status when it did not run."""
     try:
-        result = await conn.run("cat /proc/sys/kernel/random/boot_id", timeout=timeout, check=False)
+        result = await conn.run(f"{AGENT} --list", timeout=timeout, check=False)
     except (asyncssh.Error, OSError):
-        return ""
-    text = result.stdout if isinstance(result.stdout, str) else ""
-    value = text[:100].strip()
-    return value if _BOOT_ID.match(value) else ""
+        return None, ""
+    status = result.exit_status if result.exit_status is not None else -1  # killed
+    return status, result.stdout if isinstance(result.stdout, str) else ""
+
+
+async def has_agent(conn: asyncssh.SSHClientConnection, timeout: float = 10.0) -> bool | None:
+    """Whether the initrd has the systemd password agent (it is a systemd initrd); None
+    when that could not be read."""
+    status, _ = await _listing(conn, timeout)
+    return None if status is None else status != 127
 
 
 async def list_queries(
@@ -139,13 +144,9 @@ async def list_queries(
 ) -> list[Query] | None:
     """The pending systemd queries; None when the agent is missing (exit 127), failed, or
     the connection did: only a clean exit 0 says what is pending."""
-    try:
-        result = await conn.run(f"{AGENT} --list", timeout=timeout, check=False)
-    except (asyncssh.Error, OSError):
+    status, text = await _listing(conn, timeout)
+    if status != 0:
         return None
-    if result.exit_status != 0:
-        return None
-    text = result.stdout if isinstance(result.stdout, str) else ""
     queries = []
     for line in text[:READ_LIMIT].splitlines()[:MAX_QUERIES]:
         match = _LISTED.match(line.strip())

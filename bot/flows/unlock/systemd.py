@@ -9,17 +9,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bot.flows.unlock.session import UnlockSession
+from bot.flows.unlock.session import ASK_AGAIN, UnlockSession
 from bot.flows.unlock.texts import UnlockResult
-from bot.remote.initrd import (
-    MAX_QUERIES,
-    SYSTEMD_TRIES,
-    Query,
-    Relay,
-    RelayOutcome,
-    boot_id,
-    list_queries,
-)
+from bot.remote.initrd import MAX_QUERIES, SYSTEMD_TRIES, Query, Relay, RelayOutcome, list_queries
 from bot.remote.place import Place
 from bot.remote.ssh import SshError
 
@@ -49,23 +41,17 @@ async def prompted_systemd(session: UnlockSession, people: list[int]) -> UnlockR
         detail = f"Disk {query.disk}: try {used + 1} of {SYSTEMD_TRIES} this boot."
         if len(queries) > 1:
             detail += f" ({len(queries)} disks are asking; one at a time.)"
-        answer = await session.collect(people, note, what=f"disk {query.what}", detail=detail)
-        if answer is None:
-            if not resent:
-                resent = True
-                note = "(asking again: nobody answered)"
-                continue
-            return await session.nobody_answered()
-        user_id, by = answer.user_id, answer.by
+        done = await session.exchange(
+            people, note, what=f"disk {query.what}", detail=detail, query=query
+        )
+        if done is None:
+            if resent:
+                return await session.nobody_answered()
+            resent, note = True, ASK_AGAIN
+            continue
+        user_id, by, outcome = done.user_id, done.by, done.outcome
         last_user = user_id
         people = [user_id]
-        started = time.monotonic()
-        session.remember(answer.secret)
-        try:
-            outcome = await session.relay(answer.secret, query)
-        finally:
-            answer.secret.wipe()
-            await answer.tidying
         if outcome.result is Relay.REFUSED:
             note = await session.refused_passphrase(user_id, outcome)
             continue
@@ -100,10 +86,7 @@ async def prompted_systemd(session: UnlockSession, people: list[int]) -> UnlockR
         if others:
             note = f"✅ disk {query.disk} took it; {len(others)} more disk(s) to go."
             continue
-        await session.tools.chat.post(
-            user_id, f"Passphrase handed to {m.name}'s initrd; waiting for the system…"
-        )
-        return await session.report_up(user_id, by, started)
+        return await session.handed_over(user_id, by, done.started)
     text = f"🚨 {m.name}: too many prompts in one unlock session; /unlock {m.name} again"
     return UnlockResult(False, text, await session.alert(text))
 
@@ -115,10 +98,10 @@ async def _queries(session: UnlockSession) -> tuple[str, list[Query]] | None:
     deadline = time.monotonic() + session.tools.settle
     while True:
         try:
-            conn = await session.link.open()
+            conn = await session.login.open()
         except SshError:
             return None
-        boot = await boot_id(conn, timeout)
+        boot = await session.target.boot_id(on=session.login)
         queries = await list_queries(conn, timeout)
         if queries is None and conn.is_closed():
             return None
