@@ -26,6 +26,7 @@ import asyncssh
 
 from bot.core.secret import Secret
 from bot.core.text import printable
+from bot.remote.transcript import READ_LIMIT, Transcript
 
 PROMPT = b"Passphrase for"
 NOT_REQUESTED = b"Passphrase is not requested now"
@@ -33,7 +34,6 @@ AGENT = "systemd-tty-ask-password-agent"
 ASKPASS = "cryptsetup-askpass"
 #: The agent prints this after the prompt, then turns echo off: write only after it.
 HINT = b"(press TAB for no echo) "
-READ_LIMIT = 64 * 1024
 MAX_PROMPTS = 16
 MAX_QUERIES = 16
 #: systemd-cryptsetup's ``tries=`` default, which NixOS keeps (docs/unlocking.md, docs/initrd.md).
@@ -155,54 +155,6 @@ async def list_queries(
     return queries
 
 
-class _Transcript:
-    """Reads a remote process's output until one of some markers shows up."""
-
-    def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
-        self.process = process
-        self.seen = bytearray()
-        self._cursor = 0
-        self.ended = False
-
-    async def until(self, markers: tuple[bytes, ...], timeout: float) -> bytes | None:
-        """The first marker in output not yet consumed; None at EOF or after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            hits = [(self.seen.find(m, self._cursor), m) for m in markers]
-            hits = [(index, m) for index, m in hits if index >= 0]
-            if hits:
-                index, marker = min(hits)
-                self._cursor = index + len(marker)
-                return marker
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.ended:
-                return None
-            try:
-                chunk = await asyncio.wait_for(self.process.stdout.read(4096), remaining)
-            except TimeoutError:
-                return None
-            if not chunk:
-                self.ended = True
-                return None
-            if len(self.seen) + len(chunk) > READ_LIMIT:
-                drop = len(self.seen) + len(chunk) - READ_LIMIT
-                self.seen[:drop] = bytes(drop)
-                del self.seen[:drop]
-                self._cursor = max(0, self._cursor - drop)
-            self.seen += chunk
-
-    def since(self, start: int, end: int) -> str:
-        return bytes(self.seen[start:end]).decode("utf-8", "replace")
-
-    @property
-    def cursor(self) -> int:
-        return self._cursor
-
-    def wipe(self) -> None:
-        self.seen[:] = bytes(len(self.seen))
-        self.seen.clear()
-
-
 async def relay_passphrase(
     conn: asyncssh.SSHClientConnection,
     passphrase: Secret,
@@ -235,7 +187,7 @@ async def _askpass(
         process = await conn.create_process(ASKPASS, encoding=None, stderr=asyncssh.STDOUT)
     except (asyncssh.Error, OSError) as exc:
         return RelayOutcome(Relay.DROPPED, "askpass", clean(str(exc)))
-    out = _Transcript(process)
+    out = Transcript(process)
     sent = False
     try:
         found = await out.until((PROMPT, NOT_REQUESTED), prompt_timeout)
@@ -246,18 +198,12 @@ async def _askpass(
             return RelayOutcome(Relay.NOT_WAITING, "askpass", _tail(out))
         if found == NOT_REQUESTED:
             return RelayOutcome(Relay.NOT_WAITING, "askpass", "passphrase is not requested now")
-        process.stdin.write(passphrase.reveal())
-        process.stdin.write(b"\n")
-        await process.stdin.drain()
-        sent = True
+        sent = await _type(process, passphrase, b"\n")
         # Silence is no verdict while cryptsetup derives the key (docs/initrd.md): wait for
         # a sign, a new prompt (wrong), nothing asking any more or the session's end.
         again = await out.until((PROMPT, NOT_REQUESTED), max(settle, VERIFY_LIMIT))
     except (asyncssh.Error, OSError) as exc:
-        if sent:
-            # An initrd that accepted the passphrase ends, and its sshd with it.
-            return RelayOutcome(Relay.ACCEPTED, "askpass", "the initrd closed the connection")
-        return RelayOutcome(Relay.DROPPED, "askpass", clean(str(exc)) or type(exc).__name__)
+        return _broke("askpass", exc, sent=sent)
     finally:
         process.close()
         out.wipe()
@@ -299,7 +245,7 @@ async def _systemd(
         )
     except (asyncssh.Error, OSError) as exc:
         return RelayOutcome(Relay.DROPPED, "systemd", clean(str(exc)))
-    out = _Transcript(process)
+    out = Transcript(process)
     sent = False
     found = ""
     try:
@@ -307,10 +253,7 @@ async def _systemd(
         if await out.until((HINT,), prompt_timeout) is not None:
             shown = _prompt_text(out.since(first, out.cursor - len(HINT)))
             if shown == target.message:
-                process.stdin.write(passphrase.reveal())
-                process.stdin.write(b"\r")
-                await process.stdin.drain()
-                sent = True
+                sent = await _type(process, passphrase, b"\r")
                 # The answer is handed over when the agent moves on: to the next query's
                 # prompt or its exit. The next query is left pending: Ctrl-C stops the
                 # agent without answering it, where a hang-up (closing the terminal) can
@@ -322,9 +265,7 @@ async def _systemd(
             else:
                 found = shown
     except (asyncssh.Error, OSError) as exc:
-        if sent:
-            return RelayOutcome(Relay.ACCEPTED, "systemd", "the initrd closed the connection")
-        return RelayOutcome(Relay.DROPPED, "systemd", clean(str(exc)) or type(exc).__name__)
+        return _broke("systemd", exc, sent=sent)
     finally:
         process.close()
         out.wipe()
@@ -404,6 +345,26 @@ def _prompt_text(raw: str) -> str:
     return text.removeprefix("🔐").strip()
 
 
+async def _type(
+    process: asyncssh.SSHClientProcess[bytes], passphrase: Secret, enter: bytes
+) -> bool:
+    """Write the passphrase and ``enter`` to the prompt's pipe; True once it is handed over."""
+    process.stdin.write(passphrase.reveal())
+    process.stdin.write(enter)
+    await process.stdin.drain()
+    return True
+
+
+def _broke(
+    flavour: Literal["askpass", "systemd"], exc: BaseException, *, sent: bool
+) -> RelayOutcome:
+    """The connection broke: after the answer, an initrd that accepted it ends (and its
+    sshd with it); before, nothing was sent."""
+    if sent:
+        return RelayOutcome(Relay.ACCEPTED, flavour, "the initrd closed the connection")
+    return RelayOutcome(Relay.DROPPED, flavour, clean(str(exc)) or type(exc).__name__)
+
+
 async def _wait_exit(process: asyncssh.SSHClientProcess[bytes], timeout: float) -> None:
     try:
         await asyncio.wait_for(process.wait_closed(), timeout)
@@ -411,5 +372,5 @@ async def _wait_exit(process: asyncssh.SSHClientProcess[bytes], timeout: float) 
         return
 
 
-def _tail(out: _Transcript) -> str:
+def _tail(out: Transcript) -> str:
     return clean(bytes(out.seen[-400:]).decode("utf-8", "replace"))
