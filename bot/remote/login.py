@@ -57,8 +57,16 @@ class Login:
         if task is not None and task.done() and self.current is None:
             self.close()
         self.start()
-        assert self._task is not None
-        return await asyncio.shield(self._task)  # a cancelled caller leaves it to close()
+        task = self._task
+        assert task is not None
+        try:
+            return await asyncio.shield(task)  # a cancelled caller leaves it to close()
+        except asyncio.CancelledError:
+            caller = asyncio.current_task()
+            if task.cancelled() and (caller is None or not caller.cancelling()):
+                # close() ended the login while it was made; the caller was not cancelled.
+                raise ConnectionDropped(f"the login to {self.name} was closed") from None
+            raise
 
     async def shell(self) -> RemoteShell:
         """The shell kept on the login; logged in anew once when the login or its shell
