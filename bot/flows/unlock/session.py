@@ -166,7 +166,7 @@ class UnlockSession:
         try:
             self.remember(secret)
             for _ in range(MAX_QUERIES):
-                outcome = await self.relay(secret)
+                outcome = await self._relay(secret)
                 # systemd: one query per LUKS volume; the sops passphrase is for all of them.
                 if outcome.result is not Relay.ACCEPTED or not outcome.pending:
                     break
@@ -203,7 +203,7 @@ class UnlockSession:
 
     # -- the steps both initrds share --------------------------------------------------------
 
-    async def collect(
+    async def _collect(
         self, people: list[int], note: str, *, what: str = "disk passphrase", detail: str = ""
     ) -> Answer | None:
         """Ask everyone at once; the first answer wins and the other prompts say who answered."""
@@ -227,19 +227,19 @@ class UnlockSession:
         query: Query | None = None,
     ) -> Exchange | None:
         """Ask, hand the first answer over, wipe it; None when nobody answered in time."""
-        answer = await self.collect(people, note, what=what, detail=detail)
+        answer = await self._collect(people, note, what=what, detail=detail)
         if answer is None:
             return None
         started = time.monotonic()
         self.remember(answer.secret)
         try:
-            outcome = await self.relay(answer.secret, query)
+            outcome = await self._relay(answer.secret, query)
         finally:
             answer.secret.wipe()
             await answer.tidying
         return Exchange(answer.user_id, answer.by, started, outcome)
 
-    async def relay(self, secret: Secret, query: Query | None = None) -> RelayOutcome:
+    async def _relay(self, secret: Secret, query: Query | None = None) -> RelayOutcome:
         """Hand ``secret`` over on the open login; a stale one is made anew once, since
         nothing was sent on it yet."""
         m = self.m
@@ -284,15 +284,20 @@ class UnlockSession:
         )
         return "⚠️ the last answer was not sent (control characters); answer again."
 
-    async def system_up(self) -> bool:
-        return bool(self.target.pins.system) and (await self.target.locate()).place is Place.SYSTEM
+    async def up_meanwhile(self) -> UnlockResult | None:
+        """The result when the system came up meanwhile (unlocked elsewhere), else None."""
+        target = self.target
+        if not target.pins.system or (await target.locate()).place is not Place.SYSTEM:
+            return None
+        await self.tools.store.update_machine(self.m.name, state=Place.SYSTEM)
+        return UnlockResult(True, f"{self.m.name} is up (unlocked elsewhere)")
 
     async def undelivered(self, outcome: RelayOutcome) -> UnlockResult:
         """The initrd stopped asking, or went away, before it took the passphrase."""
         m = self.m
-        if await self.system_up():
-            await self.tools.store.update_machine(m.name, state=Place.SYSTEM)
-            return UnlockResult(True, f"{m.name} is up (unlocked elsewhere)")
+        up = await self.up_meanwhile()
+        if up is not None:
+            return up
         text = (
             f"⚠️ {m.name}: {texts.explain(outcome)}. The passphrase was NOT sent. "
             f"/unlock {m.name} once its initrd answers again."
@@ -347,6 +352,10 @@ class UnlockSession:
         return True
 
     # -- telling people ------------------------------------------------------------------------
+
+    def offer_a_reboot(self, user_id: int | None, told: frozenset[int]) -> None:
+        """Offer a reboot of an initrd that gave up: to who answered last, else to all told."""
+        self.offer_reboot(self.target, [user_id] if user_id is not None else list(told))
 
     async def refuse(self, trigger: str, why: str, presented: str = "") -> frozenset[int]:
         """The loud alert when the passphrase must not go out, with both fingerprints."""

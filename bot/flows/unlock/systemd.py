@@ -12,7 +12,6 @@ import time
 from bot.flows.unlock.session import ASK_AGAIN, UnlockSession
 from bot.flows.unlock.texts import UnlockResult
 from bot.remote.initrd import MAX_QUERIES, SYSTEMD_TRIES, Query, Relay, RelayOutcome, list_queries
-from bot.remote.place import Place
 from bot.remote.ssh import SshError
 
 #: Prompts in one systemd session: every try of every disk, and a few refusals.
@@ -113,9 +112,9 @@ async def _queries(session: UnlockSession) -> tuple[str, list[Query]] | None:
 async def _not_asking(session: UnlockSession, boot: str, user_id: int | None) -> UnlockResult:
     """A systemd initrd with no pending query: out of tries, or unlocked meanwhile."""
     m = session.m
-    if await session.system_up():
-        await session.tools.store.update_machine(m.name, state=Place.SYSTEM)
-        return UnlockResult(True, f"{m.name} is up (unlocked elsewhere)")
+    up = await session.up_meanwhile()
+    if up is not None:
+        return up
     if boot and await session.memory.tries.used_this_boot(m.name, boot) >= SYSTEMD_TRIES:
         return await _gave_up(session, user_id)
     text = (
@@ -125,7 +124,7 @@ async def _not_asking(session: UnlockSession, boot: str, user_id: int | None) ->
     )
     await session.audit(None, "", "not waiting", "no pending password query")
     told = await session.alert(text)
-    session.offer_reboot(session.target, [user_id] if user_id is not None else list(told))
+    session.offer_a_reboot(user_id, told)
     return UnlockResult(False, text, told)
 
 
@@ -136,5 +135,5 @@ async def _gave_up(session: UnlockSession, user_id: int | None) -> UnlockResult:
     )
     await session.audit(user_id, "", "gave up", f"{SYSTEMD_TRIES} tries this boot")
     told = await session.alert(text)
-    session.offer_reboot(session.target, [user_id] if user_id is not None else list(told))
+    session.offer_a_reboot(user_id, told)
     return UnlockResult(False, text, told)
