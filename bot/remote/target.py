@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +28,7 @@ from bot.config.inventory import Machine
 from bot.core.keys import fingerprint, parse_public_key
 from bot.core.poll import poll_until
 from bot.core.text import one_line
-from bot.remote.health import BOOT_ID, Health, Probe, read_health, read_health_in
+from bot.remote.health import BOOT_ID, Health, Probe, boot_id_in, read_health, read_health_in
 from bot.remote.login import Login
 from bot.remote.place import Location, Pins, Place, locate, not_installed
 from bot.remote.shell import RemoteShell, ShellFailed
@@ -47,7 +46,6 @@ from bot.remote.ssh import (
 LOOK_TIMEOUT = 3.0
 #: A public key line is well under this; anything longer is not one.
 KEY_READ_LIMIT = 16 * 1024
-_BOOT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class RebootFailed(Exception):
@@ -342,9 +340,7 @@ class Target:
 async def read_boot_id(conn: asyncssh.SSHClientConnection, timeout: float) -> str:
     """The kernel's boot id over ``conn``; "" when what came back is not one (SshError
     when the command could not run)."""
-    result = await run(conn, BOOT_ID, timeout=timeout, max_output=256)
-    value = result.stdout_text.strip() if result.ok else ""
-    return value if _BOOT_ID.match(value) else ""
+    return boot_id_in(await run(conn, BOOT_ID, timeout=timeout, max_output=256))
 
 
 def _key_from(output: bytes) -> str:
