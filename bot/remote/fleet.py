@@ -52,6 +52,10 @@ class Fleet:
             target.repin(pins)
         return target
 
+    def unpinned(self, machine: Machine) -> Target:
+        """A Target for looks that need no pins (its ports): nothing read, nothing kept."""
+        return Target(machine, Pins(), self.reach)
+
     def retain(self, names: Iterable[str]) -> None:
         """Close and forget the Targets of machines not in ``names`` (they left the
         inventory)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from dataclasses import dataclass
 
 import asyncssh
@@ -25,6 +26,7 @@ from bot.remote.shell import SECTION_MAX, RemoteShell, run_script
 from bot.remote.ssh import CommandResult, run
 
 BOOT_ID = ["cat", "/proc/sys/kernel/random/boot_id"]
+_BOOT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _CHANNELS = 4
 
 
@@ -193,10 +195,16 @@ async def _one_by_one(
     return list(await asyncio.gather(*(one(argv) for argv in commands)))
 
 
+def boot_id_in(result: CommandResult) -> str:
+    """The boot id :data:`BOOT_ID` printed; "" when it failed or printed no boot id."""
+    value = result.stdout[:256].decode("ascii", "replace").strip() if result.ok else ""
+    return value if _BOOT_ID.fullmatch(value) else ""
+
+
 def _health(machine: Machine, results: list[CommandResult], disk_limit: int) -> Health:
     boot, state, failed, df, uptime, *checks = results
     return Health(
-        boot_id=printable(boot.stdout_text.strip(), 64),
+        boot_id=boot_id_in(boot),
         system=printable(state.stdout_text.strip(), 64) or "unknown",
         failed_units=failed_units(failed.stdout_text),
         disks=_disks(df.stdout_text),

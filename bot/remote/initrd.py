@@ -26,6 +26,7 @@ import asyncssh
 
 from bot.core.secret import Secret
 from bot.core.text import printable
+from bot.remote.transcript import READ_LIMIT, Transcript
 
 PROMPT = b"Passphrase for"
 NOT_REQUESTED = b"Passphrase is not requested now"
@@ -33,7 +34,6 @@ AGENT = "systemd-tty-ask-password-agent"
 ASKPASS = "cryptsetup-askpass"
 #: The agent prints this after the prompt, then turns echo off: write only after it.
 HINT = b"(press TAB for no echo) "
-READ_LIMIT = 64 * 1024
 MAX_PROMPTS = 16
 MAX_QUERIES = 16
 #: systemd-cryptsetup's ``tries=`` default, which NixOS keeps (docs/unlocking.md, docs/initrd.md).
@@ -44,7 +44,6 @@ VERIFY_LIMIT = 120.0
 #: ``/proc/<pid>/comm`` of systemd-cryptsetup (the kernel keeps 15 characters).
 CRYPTSETUP_COMM = "systemd-cryptse"
 _LISTED = re.compile(r"^'(.*)' \(PID (\d+)\)$")
-_BOOT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _DISK = re.compile(r"^Please enter (passphrase|recovery key) for disk (.+?):?$")
 _KEY_NAMES = {
     "\t": "TAB",
@@ -123,15 +122,21 @@ def control_characters(passphrase: Secret) -> str | None:
     return None
 
 
-async def boot_id(conn: asyncssh.SSHClientConnection, timeout: float = 10.0) -> str:
-    """The kernel's boot id, read over the initrd login ("" when unreadable)."""
+async def _listing(conn: asyncssh.SSHClientConnection, timeout: float) -> tuple[int | None, str]:
+    """``--list``'s exit status and output (read-only); no status when it did not run."""
     try:
-        result = await conn.run("cat /proc/sys/kernel/random/boot_id", timeout=timeout, check=False)
+        result = await conn.run(f"{AGENT} --list", timeout=timeout, check=False)
     except (asyncssh.Error, OSError):
-        return ""
-    text = result.stdout if isinstance(result.stdout, str) else ""
-    value = text[:100].strip()
-    return value if _BOOT_ID.match(value) else ""
+        return None, ""
+    status = result.exit_status if result.exit_status is not None else -1  # killed
+    return status, result.stdout if isinstance(result.stdout, str) else ""
+
+
+async def has_agent(conn: asyncssh.SSHClientConnection, timeout: float = 10.0) -> bool | None:
+    """Whether the initrd has the systemd password agent (it is a systemd initrd); None
+    when that could not be read."""
+    status, _ = await _listing(conn, timeout)
+    return None if status is None else status != 127
 
 
 async def list_queries(
@@ -139,67 +144,15 @@ async def list_queries(
 ) -> list[Query] | None:
     """The pending systemd queries; None when the agent is missing (exit 127), failed, or
     the connection did: only a clean exit 0 says what is pending."""
-    try:
-        result = await conn.run(f"{AGENT} --list", timeout=timeout, check=False)
-    except (asyncssh.Error, OSError):
+    status, text = await _listing(conn, timeout)
+    if status != 0:
         return None
-    if result.exit_status != 0:
-        return None
-    text = result.stdout if isinstance(result.stdout, str) else ""
     queries = []
     for line in text[:READ_LIMIT].splitlines()[:MAX_QUERIES]:
         match = _LISTED.match(line.strip())
         if match:
             queries.append(Query(clean(match.group(1)), int(match.group(2))))
     return queries
-
-
-class _Transcript:
-    """Reads a remote process's output until one of some markers shows up."""
-
-    def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
-        self.process = process
-        self.seen = bytearray()
-        self._cursor = 0
-        self.ended = False
-
-    async def until(self, markers: tuple[bytes, ...], timeout: float) -> bytes | None:
-        """The first marker in output not yet consumed; None at EOF or after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            hits = [(self.seen.find(m, self._cursor), m) for m in markers]
-            hits = [(index, m) for index, m in hits if index >= 0]
-            if hits:
-                index, marker = min(hits)
-                self._cursor = index + len(marker)
-                return marker
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.ended:
-                return None
-            try:
-                chunk = await asyncio.wait_for(self.process.stdout.read(4096), remaining)
-            except TimeoutError:
-                return None
-            if not chunk:
-                self.ended = True
-                return None
-            if len(self.seen) + len(chunk) > READ_LIMIT:
-                drop = len(self.seen) + len(chunk) - READ_LIMIT
-                self.seen[:drop] = bytes(drop)
-                del self.seen[:drop]
-                self._cursor = max(0, self._cursor - drop)
-            self.seen += chunk
-
-    def since(self, start: int, end: int) -> str:
-        return bytes(self.seen[start:end]).decode("utf-8", "replace")
-
-    @property
-    def cursor(self) -> int:
-        return self._cursor
-
-    def wipe(self) -> None:
-        self.seen[:] = bytes(len(self.seen))
-        self.seen.clear()
 
 
 async def relay_passphrase(
@@ -234,7 +187,7 @@ async def _askpass(
         process = await conn.create_process(ASKPASS, encoding=None, stderr=asyncssh.STDOUT)
     except (asyncssh.Error, OSError) as exc:
         return RelayOutcome(Relay.DROPPED, "askpass", clean(str(exc)))
-    out = _Transcript(process)
+    out = Transcript(process)
     sent = False
     try:
         found = await out.until((PROMPT, NOT_REQUESTED), prompt_timeout)
@@ -245,18 +198,12 @@ async def _askpass(
             return RelayOutcome(Relay.NOT_WAITING, "askpass", _tail(out))
         if found == NOT_REQUESTED:
             return RelayOutcome(Relay.NOT_WAITING, "askpass", "passphrase is not requested now")
-        process.stdin.write(passphrase.reveal())
-        process.stdin.write(b"\n")
-        await process.stdin.drain()
-        sent = True
+        sent = await _type(process, passphrase, b"\n")
         # Silence is no verdict while cryptsetup derives the key (docs/initrd.md): wait for
         # a sign, a new prompt (wrong), nothing asking any more or the session's end.
         again = await out.until((PROMPT, NOT_REQUESTED), max(settle, VERIFY_LIMIT))
     except (asyncssh.Error, OSError) as exc:
-        if sent:
-            # An initrd that accepted the passphrase ends, and its sshd with it.
-            return RelayOutcome(Relay.ACCEPTED, "askpass", "the initrd closed the connection")
-        return RelayOutcome(Relay.DROPPED, "askpass", clean(str(exc)) or type(exc).__name__)
+        return _broke("askpass", exc, sent=sent)
     finally:
         process.close()
         out.wipe()
@@ -298,7 +245,7 @@ async def _systemd(
         )
     except (asyncssh.Error, OSError) as exc:
         return RelayOutcome(Relay.DROPPED, "systemd", clean(str(exc)))
-    out = _Transcript(process)
+    out = Transcript(process)
     sent = False
     found = ""
     try:
@@ -306,10 +253,7 @@ async def _systemd(
         if await out.until((HINT,), prompt_timeout) is not None:
             shown = _prompt_text(out.since(first, out.cursor - len(HINT)))
             if shown == target.message:
-                process.stdin.write(passphrase.reveal())
-                process.stdin.write(b"\r")
-                await process.stdin.drain()
-                sent = True
+                sent = await _type(process, passphrase, b"\r")
                 # The answer is handed over when the agent moves on: to the next query's
                 # prompt or its exit. The next query is left pending: Ctrl-C stops the
                 # agent without answering it, where a hang-up (closing the terminal) can
@@ -321,9 +265,7 @@ async def _systemd(
             else:
                 found = shown
     except (asyncssh.Error, OSError) as exc:
-        if sent:
-            return RelayOutcome(Relay.ACCEPTED, "systemd", "the initrd closed the connection")
-        return RelayOutcome(Relay.DROPPED, "systemd", clean(str(exc)) or type(exc).__name__)
+        return _broke("systemd", exc, sent=sent)
     finally:
         process.close()
         out.wipe()
@@ -403,6 +345,26 @@ def _prompt_text(raw: str) -> str:
     return text.removeprefix("🔐").strip()
 
 
+async def _type(
+    process: asyncssh.SSHClientProcess[bytes], passphrase: Secret, enter: bytes
+) -> bool:
+    """Write the passphrase and ``enter`` to the prompt's pipe; True once it is handed over."""
+    process.stdin.write(passphrase.reveal())
+    process.stdin.write(enter)
+    await process.stdin.drain()
+    return True
+
+
+def _broke(
+    flavour: Literal["askpass", "systemd"], exc: BaseException, *, sent: bool
+) -> RelayOutcome:
+    """The connection broke: after the answer, an initrd that accepted it ends (and its
+    sshd with it); before, nothing was sent."""
+    if sent:
+        return RelayOutcome(Relay.ACCEPTED, flavour, "the initrd closed the connection")
+    return RelayOutcome(Relay.DROPPED, flavour, clean(str(exc)) or type(exc).__name__)
+
+
 async def _wait_exit(process: asyncssh.SSHClientProcess[bytes], timeout: float) -> None:
     try:
         await asyncio.wait_for(process.wait_closed(), timeout)
@@ -410,5 +372,5 @@ async def _wait_exit(process: asyncssh.SSHClientProcess[bytes], timeout: float) 
         return
 
 
-def _tail(out: _Transcript) -> str:
+def _tail(out: Transcript) -> str:
     return clean(bytes(out.seen[-400:]).decode("utf-8", "replace"))

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from bot.config.inventory import Machine
-from bot.remote.ssh import probe_tcp
+from bot.remote.target import Target
 from store import MachineState, Store
 
 PROBE_TIMEOUT = 3.0
@@ -22,16 +22,13 @@ class QuickStatus:
 
 
 async def quick_status(
-    machine: Machine, store: Store, timeout: float = PROBE_TIMEOUT, probe: bool = True
+    target: Target, store: Store, timeout: float = PROBE_TIMEOUT, probe: bool = True
 ) -> QuickStatus:
-    """Probe port 22 (and the initrd port of LUKS machines) concurrently, within ``timeout``."""
+    """The known state, and (``probe``) the ports probed together within ``timeout``."""
+    machine = target.machine
     if not probe:
         return QuickStatus(machine, await store.machine(machine.name), False, None, probed=False)
-    known_task = asyncio.ensure_future(store.machine(machine.name))
-    ssh = probe_tcp(machine.host, machine.ssh_port, timeout=timeout)
-    if machine.luks:
-        ssh_open, initrd_open = await asyncio.gather(
-            ssh, probe_tcp(machine.host, machine.initrd_port, timeout=timeout)
-        )
-        return QuickStatus(machine, await known_task, ssh_open, initrd_open)
-    return QuickStatus(machine, await known_task, await ssh, None)
+    known, (ssh_open, initrd_open) = await asyncio.gather(
+        store.machine(machine.name), target.ports_open(timeout=timeout)
+    )
+    return QuickStatus(machine, known, ssh_open, initrd_open)

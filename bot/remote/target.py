@@ -5,11 +5,13 @@ present (:class:`~bot.remote.place.Pins`), so no flow builds an endpoint or a po
 of its own. Connections are always pinned: to the system key, the initrd key, or the
 installer key a person confirmed.
 
-A Target kept by the :class:`~bot.remote.fleet.Fleet` also keeps one login to the booted
-system open between probes (SSH keepalives notice when it dies), so a probe round over a
-fleet costs one exec per machine instead of a handshake and five channels. It is closed
-when the machine is not found up, when its system pin changes, when the machine leaves
-the inventory, and when the bot stops.
+The Target is the one place that reads a boot id, reboots a machine, probes its ports and
+hands out a held login (:class:`~bot.remote.login.Login`). A Target kept by the
+:class:`~bot.remote.fleet.Fleet` also holds one login to the booted system open between
+probes (SSH keepalives notice when it dies), so a probe round over a fleet costs one exec
+per machine instead of a handshake and five channels. It is closed when the machine is
+not found up, when its system pin changes, when the machine leaves the inventory, and
+when the bot stops.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from bot.config.inventory import Machine
 from bot.core.keys import fingerprint, parse_public_key
 from bot.core.poll import poll_until
 from bot.core.text import one_line
-from bot.remote.health import BOOT_ID, Health, Probe, read_health, read_health_in
+from bot.remote.health import BOOT_ID, Health, Probe, boot_id_in, read_health, read_health_in
+from bot.remote.login import Login
 from bot.remote.place import Location, Pins, Place, locate, not_installed
 from bot.remote.shell import RemoteShell, ShellFailed
 from bot.remote.ssh import (
@@ -72,10 +75,7 @@ class Target:
         self.pins = pins
         self.reach = reach
         self.keep = keep
-        self._kept: asyncssh.SSHClientConnection | None = None
-        self._opening = asyncio.Lock()
-        self._shell: RemoteShell | None = None
-        self._shell_refused: asyncssh.SSHClientConnection | None = None
+        self._kept = Login(self.system, machine.name)
         self._shell_busy = asyncio.Lock()
 
     @property
@@ -100,17 +100,11 @@ class Target:
     @property
     def connected(self) -> bool:
         """Whether a kept login to the system is open."""
-        return self._kept is not None and not _closed(self._kept)
+        return self._kept.connected
 
     def close(self) -> None:
         """End the kept login, if any."""
-        conn, self._kept = self._kept, None
-        shell, self._shell = self._shell, None
-        self._shell_refused = None
-        if shell is not None:
-            shell.close()
-        if conn is not None:
-            conn.close()
+        self._kept.close()
 
     # -- connections -----------------------------------------------------------------------
 
@@ -139,6 +133,11 @@ class Target:
         person confirmed at first contact)."""
         return await connect(self.endpoint(key=key, user="root"), timeout=self.reach.ssh_timeout)
 
+    def login(self, *, initrd: bool = False) -> Login:
+        """A held login of the caller's own, to the system or (``initrd``) the initrd,
+        made at first use; the caller closes it."""
+        return Login(self.initrd if initrd else self.system, self.name)
+
     # -- looking -----------------------------------------------------------------------------
 
     async def locate(self, *, timeout: float = LOOK_TIMEOUT) -> Location:
@@ -158,27 +157,32 @@ class Target:
             interval=self.reach.poll if poll is None else poll,
         )
 
-    async def ports_open(self) -> tuple[bool, bool | None]:
-        """Whether the SSH port and (LUKS) the initrd port accept TCP; never raises."""
+    async def port_open(self, *, initrd: bool = False, timeout: float = LOOK_TIMEOUT) -> bool:
+        """Whether the SSH port (or the initrd's) accepts TCP within ``timeout``; never raises."""
         m = self.machine
-        ssh = await probe_tcp(m.host, m.ssh_port, timeout=LOOK_TIMEOUT)
-        if not m.luks:
-            return ssh, None
-        return ssh, await probe_tcp(m.host, m.initrd_port, timeout=LOOK_TIMEOUT)
+        return await probe_tcp(m.host, m.initrd_port if initrd else m.ssh_port, timeout=timeout)
 
-    async def boot_id(self, *, initrd: bool = False) -> str:
-        """The boot id, read over a pinned login; "" when that fails."""
+    async def ports_open(self, *, timeout: float = LOOK_TIMEOUT) -> tuple[bool, bool | None]:
+        """Whether the SSH port and (LUKS) the initrd port accept TCP, probed together;
+        never raises."""
+        if not self.machine.luks:
+            return await self.port_open(timeout=timeout), None
+        ssh, initrd = await asyncio.gather(
+            self.port_open(timeout=timeout), self.port_open(initrd=True, timeout=timeout)
+        )
+        return ssh, initrd
+
+    async def boot_id(self, *, initrd: bool = False, on: Login | None = None) -> str:
+        """The kernel's boot id, over ``on`` (a login of the caller's, left open) or a
+        login made for it to the system or the initrd; "" when unreadable."""
+        login = on if on is not None else self.login(initrd=initrd)
         try:
-            conn = await (self.initrd() if initrd else self.system())
-        except SshError:
-            return ""
-        try:
-            result = await run(conn, BOOT_ID, timeout=self.reach.ssh_timeout)
+            return await read_boot_id(await login.open(), self.reach.ssh_timeout)
         except SshError:
             return ""
         finally:
-            conn.close()
-        return result.stdout_text.strip()
+            if on is None:
+                login.close()
 
     async def health(self) -> Probe:
         """Log in with the pinned system key (or reuse the kept login) and read its health;
@@ -216,22 +220,17 @@ class Target:
         """The kept login when it is open, else a new one (kept if this Target keeps)."""
         if not self.keep:
             return await self.system()
-        async with self._opening:
-            if self._kept is not None and not _closed(self._kept):
-                return self._kept
-            self.close()
-            self._kept = await self.system()
-            return self._kept
+        return await self._kept.open()
 
     def _release(self, conn: asyncssh.SSHClientConnection, *, broken: bool) -> None:
-        if conn is not self._kept:
+        if conn is not self._kept.current:
             conn.close()
         elif broken:
             self.close()
 
     async def read_health(self, conn: asyncssh.SSHClientConnection) -> Health:
-        """Through the shell kept on the kept login when there is one, else one exec."""
-        if conn is self._kept and conn is not self._shell_refused:
+        """Through the shell kept on the kept login when it takes one, else one exec."""
+        if conn is self._kept.current and self._kept.takes_shell:
             async with self._shell_busy:
                 health = await self._read_in_shell(conn)
             if health is not None:
@@ -256,21 +255,17 @@ class Target:
         )
 
     async def _read_in_shell(self, conn: asyncssh.SSHClientConnection) -> Health | None:
-        shell = self._shell
-        if shell is None or not shell.alive:
-            try:
-                shell = self._shell = await RemoteShell.open(conn)
-            except (asyncssh.Error, OSError):
-                self._shell, self._shell_refused = None, conn
-                return None
+        try:
+            shell = await self._kept.shell_here(conn)
+        except ConnectionDropped:  # it answers single execs only
+            return None
         try:
             return await self.health_in(shell)
         except ShellFailed as exc:
             if exc.timed_out:  # a machine gone silent: do not wait on it twice
                 self.close()
                 raise ConnectionDropped("the kept login stopped answering") from None
-            # Not again on this login: it answers single execs only.
-            self._shell, self._shell_refused = None, conn
+            self._kept.exec_only()  # not again on this login
             return None
 
     async def _in_initrd(self) -> bool:
@@ -308,31 +303,44 @@ class Target:
 
     # -- acting ------------------------------------------------------------------------------
 
-    async def reboot(self) -> str:
-        """Read the boot id, then ask systemd to reboot; returns the old boot id.
+    async def reboot(self, *, initrd: bool = False) -> str:
+        """Read the boot id, then reboot: ``systemctl reboot`` on the system, ``reboot`` in
+        the initrd (a login as root); returns the old boot id.
 
         A connection dropped by the reboot itself is expected, not a failure.
         """
         timeout = self.reach.ssh_timeout
-        self.close()  # the reboot ends it anyway
+        argv = ["reboot"] if initrd else ["systemctl", "reboot"]
+        if not initrd:
+            self.close()  # the reboot ends it anyway
+        login = self.login(initrd=initrd)
         try:
-            conn = await self.system()
-        except SshError as exc:
-            raise RebootFailed(f"cannot log in: {exc}") from None
-        async with conn:
             try:
-                old = (await run(conn, BOOT_ID, timeout=timeout)).stdout_text.strip()
+                conn = await login.open()
+            except SshError as exc:
+                raise RebootFailed(f"cannot log in: {exc}") from None
+            try:
+                old = await read_boot_id(conn, timeout)
             except SshError as exc:
                 raise RebootFailed(f"cannot read the boot id: {exc}") from None
             if not old:
                 raise RebootFailed("the machine reports no boot id")
             try:
-                result = await run(conn, ["systemctl", "reboot"], timeout=timeout)
+                result = await run(conn, argv, timeout=timeout)
             except SshError:
                 return old
             if not result.ok:
-                raise RebootFailed(f"systemctl reboot failed: {result.stderr_text.strip()}")
+                why = one_line(result.stderr_text[:400])
+                raise RebootFailed(f"{' '.join(argv)} failed: {why}")
+        finally:
+            login.close()
         return old
+
+
+async def read_boot_id(conn: asyncssh.SSHClientConnection, timeout: float) -> str:
+    """The kernel's boot id over ``conn``; "" when what came back is not one (SshError
+    when the command could not run)."""
+    return boot_id_in(await run(conn, BOOT_ID, timeout=timeout, max_output=256))
 
 
 def _key_from(output: bytes) -> str:
@@ -341,8 +349,3 @@ def _key_from(output: bytes) -> str:
         raise ValueError(f"more than {KEY_READ_LIMIT} bytes instead of one public key")
     text = output.decode("utf-8", "replace").strip()
     return parse_public_key(text).line(with_comment=False)
-
-
-def _closed(conn: asyncssh.SSHClientConnection) -> bool:
-    """Closed by us, by the machine, or by keepalives that went unanswered."""
-    return conn.is_closed()

@@ -163,7 +163,8 @@ class InfoCommands:
 
         async def look(m: Machine) -> QuickStatus:
             async with looks:
-                return await quick_status(m, self.store, probe=self.probes_enabled)
+                target = self.fleet.unpinned(m)
+                return await quick_status(target, self.store, probe=self.probes_enabled)
 
         statuses, watched, checks = await asyncio.gather(
             asyncio.gather(*(look(m) for m in machines)),

@@ -73,6 +73,20 @@ async def test_a_dead_login_is_reopened(fleet: tuple[BotRig, Fleet]) -> None:
     assert [h.logins for h in hosts.hosts] == [2, 1, 1]
 
 
+async def test_what_is_no_boot_id_is_not_taken_for_one(fleet: tuple[BotRig, Fleet]) -> None:
+    """A machine printing something else where its boot id goes (hostile, or broken):
+    no boot id is kept, so no reboot is told from it."""
+    rig, hosts = fleet
+    hosts.hosts[0].boot_id = "\x1b]0;owned\x07 not a boot id"
+    probes = await rig.engine.watcher.probe_round()
+    first, second = (p.health if p is not None else None for p in probes[:2])
+    assert first is not None
+    assert second is not None
+    assert first.boot_id == ""
+    assert second.boot_id == hosts.hosts[1].boot_id
+    assert (await rig.svc.store.machine("m0")).boot_id == ""
+
+
 async def test_a_changed_pin_closes_the_old_login(fleet: tuple[BotRig, Fleet]) -> None:
     rig, hosts = fleet
     watcher, store = rig.engine.watcher, rig.svc.store

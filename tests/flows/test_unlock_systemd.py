@@ -16,6 +16,8 @@ import pytest
 from bot.core.secret import Secret
 from bot.remote import initrd
 from bot.remote.initrd import Relay, relay_passphrase
+from bot.remote.target import read_boot_id
+from bot.remote.transcript import Transcript
 from tests.fake_telegram import FakeMessage
 from tests.lab.ask_password import GIVING_UP
 from tests.lab.clients import connect
@@ -192,20 +194,20 @@ async def test_relay_output_never_holds_the_passphrase_and_is_wiped(
 ) -> None:
     host = world.lab.start_installed_host("relay", initrd="systemd", boot_delay=5.0)
     await host.wait_until(lambda: bool(host.pending_queries), 10, "a query")
-    transcripts: list[initrd._Transcript] = []
+    transcripts: list[Transcript] = []
     held: list[bytes] = []
-    real_init, real_wipe = initrd._Transcript.__init__, initrd._Transcript.wipe
+    real_init, real_wipe = Transcript.__init__, Transcript.wipe
 
-    def spy_init(self: initrd._Transcript, process: Any) -> None:
+    def spy_init(self: Transcript, process: Any) -> None:
         real_init(self, process)
         transcripts.append(self)
 
-    def spy_wipe(self: initrd._Transcript) -> None:
+    def spy_wipe(self: Transcript) -> None:
         held.append(bytes(self.seen))
         real_wipe(self)
 
-    monkeypatch.setattr(initrd._Transcript, "__init__", spy_init)
-    monkeypatch.setattr(initrd._Transcript, "wipe", spy_wipe)
+    monkeypatch.setattr(Transcript, "__init__", spy_init)
+    monkeypatch.setattr(Transcript, "wipe", spy_wipe)
     passphrase = (host.luks_passphrase or "").encode()
     async with await connect(world.lab, host, initrd=True) as conn:
         started = asyncio.get_running_loop().time()
@@ -233,7 +235,7 @@ async def test_no_tty_listing_is_read_only(world: World) -> None:
     await host.wait_until(lambda: bool(host.pending_queries), 10, "a query")
     async with await connect(world.lab, host, initrd=True) as conn:
         queries = await initrd.list_queries(conn)
-        boot = await initrd.boot_id(conn)
+        boot = await read_boot_id(conn, 10.0)
         none = await conn.run("true", stdin=asyncssh.DEVNULL)
     assert none.exit_status == 0
     assert queries is not None

@@ -12,7 +12,6 @@ import pytest
 from bot.config.inventory import Machine
 from bot.flows.update import guard
 from bot.flows.update.guard import Links
-from bot.flows.update.login import Login
 from bot.remote import nix
 from bot.remote.nix import child_env
 from bot.remote.place import Pins
@@ -146,7 +145,7 @@ def warm_target(lab: Lab, host: LabHost) -> Target:
 async def test_a_guard_whose_job_is_gone_unloads_itself_once_it_fired(lab: Lab) -> None:
     """No bot left to stop it (an interrupted job): the fired timer must not stay loaded."""
     host = lab.start_installed_host("gone", stage="booted", luks=False)
-    login = Login(warm_target(lab, host))
+    login = warm_target(lab, host).login()
     try:
         shell = await login.shell()
         (armed,) = await shell.run([guard.arm(7, back_to=1, seconds=1)], timeout=10)
@@ -166,7 +165,7 @@ async def test_a_guard_whose_job_is_gone_unloads_itself_once_it_fired(lab: Lab) 
 
 async def test_the_steps_before_the_activation_share_one_login_made_ahead(lab: Lab) -> None:
     host = lab.start_installed_host("warm", stage="booted", luks=False)
-    login = Login(warm_target(lab, host))
+    login = warm_target(lab, host).login()
     login.start()
     try:
         shell = await login.shell()
@@ -188,7 +187,7 @@ async def test_a_login_that_failed_ahead_is_tried_again_when_needed(lab: Lab) ->
     host = lab.start_installed_host("late", stage="booted", luks=False)
     host.power_off()
     await host.wait_until(lambda: host.stage == "down", 10, "the host off")
-    login = Login(warm_target(lab, host))
+    login = warm_target(lab, host).login()
     login.start()
     try:
         with pytest.raises(SshError):

@@ -13,7 +13,8 @@ import asyncssh
 import pytest
 
 from bot.core.secret import Secret
-from bot.remote.initrd import Query, Relay, boot_id, list_queries, relay_passphrase
+from bot.remote.initrd import Query, Relay, list_queries, relay_passphrase
+from bot.remote.target import read_boot_id
 from tests.vm import kvm
 from tests.vm.conftest import BootGuest
 from tests.vm.control import Machine
@@ -72,7 +73,7 @@ async def test_systemd_cryptsetup_is_answered_by_the_agent_over_the_initramfs_ss
     machine = await boot(systemd_image)
     up = await machine.wait_initrd()
     async with await machine.connect(initrd=True) as conn:
-        initrd_boot = await boot_id(conn)
+        initrd_boot = await read_boot_id(conn, 10.0)
         # The initramfs runs systemd as PID 1, not the system yet.
         assert (await conn.run("cat /proc/1/comm", check=True)).stdout == "systemd\n"
         assert (await conn.run("test -e /etc/initrd-release", check=False)).exit_status == 0

@@ -9,10 +9,11 @@ lives in a ``Secret`` for as long as the relay takes, and is wiped after it. The
 verdict is judged as docs/unlocking.md and docs/initrd.md describe, and the unlock only
 counts once the system's own SSH answers with its pinned key.
 
-``unlocker`` keeps one session per machine and what outlives a session (cooldowns, the
-flavour that worked, systemd tries per boot); ``session`` is one conversation with one
-initrd; ``systemd`` the per-disk rounds of a systemd initrd; ``reboot_offer`` the reboot
-offered when an initrd has given up.
+``unlocker`` keeps one session per machine, ``memory`` what outlives a session (cooldowns,
+the flavour that worked, systemd tries per boot), and the unlocker chooses how a session
+asks: ``askpass`` (one prompt, asked again when wrong) or ``systemd`` (per disk, tries per
+boot). ``session`` is one conversation with one initrd and the steps both share;
+``initrd_reboot`` the reboot offered when an initrd has given up.
 """
 
 from bot.flows.unlock.texts import UnlockResult

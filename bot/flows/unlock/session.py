@@ -1,20 +1,19 @@
 """One unlock session: one conversation with one initrd, from the first look to the
 system's own SSH answering with its pinned key (or a clear reason why not).
 
-Every step a passphrase passes through stays in this one module, so that what happens to
-it can be read top to bottom; the systemd initrd's per-disk rounds and the texts live
-beside it."""
+The session looks, logs in to the initrd before anyone is asked, and runs the steps both
+initrds share. A passphrase passes through one exchange (:meth:`UnlockSession.exchange`:
+ask, relay, wipe) or, for auto-unlock, through :meth:`UnlockSession._auto`; the loops
+that ask again (``askpass``, ``systemd``) are the unlocker's choice and call these steps.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import asyncssh
 
 from bot.chat.access import Access
 from bot.chat.asker import Answer, Asker
@@ -26,18 +25,17 @@ from bot.core.poll import PollTimeout, poll_until
 from bot.core.secret import Secret, redact
 from bot.core.sops import SopsError, SopsReader
 from bot.flows.unlock import texts
+from bot.flows.unlock.memory import Memory
 from bot.flows.unlock.texts import UnlockResult
-from bot.remote.initrd import AGENT, MAX_QUERIES, Query, Relay, RelayOutcome, relay_passphrase
+from bot.remote.initrd import MAX_QUERIES, Query, Relay, RelayOutcome, has_agent, relay_passphrase
 from bot.remote.place import Location, Place
-from bot.remote.ssh import HostKeyMismatch, SshError, probe_tcp
+from bot.remote.ssh import HostKeyMismatch, SshError
 from bot.remote.target import Target
 from store import Store
 
-if TYPE_CHECKING:
-    from bot.flows.unlock.unlocker import Memory
-
 MAX_ATTEMPTS = 3
 COOLDOWN = 300.0
+ASK_AGAIN = "(asking again: nobody answered)"
 #: Offers a reboot of a machine whose initrd gave up, to these people.
 OfferReboot = Callable[[Target, list[int]], None]
 
@@ -55,23 +53,14 @@ class Tools:
     settle: float
 
 
-class Link:
-    """The pinned SSH connection to the initrd, reopened once when it went stale."""
+@dataclass(frozen=True)
+class Exchange:
+    """One answer handed over: who gave it, when, and what the initrd did with it."""
 
-    def __init__(self, target: Target) -> None:
-        self.target = target
-        self.conn: asyncssh.SSHClientConnection | None = None
-
-    async def open(self) -> asyncssh.SSHClientConnection:
-        if self.conn is None or self.conn.is_closed():
-            self.close()
-            self.conn = await self.target.initrd()
-        return self.conn
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+    user_id: int
+    by: str
+    started: float
+    outcome: RelayOutcome
 
 
 class UnlockSession:
@@ -85,7 +74,7 @@ class UnlockSession:
         self.tools = tools
         self.memory = memory
         self.offer_reboot = offer_reboot
-        self.link = Link(target)
+        self.login = target.login(initrd=True)
         # Every answer handed over, kept until the session ends: a hostile initrd may echo
         # one back (in a prompt, a disk name), and nothing it says is shown unredacted.
         self._given: list[Secret] = []
@@ -102,10 +91,13 @@ class UnlockSession:
     def verified(self) -> str:
         return fingerprint(self.target.pins.initrd)
 
-    async def run(self, trigger: str, ask: list[int] | None, seen: Location | None) -> UnlockResult:
-        """The session; what it ends with never holds an answer it handed over."""
+    async def run(
+        self, trigger: str, ask: list[int] | None, seen: Location | None, prompted: Prompted
+    ) -> UnlockResult:
+        """The session, asking people through ``prompted`` unless it auto-unlocks; what it
+        ends with never holds an answer it handed over."""
         try:
-            result = await self._run(trigger, ask, seen)
+            result = await self._run(trigger, ask, seen, prompted)
             return dataclasses.replace(result, summary=self.scrub(result.summary))
         finally:
             for given in self._given:
@@ -113,7 +105,7 @@ class UnlockSession:
             self._given.clear()
 
     async def _run(
-        self, trigger: str, ask: list[int] | None, seen: Location | None
+        self, trigger: str, ask: list[int] | None, seen: Location | None, prompted: Prompted
     ) -> UnlockResult:
         m, pins = self.m, self.target.pins
         if not pins.initrd:
@@ -139,14 +131,17 @@ class UnlockSession:
                 return refused
             if m.auto_unlock and m.luks_passphrase_secret and m.secrets_file is not None:
                 return await self._auto(trigger)
-            return await self._prompted(ask)
+            people = ask or self.tools.access.people_for(m)
+            if not people:
+                return UnlockResult(False, f"nobody may unlock {m.name}: add operators or admins")
+            return await prompted(self, people)
         finally:
-            self.link.close()
+            self.login.close()
 
     async def _login(self, trigger: str) -> UnlockResult | None:
         """Log in to the initrd before asking anyone; a result when that is impossible."""
         try:
-            await self.link.open()
+            await self.login.open()
         except HostKeyMismatch as exc:
             told = await self.refuse(trigger, "initrd host key mismatch", exc.actual_fingerprint)
             return UnlockResult(
@@ -171,7 +166,7 @@ class UnlockSession:
         try:
             self.remember(secret)
             for _ in range(MAX_QUERIES):
-                outcome = await self.relay(secret)
+                outcome = await self._relay(secret)
                 # systemd: one query per LUKS volume; the sops passphrase is for all of them.
                 if outcome.result is not Relay.ACCEPTED or not outcome.pending:
                     break
@@ -192,70 +187,23 @@ class UnlockSession:
         told = await self.alert(text)
         return UnlockResult(True, f"auto-unlocked, up after {took}", told, unlocked=True)
 
-    async def _prompted(self, ask: list[int] | None) -> UnlockResult:
-        m = self.m
-        people = ask or self.tools.access.people_for(m)
-        if not people:
-            return UnlockResult(False, f"nobody may unlock {m.name}: add operators or admins")
-        if await self._initrd_flavour() == "systemd":
-            from bot.flows.unlock.systemd import prompted_systemd
-
-            return await prompted_systemd(self, people)
-        attempt = 1
-        resent = False
-        note = ""
-        while attempt <= MAX_ATTEMPTS:
-            answer = await self.collect(people, note)
-            if answer is None:
-                if not resent:
-                    resent = True
-                    note = "(asking again: nobody answered)"
-                    continue
-                return await self.nobody_answered()
-            user_id, by = answer.user_id, answer.by
-            started = time.monotonic()
-            self.remember(answer.secret)
-            try:
-                outcome = await self.relay(answer.secret)
-            finally:
-                answer.secret.wipe()
-                await answer.tidying
-            if outcome.result is Relay.REFUSED:
-                note = await self.refused_passphrase(user_id, outcome)
-                people = [user_id]
-                continue
-            await self.audit(
-                user_id, by, outcome.result.value, f"attempt {attempt}, {outcome.flavour}"
-            )
-            if outcome.result is Relay.WRONG:
-                attempt += 1
-                people = [user_id]
-                note = f"❌ wrong passphrase, attempt {attempt} of {MAX_ATTEMPTS}."
-                continue
-            if outcome.result is not Relay.ACCEPTED:
-                return await self.undelivered(outcome)
-            await self.tools.chat.post(
-                user_id, f"Passphrase handed to {m.name}'s initrd; waiting for the system…"
-            )
-            return await self.report_up(user_id, by, started)
-        return await self._cool_down()
-
-    async def _initrd_flavour(self) -> UnlockMode:
+    async def initrd_flavour(self) -> UnlockMode:
         """askpass or systemd: the inventory's choice, what worked last time, or whether the
         initrd has the systemd agent at all (``--list`` is read-only)."""
         mode = self.memory.flavour.get(self.m.name, self.m.unlock)
         if mode != "auto":
             return mode
         try:
-            conn = await self.link.open()
-            listed = await conn.run(f"{AGENT} --list", timeout=self.tools.prompt_timeout)
-        except (SshError, asyncssh.Error, OSError):
+            agent = await has_agent(await self.login.open(), self.tools.prompt_timeout)
+        except SshError:
             return "auto"
-        return "askpass" if listed.exit_status == 127 else "systemd"
+        if agent is None:
+            return "auto"
+        return "systemd" if agent else "askpass"
 
     # -- the steps both initrds share --------------------------------------------------------
 
-    async def collect(
+    async def _collect(
         self, people: list[int], note: str, *, what: str = "disk passphrase", detail: str = ""
     ) -> Answer | None:
         """Ask everyone at once; the first answer wins and the other prompts say who answered."""
@@ -269,15 +217,37 @@ class UnlockSession:
             late=lambda by: texts.late(m, by),
         )
 
-    async def relay(self, secret: Secret, query: Query | None = None) -> RelayOutcome:
-        """Hand ``secret`` over on the open link; a stale link is reopened once, since
+    async def exchange(
+        self,
+        people: list[int],
+        note: str,
+        *,
+        what: str = "disk passphrase",
+        detail: str = "",
+        query: Query | None = None,
+    ) -> Exchange | None:
+        """Ask, hand the first answer over, wipe it; None when nobody answered in time."""
+        answer = await self._collect(people, note, what=what, detail=detail)
+        if answer is None:
+            return None
+        started = time.monotonic()
+        self.remember(answer.secret)
+        try:
+            outcome = await self._relay(answer.secret, query)
+        finally:
+            answer.secret.wipe()
+            await answer.tidying
+        return Exchange(answer.user_id, answer.by, started, outcome)
+
+    async def _relay(self, secret: Secret, query: Query | None = None) -> RelayOutcome:
+        """Hand ``secret`` over on the open login; a stale one is made anew once, since
         nothing was sent on it yet."""
         m = self.m
         mode = self.memory.flavour.get(m.name, m.unlock)
         outcome = RelayOutcome(Relay.DROPPED, "askpass", "no connection")
         for _ in range(2):
             try:
-                conn = await self.link.open()
+                conn = await self.login.open()
             except HostKeyMismatch as exc:
                 await self.refuse("relay", "initrd host key mismatch", exc.actual_fingerprint)
                 return RelayOutcome(Relay.DROPPED, "askpass", "initrd host key mismatch")
@@ -293,7 +263,7 @@ class UnlockSession:
             )
             if outcome.result is not Relay.DROPPED:
                 break
-            self.link.close()
+            self.login.close()
         if outcome.result in (Relay.ACCEPTED, Relay.WRONG) and m.unlock == "auto":
             self.memory.flavour[m.name] = outcome.flavour
         return outcome
@@ -314,23 +284,32 @@ class UnlockSession:
         )
         return "⚠️ the last answer was not sent (control characters); answer again."
 
-    async def system_up(self) -> bool:
-        return bool(self.target.pins.system) and (await self.target.locate()).place is Place.SYSTEM
+    async def up_meanwhile(self) -> UnlockResult | None:
+        """The result when the system came up meanwhile (unlocked elsewhere), else None."""
+        target = self.target
+        if not target.pins.system or (await target.locate()).place is not Place.SYSTEM:
+            return None
+        await self.tools.store.update_machine(self.m.name, state=Place.SYSTEM)
+        return UnlockResult(True, f"{self.m.name} is up (unlocked elsewhere)")
 
     async def undelivered(self, outcome: RelayOutcome) -> UnlockResult:
         """The initrd stopped asking, or went away, before it took the passphrase."""
         m = self.m
-        if await self.system_up():
-            await self.tools.store.update_machine(m.name, state=Place.SYSTEM)
-            return UnlockResult(True, f"{m.name} is up (unlocked elsewhere)")
+        up = await self.up_meanwhile()
+        if up is not None:
+            return up
         text = (
             f"⚠️ {m.name}: {texts.explain(outcome)}. The passphrase was NOT sent. "
             f"/unlock {m.name} once its initrd answers again."
         )
         return UnlockResult(False, text, await self.alert(text))
 
-    async def report_up(self, user_id: int, by: str, started: float) -> UnlockResult:
+    async def handed_over(self, user_id: int, by: str, started: float) -> UnlockResult:
+        """The initrd took the last answer: tell whoever gave it, then wait for the system."""
         m = self.m
+        await self.tools.chat.post(
+            user_id, f"Passphrase handed to {m.name}'s initrd; waiting for the system…"
+        )
         up = await self.wait_up()
         took = format_duration(time.monotonic() - started)
         if not up:
@@ -341,7 +320,7 @@ class UnlockSession:
         told = await self.alert(text)
         return UnlockResult(True, f"unlocked by {by}, up after {took}", told, unlocked=True)
 
-    async def _cool_down(self) -> UnlockResult:
+    async def cool_down(self) -> UnlockResult:
         m = self.m
         self.memory.cooldown_until[m.name] = time.monotonic() + COOLDOWN
         text = (
@@ -357,7 +336,7 @@ class UnlockSession:
         try:
             if not target.pins.system:
                 await poll_until(
-                    lambda: probe_tcp(m.host, m.ssh_port, timeout=2.0),
+                    lambda: target.port_open(timeout=2.0),
                     bool,
                     timeout=m.boot_timeout,
                     interval=target.reach.poll,
@@ -373,6 +352,10 @@ class UnlockSession:
         return True
 
     # -- telling people ------------------------------------------------------------------------
+
+    def offer_a_reboot(self, user_id: int | None, told: frozenset[int]) -> None:
+        """Offer a reboot of an initrd that gave up: to who answered last, else to all told."""
+        self.offer_reboot(self.target, [user_id] if user_id is not None else list(told))
 
     async def refuse(self, trigger: str, why: str, presented: str = "") -> frozenset[int]:
         """The loud alert when the passphrase must not go out, with both fingerprints."""
@@ -403,3 +386,7 @@ class UnlockSession:
             decision=decision,
             detail=self.scrub(detail),
         )
+
+
+#: A loop that asks people until the initrd took a passphrase, or says why not.
+Prompted = Callable[[UnlockSession, list[int]], Awaitable[UnlockResult]]

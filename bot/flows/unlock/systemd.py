@@ -9,18 +9,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bot.flows.unlock.session import UnlockSession
+from bot.flows.unlock.session import ASK_AGAIN, UnlockSession
 from bot.flows.unlock.texts import UnlockResult
-from bot.remote.initrd import (
-    MAX_QUERIES,
-    SYSTEMD_TRIES,
-    Query,
-    Relay,
-    RelayOutcome,
-    boot_id,
-    list_queries,
-)
-from bot.remote.place import Place
+from bot.remote.initrd import MAX_QUERIES, SYSTEMD_TRIES, Query, Relay, RelayOutcome, list_queries
 from bot.remote.ssh import SshError
 
 #: Prompts in one systemd session: every try of every disk, and a few refusals.
@@ -49,23 +40,17 @@ async def prompted_systemd(session: UnlockSession, people: list[int]) -> UnlockR
         detail = f"Disk {query.disk}: try {used + 1} of {SYSTEMD_TRIES} this boot."
         if len(queries) > 1:
             detail += f" ({len(queries)} disks are asking; one at a time.)"
-        answer = await session.collect(people, note, what=f"disk {query.what}", detail=detail)
-        if answer is None:
-            if not resent:
-                resent = True
-                note = "(asking again: nobody answered)"
-                continue
-            return await session.nobody_answered()
-        user_id, by = answer.user_id, answer.by
+        done = await session.exchange(
+            people, note, what=f"disk {query.what}", detail=detail, query=query
+        )
+        if done is None:
+            if resent:
+                return await session.nobody_answered()
+            resent, note = True, ASK_AGAIN
+            continue
+        user_id, by, outcome = done.user_id, done.by, done.outcome
         last_user = user_id
         people = [user_id]
-        started = time.monotonic()
-        session.remember(answer.secret)
-        try:
-            outcome = await session.relay(answer.secret, query)
-        finally:
-            answer.secret.wipe()
-            await answer.tidying
         if outcome.result is Relay.REFUSED:
             note = await session.refused_passphrase(user_id, outcome)
             continue
@@ -100,10 +85,7 @@ async def prompted_systemd(session: UnlockSession, people: list[int]) -> UnlockR
         if others:
             note = f"✅ disk {query.disk} took it; {len(others)} more disk(s) to go."
             continue
-        await session.tools.chat.post(
-            user_id, f"Passphrase handed to {m.name}'s initrd; waiting for the system…"
-        )
-        return await session.report_up(user_id, by, started)
+        return await session.handed_over(user_id, by, done.started)
     text = f"🚨 {m.name}: too many prompts in one unlock session; /unlock {m.name} again"
     return UnlockResult(False, text, await session.alert(text))
 
@@ -115,10 +97,10 @@ async def _queries(session: UnlockSession) -> tuple[str, list[Query]] | None:
     deadline = time.monotonic() + session.tools.settle
     while True:
         try:
-            conn = await session.link.open()
+            conn = await session.login.open()
         except SshError:
             return None
-        boot = await boot_id(conn, timeout)
+        boot = await session.target.boot_id(on=session.login)
         queries = await list_queries(conn, timeout)
         if queries is None and conn.is_closed():
             return None
@@ -130,9 +112,9 @@ async def _queries(session: UnlockSession) -> tuple[str, list[Query]] | None:
 async def _not_asking(session: UnlockSession, boot: str, user_id: int | None) -> UnlockResult:
     """A systemd initrd with no pending query: out of tries, or unlocked meanwhile."""
     m = session.m
-    if await session.system_up():
-        await session.tools.store.update_machine(m.name, state=Place.SYSTEM)
-        return UnlockResult(True, f"{m.name} is up (unlocked elsewhere)")
+    up = await session.up_meanwhile()
+    if up is not None:
+        return up
     if boot and await session.memory.tries.used_this_boot(m.name, boot) >= SYSTEMD_TRIES:
         return await _gave_up(session, user_id)
     text = (
@@ -142,7 +124,7 @@ async def _not_asking(session: UnlockSession, boot: str, user_id: int | None) ->
     )
     await session.audit(None, "", "not waiting", "no pending password query")
     told = await session.alert(text)
-    session.offer_reboot(session.target, [user_id] if user_id is not None else list(told))
+    session.offer_a_reboot(user_id, told)
     return UnlockResult(False, text, told)
 
 
@@ -153,5 +135,5 @@ async def _gave_up(session: UnlockSession, user_id: int | None) -> UnlockResult:
     )
     await session.audit(user_id, "", "gave up", f"{SYSTEMD_TRIES} tries this boot")
     told = await session.alert(text)
-    session.offer_reboot(session.target, [user_id] if user_id is not None else list(told))
+    session.offer_a_reboot(user_id, told)
     return UnlockResult(False, text, told)

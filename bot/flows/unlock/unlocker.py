@@ -1,4 +1,5 @@
-"""The unlocker: one session per machine at a time, and what outlives a session."""
+"""The unlocker: one session per machine at a time, what outlives a session, and which
+initrd's way of asking a session follows."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ import contextlib
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass, field
 
 from bot.chat.access import Access
 from bot.chat.asker import Asker
 from bot.chat.port import ChatPort
-from bot.config.inventory import Machine, UnlockMode
+from bot.config.inventory import Machine
 from bot.core.durations import format_duration
 from bot.core.poll import PollTimeout, poll_until
 from bot.core.sops import SopsReader
-from bot.flows.unlock.reboot_offer import RebootOffer
+from bot.flows.unlock.askpass import prompted_askpass
+from bot.flows.unlock.initrd_reboot import InitrdReboots
+from bot.flows.unlock.memory import Memory
 from bot.flows.unlock.session import Tools, UnlockSession
+from bot.flows.unlock.systemd import prompted_systemd
 from bot.flows.unlock.texts import UnlockResult, initrd_mismatch
 from bot.remote.fleet import Fleet
 from bot.remote.place import Location, Place
@@ -27,19 +30,6 @@ from store.health import UNLOCK_EVENT, HealthStore
 from store.remembered import SystemdTries
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Memory:
-    """What the unlocker remembers between sessions, per machine."""
-
-    # systemd initrd: tries used per (machine, boot id, query message). systemd-cryptsetup
-    # allows 3 per boot (docs/initrd.md), so the count restarts only with a new boot id;
-    # it is kept in the store, since a restart of the bot is no new boot of the machine.
-    tries: SystemdTries
-    cooldown_until: dict[str, float] = field(default_factory=dict)
-    # ``unlock = auto``: which way the machine's initrd took a passphrase last time.
-    flavour: dict[str, UnlockMode] = field(default_factory=dict)
 
 
 class Unlocker:
@@ -71,7 +61,7 @@ class Unlocker:
             prompt_timeout=prompt_timeout,
             settle=settle,
         )
-        self.reboots = RebootOffer(
+        self.reboots = InitrdReboots(
             asker=asker,
             chat=chat,
             store=store,
@@ -152,7 +142,7 @@ class Unlocker:
         target: Target = await self.fleet.target(m)
         session = UnlockSession(target, self.tools, self.memory, self.reboots.offer)
         started = time.monotonic()
-        result = await session.run(trigger, ask, seen)
+        result = await session.run(trigger, ask, seen, _prompted)
         if result.unlocked:
             # The wait the weekly report shows: from the initrd found waiting to the system up.
             waited = round(time.monotonic() - started, 3)
@@ -163,3 +153,10 @@ class Unlocker:
             except sqlite3.Error as exc:  # the machine is up all the same
                 log.warning("the unlock wait of %s was not recorded: %s", m.name, exc)
         return result
+
+
+async def _prompted(session: UnlockSession, people: list[int]) -> UnlockResult:
+    """Ask the way this machine's initrd asks: per disk (systemd) or one prompt (askpass)."""
+    if await session.initrd_flavour() == "systemd":
+        return await prompted_systemd(session, people)
+    return await prompted_askpass(session, people)

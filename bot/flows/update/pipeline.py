@@ -20,12 +20,12 @@ from bot.core.durations import format_duration
 from bot.flows.basics import Basics
 from bot.flows.update import closure, guard
 from bot.flows.update.activation import GuardWatch
-from bot.flows.update.login import Login
 from bot.flows.update.offer import RebootOffers
 from bot.flows.update.plan import Plan, PlanError, read_plan
 from bot.flows.watch.reboot_test import RebootTester
 from bot.jobs.runner import JobContext, Outcome, require_yes
 from bot.remote import nix
+from bot.remote.login import Login
 from bot.remote.nix import child_env
 from bot.remote.ssh import SshError
 from bot.remote.target import Target
@@ -104,13 +104,13 @@ class Updater:
         self, ctx: JobContext, machine: Machine, *, user_id: int, chat_id: int
     ) -> Outcome:
         target = await self._target(ctx, machine)
-        login = Login(target)
+        login = target.login()
         login.start()  # while it builds and copies
         try:
             await ctx.enter(BUILD)
             new = await self._build(ctx, machine)
             outcome, _ = await self._apply(
-                ctx, login, new, approve=True, user_id=user_id, chat_id=chat_id
+                ctx, target, login, new, approve=True, user_id=user_id, chat_id=chat_id
             )
             return outcome
         finally:
@@ -123,22 +123,33 @@ class Updater:
         review, activate behind its guard, confirm, health, as a single update; no question
         and no reboot offer of its own (the rollout makes one for all)."""
         target = await self._target(ctx, machine)
-        login = Login(target)
+        login = target.login()
         login.start()  # while it copies
         try:
-            return await self._apply(ctx, login, new, approve=False, user_id=user_id, chat_id=0)
+            return await self._apply(
+                ctx, target, login, new, approve=False, user_id=user_id, chat_id=0
+            )
         finally:
             login.close()
 
     async def _apply(
-        self, ctx: JobContext, login: Login, new: str, *, approve: bool, user_id: int, chat_id: int
+        self,
+        ctx: JobContext,
+        target: Target,
+        login: Login,
+        new: str,
+        *,
+        approve: bool,
+        user_id: int,
+        chat_id: int,
     ) -> tuple[Outcome, Plan]:
-        """Everything after the build; ``approve``: ask the person first (a single update)."""
-        machine = login.target.machine
+        """Everything after the build, the steps before the activation sharing ``login``
+        (``target``'s, made while it builds); ``approve``: ask the person first."""
+        machine = target.machine
         await ctx.enter(COPY)
-        await self._copy(ctx, login.target, new)
+        await self._copy(ctx, target, new)
         await ctx.enter(REVIEW)
-        plan = await self._plan(ctx, login, new, None)
+        plan = await self._plan(ctx, target, login, new, None)
         if plan.unchanged:
             for phase in (ACTIVATE, CONFIRM, HEALTH):
                 ctx.skip(phase)
@@ -151,7 +162,7 @@ class Updater:
             )
         select = guard.set_profile(new)
         outcome = await self._guarded(
-            ctx, login, plan, select, user_id=user_id, chat_id=chat_id, offer=approve
+            ctx, target, login, plan, select, user_id=user_id, chat_id=chat_id, offer=approve
         )
         return outcome, plan
 
@@ -161,7 +172,7 @@ class Updater:
         target = await self._target(ctx, machine)
         await ctx.enter(REVIEW)
         timeout = self.tuning.ssh_timeout
-        login = Login(target)
+        login = target.login()
         try:
             try:
                 shell = await login.shell()
@@ -179,12 +190,14 @@ class Updater:
                 raise ctx.fail(f"cannot read {machine.name}'s generations: {exc}") from None
             if not nix.STORE_PATH.fullmatch(path):
                 raise ctx.fail(f"generation {back} of {machine.name} points at no store path")
-            plan = await self._plan(ctx, login, path, back)
+            plan = await self._plan(ctx, target, login, path, back)
             await self._approve(
                 ctx, machine, plan, user_id=user_id, chat_id=chat_id, yes="Roll back"
             )
             select = guard.switch_generation(back)
-            return await self._guarded(ctx, login, plan, select, user_id=user_id, chat_id=chat_id)
+            return await self._guarded(
+                ctx, target, login, plan, select, user_id=user_id, chat_id=chat_id
+            )
         finally:
             login.close()
 
@@ -254,12 +267,14 @@ class Updater:
 
     # -- review -------------------------------------------------------------------------------
 
-    async def _plan(self, ctx: JobContext, login: Login, new: str, back: int | None) -> Plan:
-        timeout, name = self.tuning.ssh_timeout, login.target.name
+    async def _plan(
+        self, ctx: JobContext, target: Target, login: Login, new: str, back: int | None
+    ) -> Plan:
+        timeout, name = self.tuning.ssh_timeout, target.name
         try:
             shell = await login.shell()
             plan = await read_plan(shell, name, new, timeout=timeout, to_generation=back)
-            before = await login.target.health_in(shell)
+            before = await target.health_in(shell)
         except SshError as exc:
             raise ctx.fail(f"cannot read {name}'s system: {exc}") from None
         except PlanError as exc:
@@ -335,6 +350,7 @@ class Updater:
     async def _guarded(
         self,
         ctx: JobContext,
+        target: Target,
         login: Login,
         plan: Plan,
         select: list[str],
@@ -343,7 +359,6 @@ class Updater:
         chat_id: int,
         offer: bool = True,
     ) -> Outcome:
-        target = login.target
         watch = GuardWatch(ctx, target, plan, self.store, self.tuning, user_id=user_id)
         await ctx.enter(ACTIVATE)
         try:

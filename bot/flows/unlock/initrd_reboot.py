@@ -1,8 +1,9 @@
-"""A reboot offered when a systemd initrd has given up: only a new boot brings new tries.
+"""A reboot from the initrd, offered when a systemd initrd has given up: only a new boot
+brings new tries.
 
 The person presses a button (their own, expiring); the bot reboots the machine through
-its pinned initrd login, waits until that boot is over, and follows the next one into the
-unlock again.
+its pinned initrd login (``Target.reboot(initrd=True)``), waits until that boot is over,
+and follows the next one into the unlock again.
 """
 
 from __future__ import annotations
@@ -15,16 +16,14 @@ from bot.chat.asker import Asker
 from bot.chat.port import ChatPort
 from bot.core.poll import PollTimeout, poll_until
 from bot.flows.unlock.texts import UnlockResult
-from bot.remote.initrd import boot_id
-from bot.remote.ssh import SshError, run
-from bot.remote.target import Target
+from bot.remote.target import RebootFailed, Target
 from store import Store
 
 Follow = Callable[..., Awaitable[UnlockResult]]
 
 
-class RebootOffer:
-    """At most one pending offer per machine."""
+class InitrdReboots:
+    """Offers of a reboot from an initrd that gave up; at most one pending per machine."""
 
     def __init__(
         self,
@@ -74,13 +73,9 @@ class RebootOffer:
             decision="confirmed",
             detail="from the initrd after it gave up",
         )
-        timeout = target.reach.ssh_timeout
         try:
-            conn = await target.initrd()
-            async with conn:
-                old = await boot_id(conn, timeout)
-                await run(conn, ["reboot"], timeout=timeout)
-        except SshError as exc:
+            old = await target.reboot(initrd=True)
+        except RebootFailed as exc:
             await self.chat.post(pressed, f"❌ could not reboot {m.name}: {exc}")
             return
         await self.chat.post(
@@ -94,7 +89,7 @@ class RebootOffer:
         boot that follows is the new one."""
 
         async def gone() -> bool:
-            return not old or await target.boot_id(initrd=True) != old
+            return await target.boot_id(initrd=True) != old
 
         with contextlib.suppress(PollTimeout):
             await poll_until(gone, bool, timeout=self.down_timeout, interval=target.reach.poll)
