@@ -48,6 +48,7 @@ from bot.flows.watch.watcher import Watcher
 from bot.jobs.retention import FIRST_PRUNE, PRUNE_EVERY, Retention
 from bot.jobs.runner import JobContext, JobFailed, JobRunner
 from bot.remote.fleet import Fleet
+from bot.remote.health import CheckLimits
 from bot.remote.pins import SopsHostKeys
 from bot.remote.target import Reach
 from handlers import register_all
@@ -175,10 +176,9 @@ def build_basics(
     reach = Reach(
         client_key=settings.ssh_key,
         ssh_timeout=tuning.ssh_timeout,
-        check_timeout=tuning.check_timeout,
-        disk_limit=tuning.disk_alert_percent,
         poll=tuning.reboot_poll,
     )
+    limits = CheckLimits(check_timeout=tuning.check_timeout, disk_limit=tuning.disk_alert_percent)
     sops = settings.sops_reader()
     return Basics(
         settings=settings,
@@ -198,7 +198,7 @@ def build_basics(
             max_parallel=tuning.max_parallel_jobs,
             progress_interval=tuning.progress_interval,
         ),
-        fleet=Fleet(store, reach, SopsHostKeys(sops)),
+        fleet=Fleet(store, reach, SopsHostKeys(sops), limits=limits),
         sops=sops,
         probes_enabled=probes_enabled,
     )
@@ -212,19 +212,7 @@ def build_engine(
 ) -> Engine:
     """The flows, built on ``basics`` and handed to each other; ``queue`` runs schedules."""
     b, tuning = basics, basics.tuning
-    # The unlock flow takes its timings under its own names.
-    unlocker = Unlocker(
-        fleet=b.fleet,
-        store=b.store,
-        chat=b.chat,
-        asker=b.asker,
-        access=b.access,
-        sops=b.sops,
-        prompt_timeout=tuning.ssh_timeout,
-        settle=tuning.unlock_settle,
-        confirm_timeout=tuning.confirm_timeout,
-        down_timeout=tuning.reboot_down_timeout,
-    )
+    unlocker = Unlocker(b)
 
     async def after_install(machine: Machine, ctx: JobContext) -> str:
         """A fresh LUKS install waits in its initrd: unlock it as part of the job."""

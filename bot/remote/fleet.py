@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable
 
 from bot.config.inventory import Machine
+from bot.remote.health import DEFAULT_LIMITS, CheckLimits
 from bot.remote.pins import RECORDED, SopsHostKeys, booted_source, resolve
 from bot.remote.place import Pins
 from bot.remote.target import KeyReadFailed, Reach, Target
@@ -30,9 +31,17 @@ INITRD_READ_RETRY = 600.0
 class Fleet:
     """One Target per machine, judged by its current pins."""
 
-    def __init__(self, store: Store, reach: Reach, sops_keys: SopsHostKeys | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        reach: Reach,
+        sops_keys: SopsHostKeys | None = None,
+        *,
+        limits: CheckLimits = DEFAULT_LIMITS,
+    ) -> None:
         self.store = store
         self.reach = reach
+        self.limits = limits
         self.sops_keys = sops_keys or SopsHostKeys(None)
         self._read_failed_at: dict[str, float] = {}
         self._targets: dict[str, Target] = {}
@@ -46,7 +55,7 @@ class Fleet:
             target.close()
             target = None
         if target is None:
-            target = Target(machine, pins, self.reach, keep=True)
+            target = Target(machine, pins, self.reach, keep=True, limits=self.limits)
             self._targets[machine.name] = target
         else:
             target.repin(pins)
@@ -54,7 +63,7 @@ class Fleet:
 
     def unpinned(self, machine: Machine) -> Target:
         """A Target for looks that need no pins (its ports): nothing read, nothing kept."""
-        return Target(machine, Pins(), self.reach)
+        return Target(machine, Pins(), self.reach, limits=self.limits)
 
     def retain(self, names: Iterable[str]) -> None:
         """Close and forget the Targets of machines not in ``names`` (they left the

@@ -31,6 +31,18 @@ _CHANNELS = 4
 
 
 @dataclass(frozen=True)
+class CheckLimits:
+    """How a health check is judged, apart from how the machine is reached: each check's
+    patience, and the disk use (per cent) that counts as full."""
+
+    check_timeout: float = 5.0
+    disk_limit: int = 90
+
+
+DEFAULT_LIMITS = CheckLimits()
+
+
+@dataclass(frozen=True)
 class CheckResult:
     """One inventory check (``tcp:443``, ``http://127.0.0.1:8080/health``)."""
 
@@ -151,16 +163,15 @@ async def read_health(
     machine: Machine,
     *,
     ssh_timeout: float,
-    check_timeout: float,
-    disk_limit: int = 90,
+    limits: CheckLimits = DEFAULT_LIMITS,
 ) -> Health:
     """Every health command in one exec (a shell script), else one channel each."""
-    commands = health_commands(machine, check_timeout)
-    timeout = ssh_timeout + check_timeout * (1 + len(machine.checks))
+    commands = health_commands(machine, limits.check_timeout)
+    timeout = ssh_timeout + limits.check_timeout * (1 + len(machine.checks))
     results = await run_script(conn, commands, timeout=timeout)
     if results is None:
-        results = await _one_by_one(conn, commands, timeout=check_timeout + ssh_timeout)
-    return _health(machine, results, disk_limit)
+        results = await _one_by_one(conn, commands, timeout=limits.check_timeout + ssh_timeout)
+    return _health(machine, results, limits.disk_limit)
 
 
 async def read_health_in(
@@ -168,15 +179,14 @@ async def read_health_in(
     machine: Machine,
     *,
     ssh_timeout: float,
-    check_timeout: float,
-    disk_limit: int = 90,
+    limits: CheckLimits = DEFAULT_LIMITS,
 ) -> Health:
     """The health check through a kept shell (ShellFailed, and the shell closed, when it
     went wrong)."""
-    commands = health_commands(machine, check_timeout)
-    timeout = ssh_timeout + check_timeout * (1 + len(machine.checks))
+    commands = health_commands(machine, limits.check_timeout)
+    timeout = ssh_timeout + limits.check_timeout * (1 + len(machine.checks))
     results = await shell.run(commands, timeout=timeout)
-    return _health(machine, results, disk_limit)
+    return _health(machine, results, limits.disk_limit)
 
 
 async def _one_by_one(

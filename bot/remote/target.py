@@ -28,7 +28,16 @@ from bot.config.inventory import Machine
 from bot.core.keys import fingerprint, parse_public_key
 from bot.core.poll import poll_until
 from bot.core.text import one_line
-from bot.remote.health import BOOT_ID, Health, Probe, boot_id_in, read_health, read_health_in
+from bot.remote.health import (
+    BOOT_ID,
+    DEFAULT_LIMITS,
+    CheckLimits,
+    Health,
+    Probe,
+    boot_id_in,
+    read_health,
+    read_health_in,
+)
 from bot.remote.login import Login
 from bot.remote.place import Location, Pins, Place, locate, not_installed
 from bot.remote.shell import RemoteShell, ShellFailed
@@ -58,23 +67,30 @@ class KeyReadFailed(Exception):
 
 @dataclass(frozen=True)
 class Reach:
-    """How the bot reaches machines: its key and its patience."""
+    """How the bot reaches machines: its key, its patience with SSH, how often it looks."""
 
     client_key: Path
     ssh_timeout: float = 10.0
-    check_timeout: float = 5.0
-    disk_limit: int = 90
     poll: float = 1.0
 
 
 class Target:
     """A machine, its pins and the bot's way in."""
 
-    def __init__(self, machine: Machine, pins: Pins, reach: Reach, *, keep: bool = False) -> None:
+    def __init__(
+        self,
+        machine: Machine,
+        pins: Pins,
+        reach: Reach,
+        *,
+        keep: bool = False,
+        limits: CheckLimits = DEFAULT_LIMITS,
+    ) -> None:
         self.machine = machine
         self.pins = pins
         self.reach = reach
         self.keep = keep
+        self.limits = limits
         self._kept = Login(self.system, machine.name)
         self._shell_busy = asyncio.Lock()
 
@@ -84,12 +100,17 @@ class Target:
 
     def at(self, address: str) -> Target:
         """The same machine reached at ``address`` (its host resolved once); keeps nothing."""
-        return Target(dataclasses.replace(self.machine, host=address), self.pins, self.reach)
+        return Target(
+            dataclasses.replace(self.machine, host=address),
+            self.pins,
+            self.reach,
+            limits=self.limits,
+        )
 
     def with_pins(self, *, system: str, initrd: str) -> Target:
         """The same machine judged by other pins (a deploy's new keys); it keeps nothing."""
         pins = replace(self.pins, system=system, initrd=initrd, conflicts=())
-        return Target(self.machine, pins, self.reach)
+        return Target(self.machine, pins, self.reach, limits=self.limits)
 
     def repin(self, pins: Pins) -> None:
         """Judge by ``pins`` from now on; a kept login made under another system key ends."""
@@ -239,8 +260,7 @@ class Target:
             conn,
             self.machine,
             ssh_timeout=self.reach.ssh_timeout,
-            check_timeout=self.reach.check_timeout,
-            disk_limit=self.reach.disk_limit,
+            limits=self.limits,
         )
 
     async def health_in(self, shell: RemoteShell) -> Health:
@@ -250,8 +270,7 @@ class Target:
             shell,
             self.machine,
             ssh_timeout=self.reach.ssh_timeout,
-            check_timeout=self.reach.check_timeout,
-            disk_limit=self.reach.disk_limit,
+            limits=self.limits,
         )
 
     async def _read_in_shell(self, conn: asyncssh.SSHClientConnection) -> Health | None:

@@ -12,12 +12,10 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-from bot.chat.asker import Asker
-from bot.chat.port import ChatPort
 from bot.core.poll import PollTimeout, poll_until
+from bot.flows.basics import Basics
 from bot.flows.unlock.texts import UnlockResult
 from bot.remote.target import RebootFailed, Target
-from store import Store
 
 Follow = Callable[..., Awaitable[UnlockResult]]
 
@@ -25,21 +23,11 @@ Follow = Callable[..., Awaitable[UnlockResult]]
 class InitrdReboots:
     """Offers of a reboot from an initrd that gave up; at most one pending per machine."""
 
-    def __init__(
-        self,
-        *,
-        asker: Asker,
-        chat: ChatPort,
-        store: Store,
-        confirm_timeout: float,
-        down_timeout: float,
-        follow: Follow,
-    ) -> None:
-        self.asker = asker
-        self.chat = chat
-        self.store = store
-        self.confirm_timeout = confirm_timeout
-        self.down_timeout = down_timeout
+    def __init__(self, basics: Basics, *, follow: Follow) -> None:
+        self.asker = basics.asker
+        self.chat = basics.chat
+        self.store = basics.store
+        self.tuning = basics.tuning
         self.follow = follow
         self._offers: dict[str, asyncio.Task[None]] = {}
 
@@ -61,7 +49,7 @@ class InitrdReboots:
             people,
             f"🔁 Reboot {m.name} now, through its initrd login, to get new tries?",
             yes=f"Reboot {m.name} now",
-            timeout=self.confirm_timeout,
+            timeout=self.tuning.confirm_timeout,
         )
         if pressed is None:
             return
@@ -92,4 +80,6 @@ class InitrdReboots:
             return await target.boot_id(initrd=True) != old
 
         with contextlib.suppress(PollTimeout):
-            await poll_until(gone, bool, timeout=self.down_timeout, interval=target.reach.poll)
+            await poll_until(
+                gone, bool, timeout=self.tuning.reboot_down_timeout, interval=target.reach.poll
+            )

@@ -19,11 +19,13 @@ from bot.chat.access import Access
 from bot.chat.asker import Answer, Asker
 from bot.chat.port import ChatPort
 from bot.config.inventory import UnlockMode
+from bot.config.tuning import Tuning
 from bot.core.durations import format_duration
 from bot.core.keys import fingerprint
 from bot.core.poll import PollTimeout, poll_until
 from bot.core.secret import Secret, redact
 from bot.core.sops import SopsError, SopsReader
+from bot.flows.basics import Basics
 from bot.flows.unlock import texts
 from bot.flows.unlock.memory import Memory
 from bot.flows.unlock.texts import UnlockResult
@@ -42,15 +44,26 @@ OfferReboot = Callable[[Target, list[int]], None]
 
 @dataclass(frozen=True)
 class Tools:
-    """What every session uses: the store, the chats, sops, and two timings."""
+    """What every session uses of the shared parts: the store, the chats, sops, and the
+    timings (``tuning.ssh_timeout`` for an initrd's prompt, ``tuning.unlock_settle``)."""
 
     store: Store
     chat: ChatPort
     asker: Asker
     access: Access
     sops: SopsReader
-    prompt_timeout: float
-    settle: float
+    tuning: Tuning
+
+    @classmethod
+    def of(cls, basics: Basics) -> Tools:
+        return cls(
+            store=basics.store,
+            chat=basics.chat,
+            asker=basics.asker,
+            access=basics.access,
+            sops=basics.sops,
+            tuning=basics.tuning,
+        )
 
 
 @dataclass(frozen=True)
@@ -194,7 +207,7 @@ class UnlockSession:
         if mode != "auto":
             return mode
         try:
-            agent = await has_agent(await self.login.open(), self.tools.prompt_timeout)
+            agent = await has_agent(await self.login.open(), self.tools.tuning.ssh_timeout)
         except SshError:
             return "auto"
         if agent is None:
@@ -257,8 +270,8 @@ class UnlockSession:
                 conn,
                 secret,
                 mode=mode,
-                prompt_timeout=self.tools.prompt_timeout,
-                settle=self.tools.settle,
+                prompt_timeout=self.tools.tuning.ssh_timeout,
+                settle=self.tools.tuning.unlock_settle,
                 query=query,
             )
             if outcome.result is not Relay.DROPPED:

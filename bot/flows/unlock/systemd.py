@@ -93,8 +93,8 @@ async def prompted_systemd(session: UnlockSession, people: list[int]) -> UnlockR
 async def _queries(session: UnlockSession) -> tuple[str, list[Query]] | None:
     """The boot id and the pending queries, waiting up to ``settle`` for the first one
     (systemd-cryptsetup may start asking after the initrd's sshd is up)."""
-    timeout = session.tools.prompt_timeout
-    deadline = time.monotonic() + session.tools.settle
+    timeout = session.tools.tuning.ssh_timeout
+    deadline = time.monotonic() + session.tools.tuning.unlock_settle
     while True:
         try:
             conn = await session.login.open()

@@ -9,23 +9,18 @@ import logging
 import sqlite3
 import time
 
-from bot.chat.access import Access
-from bot.chat.asker import Asker
-from bot.chat.port import ChatPort
 from bot.config.inventory import Machine
 from bot.core.durations import format_duration
 from bot.core.poll import PollTimeout, poll_until
-from bot.core.sops import SopsReader
+from bot.flows.basics import Basics
 from bot.flows.unlock.askpass import prompted_askpass
 from bot.flows.unlock.initrd_reboot import InitrdReboots
 from bot.flows.unlock.memory import Memory
 from bot.flows.unlock.session import Tools, UnlockSession
 from bot.flows.unlock.systemd import prompted_systemd
 from bot.flows.unlock.texts import UnlockResult, initrd_mismatch
-from bot.remote.fleet import Fleet
 from bot.remote.place import Location, Place
 from bot.remote.target import Target
-from store import Store
 from store.health import UNLOCK_EVENT, HealthStore
 from store.remembered import SystemdTries
 
@@ -35,40 +30,12 @@ log = logging.getLogger(__name__)
 class Unlocker:
     """One unlock session per machine at a time; callers share the running one."""
 
-    def __init__(
-        self,
-        *,
-        fleet: Fleet,
-        store: Store,
-        chat: ChatPort,
-        asker: Asker,
-        access: Access,
-        sops: SopsReader,
-        prompt_timeout: float,
-        settle: float,
-        confirm_timeout: float = 120.0,
-        down_timeout: float = 300.0,
-    ) -> None:
-        self.fleet = fleet
-        self.store = store
-        self.memory = Memory(SystemdTries(store))
-        self.tools = Tools(
-            store=store,
-            chat=chat,
-            asker=asker,
-            access=access,
-            sops=sops,
-            prompt_timeout=prompt_timeout,
-            settle=settle,
-        )
-        self.reboots = InitrdReboots(
-            asker=asker,
-            chat=chat,
-            store=store,
-            confirm_timeout=confirm_timeout,
-            down_timeout=down_timeout,
-            follow=self.follow_boot,
-        )
+    def __init__(self, basics: Basics) -> None:
+        self.fleet = basics.fleet
+        self.store = basics.store
+        self.memory = Memory(SystemdTries(basics.store))
+        self.tools = Tools.of(basics)
+        self.reboots = InitrdReboots(basics, follow=self.follow_boot)
         self._sessions: dict[str, asyncio.Task[UnlockResult]] = {}
 
     def active(self, machine: str) -> bool:
