@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 from bot.config.inventory import Machine
@@ -69,11 +70,6 @@ class Deployer:
         phases += [STAGING, REMOUNT, INSTALL, REBOOT, HEALTH]
         kind = "reinstall" if reinstall else "deploy"
 
-        async def work(ctx: JobContext) -> Outcome:
-            return await self._pipeline(
-                ctx, machine, user_id=user_id, chat_id=chat_id, reinstall=reinstall
-            )
-
         return await self.jobs.start(
             kind=kind,
             title=f"{kind.capitalize()} {machine.name}",
@@ -81,7 +77,13 @@ class Deployer:
             user_id=user_id,
             chat_id=chat_id,
             phases=phases,
-            work=work,
+            work=partial(
+                self._pipeline,
+                machine=machine,
+                user_id=user_id,
+                chat_id=chat_id,
+                reinstall=reinstall,
+            ),
         )
 
     # -- the pipeline ------------------------------------------------------------------------

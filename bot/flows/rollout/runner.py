@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from bot.chat.asker import Asker
 from bot.chat.port import Button
@@ -207,9 +208,6 @@ class Rollouts:
             kind=UPDATE_KIND, machines=names, user_id=user_id, chat_id=None
         )
 
-        async def work(ctx: JobContext) -> Outcome:
-            return await self._run(ctx, plan, children, user_id=user_id, chat_id=chat_id)
-
         try:
             return await self.jobs.start(
                 kind=ROLLOUT_KIND,
@@ -218,7 +216,9 @@ class Rollouts:
                 user_id=user_id,
                 chat_id=chat_id,
                 phases=[BUILD, CONFIRMING, CANARY, WAVES],
-                work=work,
+                work=partial(
+                    self._run, plan=plan, children=children, user_id=user_id, chat_id=chat_id
+                ),
             )
         except Exception:
             for child in children:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from functools import partial
 from pathlib import Path
 
 from bot.config.inventory import Machine
@@ -66,9 +67,6 @@ class Updater:
     async def start(self, machine: Machine, *, user_id: int, chat_id: int) -> Job:
         """Start an update job (JobConflict when the machine is busy)."""
 
-        async def work(ctx: JobContext) -> Outcome:
-            return await self._update(ctx, machine, user_id=user_id, chat_id=chat_id)
-
         return await self.jobs.start(
             kind=UPDATE_KIND,
             title=f"Update {machine.name}",
@@ -76,14 +74,11 @@ class Updater:
             user_id=user_id,
             chat_id=chat_id,
             phases=[BUILD, COPY, REVIEW, ACTIVATE, CONFIRM, HEALTH],
-            work=work,
+            work=partial(self._update, machine=machine, user_id=user_id, chat_id=chat_id),
         )
 
     async def start_rollback(self, machine: Machine, *, user_id: int, chat_id: int) -> Job:
         """Start a rollback to the previous generation (JobConflict when busy)."""
-
-        async def work(ctx: JobContext) -> Outcome:
-            return await self._rollback(ctx, machine, user_id=user_id, chat_id=chat_id)
 
         return await self.jobs.start(
             kind=ROLLBACK_KIND,
@@ -92,7 +87,7 @@ class Updater:
             user_id=user_id,
             chat_id=chat_id,
             phases=[REVIEW, ACTIVATE, CONFIRM, HEALTH],
-            work=work,
+            work=partial(self._rollback, machine=machine, user_id=user_id, chat_id=chat_id),
         )
 
     async def shutdown(self) -> None:

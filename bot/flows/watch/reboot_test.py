@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from bot.config.inventory import Machine
 from bot.core.durations import format_duration
@@ -83,9 +84,6 @@ class RebootTester:
         """Start the test as a job (JobConflict if the machine is busy)."""
         phases = PHASES if machine.luks else tuple(p for p in PHASES if p not in (INITRD, UNLOCK))
 
-        async def work(ctx: JobContext) -> Outcome:
-            return await self._run(ctx, machine, trigger=trigger, chat_id=chat_id)
-
         return await self.jobs.start(
             kind=KIND,
             title=f"Reboot test {machine.name}",
@@ -93,7 +91,7 @@ class RebootTester:
             user_id=user_id,
             chat_id=chat_id,
             phases=phases,
-            work=work,
+            work=partial(self._run, machine=machine, trigger=trigger, chat_id=chat_id),
         )
 
     async def _run(
