@@ -21,7 +21,8 @@ from bot.core.keys import fingerprint
 from bot.core.poll import PollTimeout, poll_until
 from bot.flows.adopt import contradictions
 from bot.flows.basics import Basics
-from bot.flows.rollout.runner import ROLLOUT_KIND, where_it_stood
+from bot.flows.rollout.board import where_it_stood
+from bot.flows.rollout.runner import ROLLOUT_KIND
 from bot.flows.update.pipeline import GUARDED_KINDS
 from bot.jobs.staging import FOLDER_PREFIX, remove, staging_parent
 from bot.remote.fleet import Fleet
