@@ -16,6 +16,7 @@ from bot.core.poll import PollTimeout, poll_until
 from bot.core.tasks import Background
 from bot.flows.update.plan import Plan
 from bot.flows.watch.reboot_test import RebootTester
+from bot.jobs.runner import busy_text
 from store import Job, JobConflict, Store
 
 
@@ -70,10 +71,7 @@ class RebootOffers:
                     machine, trigger=f"after rollout job {job_id}", user_id=user_id, chat_id=chat_id
                 )
             except JobConflict as exc:
-                await self.chat.post(
-                    chat_id,
-                    f"{machine.name} already has job {exc.job.id} ({exc.job.kind}): skipped.",
-                )
+                await self.chat.post(chat_id, f"Skipped: {busy_text(machine.name, exc)}")
                 continue
             if not await self._ended(job.id, timeout=None):
                 return
@@ -94,9 +92,7 @@ class RebootOffers:
                 machine, trigger=f"after update job {job_id}", user_id=user_id, chat_id=chat_id
             )
         except JobConflict as exc:
-            await self.chat.post(
-                chat_id, f"{machine.name} already has job {exc.job.id} ({exc.job.kind}): not now."
-            )
+            await self.chat.post(chat_id, f"Not rebooted: {busy_text(machine.name, exc)}")
 
     async def _ask(
         self,
