@@ -31,7 +31,12 @@ PROFILE = "/nix/var/nix/profiles/system"
 #: The image's first generation.
 INSTALLED = "installed"
 #: The flake's configurations: attribute → (label, sshd).
-CONFIGS = {"good": ("good", "on"), "nossh": ("nossh", "off"), "installed": (INSTALLED, "on")}
+CONFIGS = {
+    "good": ("good", "on"),
+    "good2": ("good2", "on"),
+    "nossh": ("nossh", "off"),
+    "installed": (INSTALLED, "on"),
+}
 
 
 def recipe() -> str:
