@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.vm import nixos
 from tests.vm.guest import GATEWAY, GUEST_ADDRESS, INITRD_KEY, INITRD_PORT, Root
 
 FILES = Path(__file__).parent / "scripted"
@@ -33,7 +34,8 @@ class Scripted:
     initramfs_command: str = "update-initramfs -u -k all"
 
     def recipe(self) -> str:
-        return "".join(p.read_text() for p in sorted(FILES.iterdir())) + Path(__file__).read_text()
+        own = "".join(p.read_text() for p in sorted(FILES.iterdir())) + Path(__file__).read_text()
+        return own + nixos.recipe()
 
     def prepare(self, root: Root) -> None:
         for old in (root.path / "etc/dropbear/initramfs").glob("dropbear_*_host_key"):
@@ -57,6 +59,7 @@ class Scripted:
         root.write(
             "/etc/initramfs-tools/hooks/deploybot-askpass", (FILES / "hook").read_text(), 0o755
         )
+        nixos.install(root)
 
     def cmdline(self, luks_uuid: str) -> str:
         return f"ip={GUEST_ADDRESS}::{GATEWAY}:255.255.255.0:vmguest:eth0:off"
