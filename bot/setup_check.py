@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import shutil
 import stat
 import sys
@@ -21,8 +22,11 @@ from bot.config.settings import Settings
 from bot.core.keys import public_from_private
 from bot.core.secret import Secret
 from bot.core.text import printable
+from bot.remote.nix import GLOBAL_FLAGS, OLDEST_NIX, TOO_OLD, child_env, version
 from bot.remote.pins import SopsHostKeys, describe, resolve
 from store import MachineState, Store
+
+NIX_VERSION_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ async def collect(settings: Settings) -> list[Row]:
     rows.append(_ssh_key(settings.ssh_key))
     rows.append(_executable("nixos-anywhere", settings.nixos_anywhere[0], required=False))
     rows.append(_executable("sops", settings.sops, required=True))
+    rows.append(await _nix(settings.nix))
     rows.append(_state_dir(settings.state_dir))
     if inventory is not None:
         rows += await _secrets(settings, inventory)
@@ -85,6 +90,45 @@ def _executable(item: str, program: str, *, required: bool) -> Row:
     if found:
         return Row(item, "ok", found)
     return Row(item, "FAIL" if required else "warn", f"{program}: not found on PATH")
+
+
+async def _nix(nix: tuple[str, ...]) -> Row:
+    """The Nix that builds installs and updates: found, and new enough for the bot's flags.
+    A warning, not a failure: unlocking and watching need no Nix."""
+    item = "DEPLOYBOT_NIX"
+    if not nix or shutil.which(nix[0]) is None:
+        shown = nix[0] if nix else "(empty)"
+        return Row(item, "warn", f"{shown}: not found on PATH: installs and updates cannot build")
+    said = await _version_of(nix)
+    found = version(said)
+    if found is None:
+        return Row(item, "warn", f"{shlex.join(nix)} --version said {said[:100]!r}")
+    if found < OLDEST_NIX:
+        return Row(item, "warn", f"Nix {found[0]}.{found[1]}: {TOO_OLD}: install a newer one")
+    return Row(item, "ok", said.splitlines()[-1][:100])
+
+
+async def _version_of(nix: tuple[str, ...]) -> str:
+    """What ``nix --version`` printed, or why it printed nothing."""
+    try:
+        child = await asyncio.create_subprocess_exec(
+            *nix,
+            *GLOBAL_FLAGS,
+            "--version",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=child_env(),
+        )
+    except OSError as exc:
+        return f"cannot start: {exc.strerror}"
+    try:
+        out, _ = await asyncio.wait_for(child.communicate(), NIX_VERSION_TIMEOUT)
+    except TimeoutError:
+        child.kill()
+        await child.wait()
+        return f"no answer within {NIX_VERSION_TIMEOUT:g} s"
+    return out.decode(errors="replace").strip()
 
 
 def _state_dir(path: Path) -> Row:

@@ -22,6 +22,14 @@ from bot.core.text import printable
 from bot.remote.process import KILL_GRACE, Child, ProcessError, run_process
 
 GLOBAL_FLAGS = ("--extra-experimental-features", "nix-command flakes")
+#: The oldest Nix whose ``nix build`` has ``--print-out-paths``, which every build of the
+#: bot reads its store paths from (Debian 12's ``nix-bin`` is 2.8; docs/updates.md).
+OLDEST_NIX = (2, 9)
+TOO_OLD = (
+    f"the bot's builds need Nix {OLDEST_NIX[0]}.{OLDEST_NIX[1]} or newer "
+    "(nix build --print-out-paths)"
+)
+_VERSION = re.compile(r"\(Nix\) (\d+)\.(\d+)(?:\.\d+)?")
 #: Nix's store path grammar: 32 characters of its base32 (no e, o, t, u), a dash, then a
 #: name of at most 211 of ``0-9A-Za-z+-._?=`` that is not ``.`` or ``..`` nor starts with
 #: ``.-`` or ``..-`` (docs/updates.md).
@@ -49,7 +57,12 @@ class Finished:
 
     @property
     def last(self) -> str:
-        """Its last non-empty line: why it failed, usually."""
+        """Its last non-empty line: why it failed, usually; a Nix too old for the bot's
+        flags says so in words an operator can act on."""
+        # A Nix 2.8 prints "error: unrecognised flag …", then "Try 'nix --help' …".
+        for line in self.lines[-2:]:
+            if line.startswith("error: unrecognised flag '--print-out-paths'"):
+                return f"{line}: {TOO_OLD}; `deploybot check` shows the Nix DEPLOYBOT_NIX runs"
         return next((line for line in reversed(self.lines) if line.strip()), "")
 
     def store_paths(self) -> list[str]:
@@ -60,6 +73,12 @@ class Finished:
             for line in self.lines
             if STORE_PATH.fullmatch(line.rstrip()) and not line.rstrip().endswith(".drv")
         ]
+
+
+def version(text: str) -> tuple[int, int] | None:
+    """(major, minor) from ``nix --version`` (``nix (Nix) 2.28.3``), or None."""
+    found = _VERSION.search(text)
+    return (int(found[1]), int(found[2])) if found else None
 
 
 def installable(flake: str, attr: str, output: str) -> str:

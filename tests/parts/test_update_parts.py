@@ -5,6 +5,7 @@ the login the steps before the activation share."""
 from __future__ import annotations
 
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,22 @@ def test_build_path_is_the_last_store_path_not_a_derivation() -> None:
     assert nix.Finished(0, lines).store_paths() == [lines[1]]
     assert nix.Finished(1, ["/nix/store/short-x", "error: nope"]).store_paths() == []
     assert nix.Finished(0, ["/nix/store/" + "c" * 32 + "-x; rm -rf /"]).store_paths() == []
+
+
+async def test_a_nix_too_old_for_the_bots_build_says_which_nix_is_needed() -> None:
+    """Debian 12's real Nix 2.8 refuses ``--print-out-paths``; the failure names the fix."""
+    if (nix.version(nix_version()) or (0, 0)) >= nix.OLDEST_NIX:
+        pytest.skip(f"this machine's nix is new enough: {nix_version()}")
+    argv = nix.build_argv(("nix",), flake="path:/nonexistent", attr="web", outputs=["toplevel"])
+    done = await nix.run_nix(argv, what="nix build", env=child_env(), on_line=print, timeout=60)
+    assert done.code != 0
+    assert done.last.startswith("error: unrecognised flag '--print-out-paths'")
+    assert "need Nix 2.9 or newer" in done.last
+    assert "deploybot check" in done.last
+
+
+def nix_version() -> str:
+    return subprocess.run(["nix", "--version"], capture_output=True, text=True).stdout
 
 
 def test_ssh_options_pin_and_refuse_paths_nix_would_split(tmp_path: Path) -> None:

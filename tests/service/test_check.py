@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from pathlib import Path
 
+from bot.remote.nix import OLDEST_NIX, version
 from tests.lab.sops import SopsSecrets
 from tests.service.cli import deploybot
 from tests.world import make_host_key
@@ -78,3 +80,25 @@ async def test_bad_inventory_rows(tmp_path: Path) -> None:
     assert code == 1
     assert "FAIL  inventory" in out
     assert "web: reboot_check: 'nope' is not a cron expression" in out
+
+
+async def test_the_nix_row_says_whether_it_can_build(tmp_path: Path, make_sops: object) -> None:
+    sops: SopsSecrets = make_sops({SECRET_KEY: make_host_key(tmp_path)})  # type: ignore[operator]
+    env = write_setup(tmp_path, sops, keys=[SECRET_KEY])
+    said = (await asyncio.to_thread(nix_version)).strip()
+    code, out, _ = await deploybot("check", cwd=tmp_path, env={**env, "DEPLOYBOT_NIX": "nix"})
+    assert code == 0, out  # a warning: unlocking and watching need no Nix
+    row = next(line for line in out.splitlines() if "DEPLOYBOT_NIX" in line)
+    if (version(said) or (0, 0)) < OLDEST_NIX:  # Debian 12's nix-bin, as on CI: 2.8.0
+        assert row.startswith("warn"), row
+        assert "Nix 2.8: the bot's builds need Nix 2.9 or newer" in row, row
+    else:
+        assert row.startswith("ok"), row
+        assert said in row, row
+    env["DEPLOYBOT_NIX"] = str(tmp_path / "no-such-nix")
+    code, out, _ = await deploybot("check", cwd=tmp_path, env=env)
+    assert "no-such-nix: not found on PATH: installs and updates cannot build" in out
+
+
+def nix_version() -> str:
+    return subprocess.run(["nix", "--version"], capture_output=True, text=True).stdout

@@ -14,6 +14,9 @@ What the guest runs is Debian's, unchanged: systemd 252's systemd-cryptsetup (th
 per boot), its password agent, dracut 059. The mapped volume is named ``root``
 (``rd.luks.name``), on the whole disk (no partition name), so systemd-cryptsetup asks
 ``Please enter passphrase for disk root:``.
+
+Its booted system is the same NixOS-shaped one as the scripted flavour's
+(``tests/vm/nixos.py``): the bot reads a NixOS system on both.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.vm import nixos
 from tests.vm.guest import Root
 
 FILES = Path(__file__).parent / "dracut"
@@ -48,7 +52,8 @@ class Systemd:
 
     def recipe(self) -> str:
         files = sorted(p for p in FILES.rglob("*") if p.is_file())
-        return "".join(p.read_text() for p in files) + Path(__file__).read_text()
+        own = "".join(p.read_text() for p in files) + Path(__file__).read_text()
+        return own + nixos.recipe()
 
     def prepare(self, root: Root) -> None:
         module = root.path / "usr/lib/dracut/modules.d" / MODULE
@@ -58,6 +63,7 @@ class Systemd:
             root.write(str(module.relative_to(root.path) / source.name), source.read_text(), mode)
         root.write(AUTHORIZED, root.bot_public + "\n", 0o600)
         root.write("/etc/dracut.conf.d/90-deploybot-vm.conf", DRACUT_CONF)
+        nixos.install(root)
 
     def cmdline(self, luks_uuid: str) -> str:
         return f"rd.luks.name={luks_uuid}=root"
