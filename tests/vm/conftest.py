@@ -60,6 +60,16 @@ def scripted_image() -> Image:
 BootGuest = Callable[[Image], Awaitable[Machine]]
 
 
+async def booted(boot: BootGuest, image: Image, timeout: float = 600.0) -> Machine:
+    """A guest of a scripted image, unlocked by hand and up (running or degraded)."""
+    machine = await boot(image)
+    await machine.wait_initrd(timeout)
+    await machine.unlock_by_hand()
+    await machine.wait_system(timeout)
+    await machine.wait_running(timeout)
+    return machine
+
+
 @pytest_asyncio.fixture
 async def boot(tmp_path: Path) -> AsyncIterator[BootGuest]:
     """Start guests of an image (each on its own loopback address); all are stopped by

@@ -13,10 +13,9 @@ import asyncssh
 from bot.core.keys import fingerprint
 from bot.remote.pins import booted_source
 from tests.lab.sops import make_sops_secrets
-from tests.vm.conftest import BootGuest
+from tests.vm.conftest import BootGuest, booted
 from tests.vm.guest import INITRD_KEY, PASSPHRASE, Image
-from tests.vm.test_vm_health import BOOT, _booted
-from tests.vm.world import PROMPT, VmWorld
+from tests.vm.world import BOOT, PROMPT, VmWorld
 from tests.waiting import eventually
 
 SECRET = "vm_ssh_host_ed25519_key"
@@ -26,7 +25,7 @@ async def test_adopted_guest_keys_from_sops_and_the_booted_system_then_unlocked(
     scripted_image: Image, boot: BootGuest, vm_world: VmWorld, tmp_path: Path
 ) -> None:
     keys = scripted_image.keys
-    machine = await _booted(boot, scripted_image)
+    machine = await booted(boot, scripted_image)
     secrets = make_sops_secrets(tmp_path / "sops", {SECRET: keys.private("system").read_text()})
     vm_world.env.update(secrets.env)
     vm_world.env["DEPLOYBOT_SOPS"] = secrets.sops

@@ -6,21 +6,10 @@ from __future__ import annotations
 import re
 
 from tests.fake_telegram import FakeMessage
-from tests.vm.conftest import BootGuest
+from tests.vm.conftest import BootGuest, booted
 from tests.vm.control import Machine
 from tests.vm.guest import Image
-from tests.vm.world import VmWorld
-
-BOOT = 600.0
-
-
-async def _booted(boot: BootGuest, image: Image) -> Machine:
-    machine = await boot(image)
-    await machine.wait_initrd(BOOT)
-    await machine.unlock_by_hand()
-    await machine.wait_system(BOOT)
-    await machine.wait_running(BOOT)
-    return machine
+from tests.vm.world import BOOT, VmWorld
 
 
 async def check(world: VmWorld) -> FakeMessage:
@@ -33,13 +22,18 @@ async def check(world: VmWorld) -> FakeMessage:
 async def test_check_sees_a_real_failed_unit_and_a_real_full_disk(
     scripted_image: Image, boot: BootGuest, vm_world: VmWorld
 ) -> None:
-    machine = await _booted(boot, scripted_image)
+    machine = await booted(boot, scripted_image)
     vm_world.machine("vm", machine)
     await vm_world.start()
     op, tg = vm_world.op, vm_world.tg
     healthy = await check(vm_world)
     assert healthy.body.startswith("vm: ✅ healthy: system running"), healthy.body
+    kept = await bots_logins(machine)
+    assert len(kept) == 1, kept  # the probe's login, held between probes
 
+    # A real sshd restart (KillMode=process, as on NixOS): logins made before it stay.
+    await machine.run("systemctl restart ssh.service")
+    await machine.wait_system(BOOT)
     await machine.run(
         "systemd-run --unit=vm-lab-broken --service-type=oneshot /bin/false", check=False
     )
@@ -53,3 +47,13 @@ async def test_check_sees_a_real_failed_unit_and_a_real_full_disk(
     assert sick.body.startswith("vm: ⚠️ unhealthy: system degraded"), sick.body
     assert "vm-lab-broken.service" in sick.body
     assert re.search(r", / (99|100)%", sick.body), sick.body
+    # The second check went over the login made before the restart: no new one.
+    assert await bots_logins(machine) == kept
+
+
+async def bots_logins(machine: Machine) -> set[str]:
+    """The peers of the system's established SSH connections, this test's own left out."""
+    said = await machine.run("echo $SSH_CONNECTION; ss -Htn state established '( sport = :22 )'")
+    own, *rows = said.splitlines()
+    ours = "{}:{}".format(*own.split()[:2])
+    return {row.split()[-1] for row in rows if row.split()} - {ours}

@@ -12,6 +12,7 @@ import time
 import asyncssh
 import pytest
 
+from bot.core.keys import fingerprint
 from bot.core.secret import Secret
 from bot.remote.initrd import Query, Relay, list_queries, relay_passphrase
 from bot.remote.target import read_boot_id
@@ -20,6 +21,7 @@ from tests.vm.conftest import BootGuest
 from tests.vm.control import Machine
 from tests.vm.flavour_systemd import SYSTEMD
 from tests.vm.guest import PASSPHRASE, Image, cache_dir, image
+from tests.vm.world import BOOT, PROMPT, STAGES, VmWorld, stage_times
 
 MESSAGE = "Please enter passphrase for disk root:"
 WRONG = "not the disk passphrase"
@@ -119,3 +121,39 @@ async def test_after_three_wrong_tries_the_initrd_stays_and_asks_no_more(
     # A fresh login still reaches the initrd: it waits there until someone reboots it.
     async with await machine.connect(initrd=True) as conn:
         assert await list_queries(conn) == []
+
+
+async def test_reboot_test_from_the_chat_unlocks_the_systemd_initrd_after_a_wrong_try(
+    systemd_image: Image, boot: BootGuest, vm_world: VmWorld
+) -> None:
+    """The whole path through a real ``deploybot run``: ``/reboot``, a real reboot back
+    into the systemd initramfs, the prompt naming the disk that asks, a wrong answer that
+    costs one of systemd-cryptsetup's three tries, the right one, the health check."""
+    machine = await boot(systemd_image)
+    await machine.wait_initrd(BOOT)
+    await unlock(machine, wrong_first=False)
+    await machine.wait_running(BOOT)
+    before = await machine.boot_id()
+    vm_world.machine("vm", machine)
+    await vm_world.start()
+    op, tg = vm_world.op, vm_world.tg
+
+    await tg.send_text(op, "/reboot vm")
+    ask = await vm_world.says(op, "Reboot vm now", timeout=60)
+    await tg.press_button(op, ask, "Reboot")
+    prompt = await vm_world.says(op, PROMPT, timeout=BOOT)
+    assert f"initrd key {fingerprint(systemd_image.keys.initrd_public)} verified" in prompt.body
+    assert "Disk root: try 1 of 3 this boot." in prompt.body, prompt.body
+    wrong = await tg.send_text(op, WRONG, reply_to=prompt)
+    again = await vm_world.says(op, "attempt 2 of 3", timeout=180)
+    assert "Disk root: try 2 of 3 this boot." in again.body, again.body
+    right = await tg.send_text(op, PASSPHRASE, reply_to=again)
+    report = await vm_world.says(op, "Reboot test of vm passed", timeout=BOOT)
+    print(tg.transcript(op))
+
+    assert stage_times(report) == STAGES
+    assert tg.is_deleted(op, wrong.message_id)
+    assert tg.is_deleted(op, right.message_id)
+    assert await machine.boot_id() != before
+    journal = await machine.run("journalctl -b -o cat --no-pager -t systemd-cryptsetup")
+    assert journal.count(VERDICT) == 1, journal

@@ -6,28 +6,18 @@ timer, and a configuration that really stops the guest's sshd (tests/vm/nixos.py
 from __future__ import annotations
 
 import asyncio
-import re
 import shlex
 import time
 from pathlib import Path
 
 from bot.remote import nix
-from tests.fake_telegram import FakeMessage, FakeUser
 from tests.vm import nixos
-from tests.vm.conftest import BootGuest
+from tests.vm.conftest import BootGuest, booted
 from tests.vm.control import Machine
 from tests.vm.guest import Image
-from tests.vm.test_vm_health import _booted
-from tests.vm.world import VmWorld
+from tests.vm.world import JOB, VmWorld
 
-JOB = 900.0
-ENDED = re.compile(r"^(Update|Rollback) .* — (succeeded|failed|cancelled|interrupted) after")
 GENERATIONS = "nix-env -p /nix/var/nix/profiles/system --list-generations"
-
-
-def with_flake(world: VmWorld, tmp_path: Path) -> None:
-    world.env["DEPLOYBOT_NIX"] = nixos.bot_nix(tmp_path / "bot-store")
-    world.env["DEPLOYBOT_FLAKE"] = nixos.write_flake(tmp_path / "flake")
 
 
 async def current(machine: Machine) -> tuple[int, str]:
@@ -42,37 +32,21 @@ async def guards(machine: Machine) -> list[str]:
     return [line for line in timers.splitlines() if "deploybot-rollback-" in line]
 
 
-async def job_end(world: VmWorld, user: FakeUser, job: int) -> FakeMessage:
-    def ended(message: FakeMessage) -> bool:
-        head = message.body.split("\n")[0]
-        return f"(job {job})" in head and bool(ENDED.search(head))
-
-    return await world.tg.wait_for_message(user, ended, edits=True, since=0, timeout=JOB)
-
-
-async def confirm(world: VmWorld, command: str, press: str) -> FakeMessage:
-    op, tg = world.op, world.tg
-    await tg.send_text(op, command)
-    asked = await tg.wait_for_message(op, lambda m: press in str(m.buttons), timeout=JOB)
-    await tg.press_button(op, asked, press)
-    return asked
-
-
 async def test_update_then_rollback_on_real_generations_and_timers(
     scripted_image: Image, boot: BootGuest, vm_world: VmWorld, tmp_path: Path
 ) -> None:
-    machine = await _booted(boot, scripted_image)
+    machine = await booted(boot, scripted_image)
     installed = await current(machine)
     assert installed[0] == 1
     assert installed[1].endswith("-nixos-system-vmguest-installed")
-    with_flake(vm_world, tmp_path)
+    vm_world.use_flake(tmp_path)
     vm_world.machine("vm", machine, flake_attr="good", rollback_timeout="5m")
     await vm_world.start()
 
-    asked = await confirm(vm_world, "/deploy vm", "Update vm")
+    asked = await vm_world.confirm("/deploy vm", "Update vm")
     assert f"Now: generation 1, {installed[1]}" in asked.body, asked.body
     assert "no reboot needed" in asked.body
-    end = await job_end(vm_world, vm_world.op, 1)
+    end = await vm_world.job_end(vm_world.op, 1)
     print(vm_world.tg.transcript(vm_world.op))
     assert "— succeeded after" in end.body, end.body
     assert "switched vm to generation 2" in end.body
@@ -81,9 +55,9 @@ async def test_update_then_rollback_on_real_generations_and_timers(
     assert await guards(machine) == []
     assert (await machine.run("cat /run/current-system/nixos-version")).strip() == "good"
 
-    asked = await confirm(vm_world, "/rollback vm", "Roll back vm")
+    asked = await vm_world.confirm("/rollback vm", "Roll back vm")
     assert "Then: generation 1" in asked.body, asked.body
-    end = await job_end(vm_world, vm_world.op, 2)
+    end = await vm_world.job_end(vm_world.op, 2)
     print(vm_world.tg.transcript(vm_world.op))
     assert "— succeeded after" in end.body, end.body
     assert await current(machine) == installed
@@ -93,14 +67,14 @@ async def test_update_then_rollback_on_real_generations_and_timers(
 async def test_a_configuration_that_stops_sshd_is_switched_back_by_the_real_timer(
     scripted_image: Image, boot: BootGuest, vm_world: VmWorld, tmp_path: Path
 ) -> None:
-    machine = await _booted(boot, scripted_image)
+    machine = await booted(boot, scripted_image)
     installed = await current(machine)
-    with_flake(vm_world, tmp_path)
+    vm_world.use_flake(tmp_path)
     vm_world.machine("vm", machine, flake_attr="nossh", rollback_timeout="90s")
     await vm_world.start()
 
-    await confirm(vm_world, "/deploy vm", "Update vm")
-    end = await job_end(vm_world, vm_world.op, 1)
+    await vm_world.confirm("/deploy vm", "Update vm")
+    end = await vm_world.job_end(vm_world.op, 1)
     print(vm_world.tg.transcript(vm_world.op))
     assert "— failed after" in end.body, end.body
     assert "rolled back to generation 1 because" in end.body, end.body
@@ -114,13 +88,13 @@ async def test_a_configuration_that_stops_sshd_is_switched_back_by_the_real_time
 async def test_the_guest_rolls_back_by_itself_when_the_bot_dies_in_the_guard_window(
     scripted_image: Image, boot: BootGuest, vm_world: VmWorld, tmp_path: Path
 ) -> None:
-    machine = await _booted(boot, scripted_image)
+    machine = await booted(boot, scripted_image)
     installed = await current(machine)
-    with_flake(vm_world, tmp_path)
+    vm_world.use_flake(tmp_path)
     vm_world.machine("vm", machine, flake_attr="good", rollback_timeout="60s")
     bot = await vm_world.start()
 
-    await confirm(vm_world, "/deploy vm", "Update vm")
+    await vm_world.confirm("/deploy vm", "Update vm")
     # SIGKILL as soon as the guard is armed on the guest: before the bot confirms.
     async with await machine.connect() as conn:
         deadline = time.monotonic() + JOB
@@ -146,7 +120,7 @@ async def test_nix_copy_with_the_pinned_key_and_refused_with_another(
     scripted_image: Image, boot: BootGuest, tmp_path: Path
 ) -> None:
     """The bot's own copy argv and NIX_SSHOPTS (bot.remote.nix) with the real nix and ssh."""
-    machine = await _booted(boot, scripted_image)
+    machine = await booted(boot, scripted_image)
     words = nixos.bot_nix(tmp_path / "bot-store")
     flake = nixos.write_flake(tmp_path / "flake")
     lines: list[str] = []

@@ -4,6 +4,7 @@ their pinned keys, and ``deploybot run`` as a process of its own."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,23 @@ from tests.botprocess import BotProcess
 from tests.botrig import BotRig
 from tests.fake_telegram import FakeMessage, FakeTelegram, FakeUser
 from tests.people import ADMIN, OPERATOR
+from tests.vm import nixos
 from tests.vm.control import Machine
 
 PROMPT = "waiting for its disk passphrase"
+#: Generous bounds: a guest under TCG boots in minutes, not seconds.
+BOOT = 600.0
+#: How long a job (an update, a rollback) may take under TCG.
+JOB = 900.0
+ENDED = re.compile(r"^(Update|Rollback) .* — (succeeded|failed|cancelled|interrupted) after")
+#: The stages a passed reboot test reports, each with its time.
+STAGES = {"reboot", "down", "initrd", "unlock", "boot", "health"}
+
+
+def stage_times(report: FakeMessage) -> set[str]:
+    """The stages named on a reboot test's report (its second line)."""
+    line = report.body.splitlines()[1]
+    return {part.split()[0] for part in line.split(" · ")}
 
 
 def _toml(value: Any) -> str:
@@ -58,7 +73,7 @@ class VmWorld:
             "unlock": image.unlock,
             "operators": [OPERATOR],
             "persist_dir": "",
-            "boot_timeout": "4m",
+            "boot_timeout": "8m",
             "unlock_timeout": "5m",
             "probe_interval": "1h",
             "reboot_check": "",
@@ -92,3 +107,25 @@ class VmWorld:
         """Wait for the unlock prompt and answer it; the user's (deleted) message."""
         prompt = await self.says(user, PROMPT, timeout=timeout)
         return await self.tg.send_text(user, secret, reply_to=prompt)
+
+    def use_flake(self, folder: Path) -> None:
+        """The lab's flake (tests/vm/nixos.py) and a nix whose store is in ``folder``."""
+        self.env["DEPLOYBOT_NIX"] = nixos.bot_nix(folder / "bot-store")
+        self.env["DEPLOYBOT_FLAKE"] = nixos.write_flake(folder / "flake")
+
+    async def confirm(self, command: str, press: str) -> FakeMessage:
+        """Send ``command`` as the operator and press ``press`` on the question it asks."""
+        op, tg = self.op, self.tg
+        await tg.send_text(op, command)
+        asked = await tg.wait_for_message(op, lambda m: press in str(m.buttons), timeout=JOB)
+        await tg.press_button(op, asked, press)
+        return asked
+
+    async def job_end(self, user: FakeUser, job: int) -> FakeMessage:
+        """The job's message once its headline says how it ended."""
+
+        def ended(message: FakeMessage) -> bool:
+            head = message.body.split("\n")[0]
+            return f"(job {job})" in head and bool(ENDED.search(head))
+
+        return await self.tg.wait_for_message(user, ended, edits=True, since=0, timeout=JOB)
