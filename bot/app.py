@@ -45,8 +45,9 @@ from bot.flows.watch.outbox import Outbox
 from bot.flows.watch.reboot_test import RebootTester
 from bot.flows.watch.schedule import JobQueueLike, Schedules
 from bot.flows.watch.watcher import Watcher
+from bot.jobs.context import JobContext, JobFailed
 from bot.jobs.retention import FIRST_PRUNE, PRUNE_EVERY, Retention
-from bot.jobs.runner import JobContext, JobFailed, JobRunner
+from bot.jobs.runner import JobRunner
 from bot.remote.fleet import Fleet
 from bot.remote.health import CheckLimits
 from bot.remote.pins import SopsHostKeys

@@ -15,7 +15,7 @@ from bot.chat.asker import Asker
 from bot.chat.verdict import Verdict
 from bot.config.inventory import Machine
 from bot.core.durations import format_duration
-from bot.jobs.runner import JobCancelled
+from bot.jobs.context import JobCancelled
 from store import Store
 
 

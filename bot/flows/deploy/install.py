@@ -32,7 +32,7 @@ from bot.flows.deploy.nixos_anywhere import (
     run_nixos_anywhere,
 )
 from bot.flows.deploy.nixos_anywhere.output import HOST_KEY_CHANGED, clean_line
-from bot.jobs.runner import JobContext, JobFailed
+from bot.jobs.context import JobContext, JobFailed
 from bot.remote import nix
 from bot.remote.nix import child_env
 

@@ -28,7 +28,7 @@ from bot.flows.deploy.approval import approvers, second_approval
 from bot.flows.deploy.install import INSTALL, Installer
 from bot.flows.deploy.preflight import Preflight, preflight, remount, still_confirmed
 from bot.jobs import staging as staging_dir
-from bot.jobs.runner import JobCancelled, JobContext, Outcome, require_yes
+from bot.jobs.context import JobCancelled, JobContext, Outcome, require_yes
 from bot.remote.identity import NotThisMachine, address_of
 from bot.remote.place import Location, Place
 from bot.remote.ssh import SshError

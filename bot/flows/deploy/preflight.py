@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from bot.config.inventory import Inventory
 from bot.core.keys import fingerprint
 from bot.core.text import printable
-from bot.jobs.runner import JobContext
+from bot.jobs.context import JobContext
 from bot.remote.facts import (
     TargetFacts,
     is_nixos_installer,

@@ -52,7 +52,8 @@ from bot.flows.update.pipeline import (
     Updater,
 )
 from bot.flows.update.plan import Plan
-from bot.jobs.runner import JobCancelled, JobContext, JobRunner, Outcome, require_yes
+from bot.jobs.context import JobCancelled, JobContext, Outcome, require_yes
+from bot.jobs.runner import JobRunner
 from bot.remote import nix
 from bot.remote.fleet import Fleet
 from bot.remote.nix import child_env

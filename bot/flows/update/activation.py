@@ -22,7 +22,7 @@ from bot.core.poll import PollTimeout, poll_until
 from bot.flows.update import guard
 from bot.flows.update.login import fresh_shell
 from bot.flows.update.plan import Plan
-from bot.jobs.runner import JobContext, JobFailed
+from bot.jobs.context import JobContext, JobFailed
 from bot.remote.health import Health
 from bot.remote.place import Place
 from bot.remote.shell import SESSION_MAX, RemoteShell

@@ -24,7 +24,7 @@ from bot.flows.update.activation import GuardWatch
 from bot.flows.update.offer import RebootOffers
 from bot.flows.update.plan import Plan, PlanError, read_plan
 from bot.flows.watch.reboot_test import RebootTester
-from bot.jobs.runner import JobContext, Outcome, require_yes
+from bot.jobs.context import JobContext, Outcome, require_yes
 from bot.remote import nix
 from bot.remote.login import Login
 from bot.remote.nix import child_env

@@ -22,7 +22,7 @@ from bot.core.poll import PollTimeout, poll_until
 from bot.flows.basics import Basics
 from bot.flows.unlock import Unlocker
 from bot.flows.watch.watcher import Watcher
-from bot.jobs.runner import JobContext, JobFailed, Outcome
+from bot.jobs.context import JobContext, JobFailed, Outcome
 from bot.remote.place import Place
 from bot.remote.target import RebootFailed, Target
 from store import Job
