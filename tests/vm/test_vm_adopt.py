@@ -46,7 +46,12 @@ async def test_adopted_guest_keys_from_sops_and_the_booted_system_then_unlocked(
         status = await vm_world.rig.ask(op, "/status vm", timeout=60)
         return initrd_from in status.body
 
-    await eventually(initrd_read, timeout=120, what="the initrd key read from the system")
+    # Asked as a person would, every few seconds: each /status opens a TCP connection to
+    # both SSH ports, and a guest under TCG whose sshd is sent one every 50 ms falls behind
+    # (each connection forks and re-executes sshd), so the bot's own login then timed out.
+    await eventually(
+        initrd_read, timeout=180, interval=5.0, what="the initrd key read from the system"
+    )
     status = await vm_world.rig.ask(op, "/status vm", timeout=60)
     assert f"system key {fingerprint(keys.system_public)} (sops ({SECRET}))" in status.body
 
