@@ -81,9 +81,7 @@ async def measure() -> list[str]:
             world.machine("vm", machine, flake_attr="good", rollback_timeout="5m")
             await world.start()
             op = world.op
-            await tg.send_text(op, "/reboot vm")
-            ask = await world.says(op, "Reboot vm now", timeout=60)
-            await tg.press_button(op, ask, "Reboot")
+            await world.reboot_now()
             await asyncio.sleep(0)
             # Wait until the old system is gone, then for the initramfs's dropbear.
             await machine.guest.wait_banner(guest.initrd_port, BOOT)

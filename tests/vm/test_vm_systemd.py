@@ -138,9 +138,7 @@ async def test_reboot_test_from_the_chat_unlocks_the_systemd_initrd_after_a_wron
     await vm_world.start()
     op, tg = vm_world.op, vm_world.tg
 
-    await tg.send_text(op, "/reboot vm")
-    ask = await vm_world.says(op, "Reboot vm now", timeout=60)
-    await tg.press_button(op, ask, "Reboot")
+    await vm_world.reboot_now()
     prompt = await vm_world.says(op, PROMPT, timeout=BOOT)
     assert f"initrd key {fingerprint(systemd_image.keys.initrd_public)} verified" in prompt.body
     assert "Disk root: try 1 of 3 this boot." in prompt.body, prompt.body

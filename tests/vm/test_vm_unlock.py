@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from bot.core.keys import fingerprint
-from tests.vm.conftest import BootGuest
+from tests.vm.conftest import BootGuest, booted
 from tests.vm.guest import PASSPHRASE, Image
 from tests.vm.world import BOOT, PROMPT, STAGES, VmWorld, stage_times
 
@@ -42,19 +42,13 @@ async def test_wrong_then_right_passphrase_from_the_chat_opens_the_real_root(
 async def test_reboot_test_on_demand_goes_through_the_real_initramfs(
     scripted_image: Image, boot: BootGuest, vm_world: VmWorld
 ) -> None:
-    machine = await boot(scripted_image)
-    await machine.wait_initrd(BOOT)
-    await machine.unlock_by_hand()
-    await machine.wait_system(BOOT)
-    await machine.wait_running(BOOT)
+    machine = await booted(boot, scripted_image, BOOT)
     before = await machine.boot_id()
     vm_world.machine("vm", machine)
     await vm_world.start()
     op, tg = vm_world.op, vm_world.tg
 
-    await tg.send_text(op, "/reboot vm")
-    ask = await vm_world.says(op, "Reboot vm now", timeout=60)
-    await tg.press_button(op, ask, "Reboot")
+    await vm_world.reboot_now()
     answer = await vm_world.answer(op, PASSPHRASE, timeout=BOOT)
     report = await vm_world.says(op, "Reboot test of vm passed", timeout=BOOT)
     print(tg.transcript(op))
@@ -68,11 +62,7 @@ async def test_reboot_test_on_demand_goes_through_the_real_initramfs(
 async def test_scheduled_reboot_test_fires_from_its_cron_and_passes(
     scripted_image: Image, boot: BootGuest, vm_world: VmWorld
 ) -> None:
-    machine = await boot(scripted_image)
-    await machine.wait_initrd(BOOT)
-    await machine.unlock_by_hand()
-    await machine.wait_system(BOOT)
-    await machine.wait_running(BOOT)
+    machine = await booted(boot, scripted_image, BOOT)
     before = await machine.boot_id()
     # Every minute: the real scheduler in the real process starts it within a minute.
     vm_world.machine("vm", machine, reboot_check="* * * * *")

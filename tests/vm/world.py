@@ -103,6 +103,12 @@ class VmWorld:
     async def says(self, user: FakeUser, text: str, *, timeout: float) -> FakeMessage:
         return await self.tg.wait_for_message(user, lambda m: text in m.body, timeout=timeout)
 
+    async def reboot_now(self, name: str = "vm") -> None:
+        """``/reboot <name>`` as the operator, and the "Reboot" button pressed."""
+        await self.tg.send_text(self.op, f"/reboot {name}")
+        ask = await self.says(self.op, f"Reboot {name} now", timeout=60)
+        await self.tg.press_button(self.op, ask, "Reboot")
+
     async def answer(self, user: FakeUser, secret: str, *, timeout: float) -> FakeMessage:
         """Wait for the unlock prompt and answer it; the user's (deleted) message."""
         prompt = await self.says(user, PROMPT, timeout=timeout)

@@ -5,6 +5,8 @@ The session looks, logs in to the initrd before anyone is asked, and runs the st
 initrds share. A passphrase passes through one exchange (:meth:`UnlockSession.exchange`:
 ask, relay, wipe) or, for auto-unlock, through :meth:`UnlockSession._auto`; the loops
 that ask again (``askpass``, ``systemd``) are the unlocker's choice and call these steps.
+The steps stay in one module because they share the session's state (its login to the
+initrd, the answers it keeps as redaction needles until it ends, its memory of tries).
 """
 
 from __future__ import annotations
