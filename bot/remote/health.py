@@ -54,6 +54,10 @@ class CheckResult:
         return f"{'✓' if self.ok else '✗'} {self.check}: {self.detail}"
 
 
+#: ``systemctl is-system-running`` while the boot is not over.
+BOOTING = frozenset({"initializing", "starting"})
+
+
 @dataclass(frozen=True)
 class Health:
     """What a booted machine says about itself."""
@@ -65,6 +69,12 @@ class Health:
     uptime: float | None = None
     checks: tuple[CheckResult, ...] = ()
     disk_limit: int = 90
+
+    @property
+    def booting(self) -> bool:
+        """systemd is still bringing the system up: SSH answers before every unit started,
+        so a verdict now would judge a boot that is not over (``is-system-running``)."""
+        return self.system in BOOTING
 
     def problems(self) -> list[str]:
         return self.problems_since(None)

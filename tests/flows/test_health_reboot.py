@@ -155,3 +155,20 @@ async def test_scheduled_reboot_test_of_a_machine_not_installed_yet_is_skipped(
     assert not [m for m in tg.bot_messages(op) if "stalled at" in m.body]
     assert await world.rig.svc.store.recent_jobs(machines={"fresh"}) == []
     assert host.stage == "installer"
+
+
+async def test_health_waits_for_systemd_to_finish_the_boot(world: World) -> None:
+    """SSH answers while units still start (a real guest said "starting" for over a minute):
+    the reboot test judges health once the boot is over, not at its first look."""
+    host = world.lab.start_installed_host("plain", stage="booted", luks=False)
+    world.machine("web", host, luks=False, boot_timeout="60s", probe_interval="1h")
+    await world.start(**FAST)
+    await world.pin("web", host, initrd=False)
+    host.set_starting_for(3.0)
+    op, tg = world.op, world.rig.tg
+    ask = await world.rig.ask(op, "/reboot web")
+    await tg.press_button(op, ask, "Reboot")
+    report = await tg.wait_for_message(op, lambda m: "Reboot test of web" in m.body, timeout=60)
+    print(tg.transcript(op))
+    assert "passed" in report.body, report.body
+    assert "system running" in report.body

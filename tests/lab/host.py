@@ -382,6 +382,10 @@ class LabHost:
         """Make the booted system "degraded" with these failed units (empty: running)."""
         self._update(lambda s: setattr(s, "failed_units", list(units)))
 
+    def set_starting_for(self, seconds: float) -> None:
+        """After each boot, ``is-system-running`` says "starting" for ``seconds``."""
+        self._update(lambda s: setattr(s, "starting_for", seconds))
+
     def set_system_state(self, state: str | None) -> None:
         """Force ``systemctl is-system-running``'s answer (None: derive from failed units)."""
         self._update(lambda s: setattr(s, "system_state", state))

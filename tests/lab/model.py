@@ -74,6 +74,9 @@ class HostState:
     installed_system: str | None = None
     failed_units: list[str] = dataclasses.field(default_factory=list)
     system_state: str | None = None
+    #: Seconds after each boot that ``is-system-running`` says "starting": on a real
+    #: system SSH answers before every unit has started.
+    starting_for: float = 0.0
     http: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     disk_use_percent: int = 23
     faults: list[Fault] = dataclasses.field(default_factory=list)

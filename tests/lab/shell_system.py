@@ -249,6 +249,8 @@ def cmd_mount(ctx: Ctx, args: list[str]) -> int:
 def system_state(state: HostState) -> str:
     if state.system_state is not None:
         return state.system_state
+    if time.time() - state.booted_at < state.starting_for:
+        return "starting"
     return "degraded" if updates.failed_units(state) else "running"
 
 

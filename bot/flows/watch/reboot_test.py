@@ -23,6 +23,7 @@ from bot.flows.basics import Basics
 from bot.flows.unlock import Unlocker
 from bot.flows.watch.watcher import Watcher
 from bot.jobs.context import JobContext, JobFailed, Outcome
+from bot.remote.health import Probe
 from bot.remote.place import Place
 from bot.remote.target import RebootFailed, Target
 from store import Job
@@ -200,7 +201,7 @@ class RebootTester:
         timeline.done(BOOT)
 
         await ctx.enter(HEALTH)
-        probe = await self.watcher.check_now(machine)
+        probe = await self._settled(target)
         if probe.health is None:
             raise Stalled(HEALTH, probe.problem)
         await self.store.update_machine(machine.name, boot_id=probe.health.boot_id)
@@ -208,6 +209,26 @@ class RebootTester:
         if not probe.ok:
             raise Stalled(HEALTH, "; ".join(probe.health.problems()))
         return f"boot id {old[:8]} → {new[:8]}; {probe.health.summary()}"
+
+    async def _settled(self, target: Target) -> Probe:
+        """The health check once systemd has finished the boot (its SSH answers while units
+        still start: a real guest said "starting" for longer than a minute), or the last
+        look after ``boot_timeout``, which judges a boot still not over."""
+        machine = target.machine
+
+        def over(probe: Probe) -> bool:
+            return probe.health is None or not probe.health.booting
+
+        try:
+            return await poll_until(
+                partial(self.watcher.check_now, machine),
+                over,
+                timeout=machine.boot_timeout,
+                interval=target.reach.poll,
+            )
+        except PollTimeout as exc:
+            last: Probe = exc.last
+            return last
 
     @staticmethod
     async def _gone(target: Target, old: str) -> str:
