@@ -22,7 +22,15 @@ from bot.config.settings import Settings
 from bot.core.keys import public_from_private
 from bot.core.secret import Secret
 from bot.core.text import printable
-from bot.remote.nix import GLOBAL_FLAGS, OLDEST_NIX, TOO_OLD, child_env, version
+from bot.remote.nix import (
+    GLOBAL_FLAGS,
+    OLDEST_NIX,
+    TOO_OLD,
+    NixError,
+    child_env,
+    run_nix,
+    version,
+)
 from bot.remote.pins import SopsHostKeys, describe, resolve
 from store import MachineState, Store
 
@@ -109,26 +117,24 @@ async def _nix(nix: tuple[str, ...]) -> Row:
 
 
 async def _version_of(nix: tuple[str, ...]) -> str:
-    """What ``nix --version`` printed, or why it printed nothing."""
+    """What ``nix --version`` printed, or why it printed nothing (through the one nix runner:
+    bounded lines, its own process group, stopped after ``NIX_VERSION_TIMEOUT``)."""
+    argv = [*nix, *GLOBAL_FLAGS, "--version"]
     try:
-        child = await asyncio.create_subprocess_exec(
-            *nix,
-            *GLOBAL_FLAGS,
-            "--version",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+        done = await run_nix(
+            argv,
+            what="nix --version",
             env=child_env(),
+            on_line=_ignore,
+            timeout=NIX_VERSION_TIMEOUT,
         )
-    except OSError as exc:
-        return f"cannot start: {exc.strerror}"
-    try:
-        out, _ = await asyncio.wait_for(child.communicate(), NIX_VERSION_TIMEOUT)
-    except TimeoutError:
-        child.kill()
-        await child.wait()
-        return f"no answer within {NIX_VERSION_TIMEOUT:g} s"
-    return out.decode(errors="replace").strip()
+    except NixError as exc:
+        return str(exc)
+    return "\n".join(done.lines).strip()
+
+
+def _ignore(line: str) -> None:
+    del line
 
 
 def _state_dir(path: Path) -> Row:
